@@ -1,0 +1,85 @@
+"""Cases -> padded tensors, shared by every model.
+
+A Batch is right-aligned: padding (0) on the left, the most recent click at items[:, -1]. Its width
+is the longest prefix in the batch, capped at `max_length`; truncation keeps the most recent clicks.
+Building a batch is one vectorised gather, no per-case Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from nextclick.data.sessions import Cases
+
+
+@dataclass(frozen=True)
+class Batch:
+    items: torch.Tensor  # (B, L) int64, right-aligned, 0 = padding
+    lengths: torch.Tensor  # (B,) int64, number of real clicks kept (<= L)
+    labels: torch.Tensor  # (B,) int64, the next click
+    full_lengths: torch.Tensor  # (B,) int64, prefix length before truncation (positions from the start)
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, L) bool, True at real clicks."""
+        return self.items != 0
+
+    def left_aligned(self) -> torch.Tensor:
+        """(B, L) the same clicks with padding on the right (for RNN packing / first-click indexing)."""
+        width = self.items.shape[1]
+        shift = (torch.arange(width).unsqueeze(0) + (width - self.lengths).unsqueeze(1)) % width
+        return torch.gather(self.items, 1, shift)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.items, self.lengths, self.labels, self.full_lengths)))
+
+
+def make_batch(cases: Cases, indices: np.ndarray | None = None, max_length: int | None = None) -> Batch:
+    """Gather cases (all, or those at `indices`) into a right-aligned Batch."""
+    session = cases.session if indices is None else cases.session[indices]
+    length = cases.length if indices is None else cases.length[indices]
+    flat = cases.sessions.items
+    starts = cases.sessions.offsets[session]
+    ends = starts + length  # index of the label click
+    kept = length if max_length is None else np.minimum(length, max_length)
+    width = int(kept.max()) if len(kept) else 1
+    columns = np.arange(width, dtype=np.int64)
+    source = ends[:, None] - width + columns[None, :]  # (B, L)
+    valid = columns[None, :] >= (width - kept)[:, None]
+    items = np.where(valid, flat[np.clip(source, 0, len(flat) - 1)], 0).astype(np.int64)
+    return Batch(
+        items=torch.from_numpy(items),
+        lengths=torch.from_numpy(kept.astype(np.int64)),
+        labels=torch.from_numpy(flat[ends].astype(np.int64)),
+        full_lengths=torch.from_numpy(length.astype(np.int64)),
+    )
+
+
+def batch_from_prefixes(prefixes: list[np.ndarray], max_length: int | None = None) -> Batch:
+    """A Batch for raw sessions (serving, `recommend`, `explain`): labels are set to 0 (unknown)."""
+    from nextclick.data.sessions import Sessions
+
+    if any(len(p) == 0 for p in prefixes):
+        raise ValueError("a session needs at least one click")
+    sessions = Sessions.from_lists([list(p) + [0] for p in prefixes])
+    return make_batch(Cases.whole_sessions(sessions), max_length=max_length)
+
+
+def iterate_batches(
+    cases: Cases,
+    batch_size: int,
+    max_length: int | None = None,
+    order: np.ndarray | None = None,
+) -> Iterator[Batch]:
+    """Batches in `order` (default: file order). Evaluation uses file order; its results never
+    depend on the order because every case is scored independently."""
+    order = np.arange(len(cases)) if order is None else order
+    for start in range(0, len(order), batch_size):
+        yield make_batch(cases, order[start : start + batch_size], max_length)

@@ -1,0 +1,155 @@
+"""Published splits on disk, and the plain-text format every prepared split is saved in.
+
+A split directory holds `train.txt` (one training session per line, item ids separated by spaces, in
+click order) and `test.txt` (one case per line: prefix ids, a TAB, the next id), as in
+../shared/data/benchmarks. `split.json` (optional) names the protocol; the three published splits
+are known by name. Ids in these files are already dense 1..n; id 0 never occurs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nextclick.data.sessions import Cases, Protocol, Sessions, Split, Vocab
+
+DATA_ENV = "NEXTCLICK_DATA"
+
+# The protocol of each published split (../shared/data/README.md, ../shared/docs/protocols.md).
+PUBLISHED_PROTOCOLS = {
+    "retailrocket": Protocol("dsan", min_prefix=2, source="DSAN (AAAI 2021) Table 1: prefixes of length >= 2"),
+    "diginetica": Protocol("srgnn", min_prefix=1, source="SR-GNN (AAAI 2019) preprocess.py: every prefix"),
+    "yoochoose1_64": Protocol("srgnn", min_prefix=1, source="SR-GNN (AAAI 2019): last 1/64 of training cases"),
+}
+
+
+class DataError(ValueError):
+    """A split or data file that cannot be read; the message says which file and why."""
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The data directory: the explicit argument, then $NEXTCLICK_DATA, then ../shared/data when it
+    exists (next to the working directory or next to this checkout)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    here = Path(__file__).resolve()
+    for candidate in (Path.cwd() / ".." / "shared" / "data", here.parents[4] / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+def available(root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Named split directories under <data dir>/benchmarks (and <data dir>/prepared)."""
+    base = data_dir(root)
+    found: dict[str, Path] = {}
+    if base is None:
+        return found
+    for sub in ("benchmarks", "prepared"):
+        folder = base / sub
+        if folder.is_dir():
+            for child in sorted(folder.iterdir()):
+                if (child / "train.txt").is_file() and (child / "test.txt").is_file():
+                    found.setdefault(child.name, child)
+    return found
+
+
+def _parse_lines(path: Path, tab_label: bool) -> Sessions:
+    """Parse a file of space-separated positive ints, one session per line (a TAB before the label in
+    test files counts as a separator). Vectorised: one split over the whole file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}") from None
+    lines = raw.splitlines()
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise DataError(f"{path} holds no sessions")
+    if tab_label:
+        bad = next((i for i, line in enumerate(lines) if line.count(b"\t") != 1), None)
+        if bad is not None:
+            raise DataError(f"{path}:{bad + 1}: expected '<prefix ids> TAB <next id>'")
+    lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
+    try:
+        items = np.array(b" ".join(lines).split(), dtype=np.int64)
+    except ValueError:
+        bad = next(i for i, line in enumerate(lines) if not all(tok.isdigit() for tok in line.split()))
+        raise DataError(f"{path}:{bad + 1}: item ids must be positive integers") from None
+    if items.min() < 1:
+        raise DataError(f"{path}: item id 0 is reserved for padding")
+    if items.max() > np.iinfo(np.int32).max:
+        raise DataError(f"{path}: item ids must be dense indices (got {items.max()})")
+    if tab_label and lengths.min() < 2:
+        raise DataError(f"{path}: every test case needs a prefix and a label")
+    return Sessions.from_lengths(items.astype(np.int32), lengths)
+
+
+def load_split(path: str | os.PathLike, name: str | None = None) -> Split:
+    """Load a split directory (published or prepared by `nextclick data prepare`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"no split directory at {path}")
+    name = name or path.name
+    meta_file = path / "split.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if "protocol" in meta:
+        protocol = Protocol(**meta["protocol"])
+    else:
+        protocol = PUBLISHED_PROTOCOLS.get(name, Protocol("custom", min_prefix=1))
+    train = _parse_lines(path / "train.txt", tab_label=False)
+    test_sessions = _parse_lines(path / "test.txt", tab_label=True)
+    n_items = int(max(train.items.max(), test_sessions.items.max()))
+    if "vocab" in meta:
+        vocab = Vocab(np.asarray([0] + list(meta["vocab"]), dtype=np.int64))
+        if vocab.n_items < n_items:
+            raise DataError(f"{meta_file}: vocab lists {vocab.n_items} items but the files use id {n_items}")
+    else:
+        vocab = Vocab.identity(n_items)
+    return Split(
+        name=name,
+        train=train,
+        test=Cases.whole_sessions(test_sessions),
+        vocab=vocab,
+        protocol=protocol,
+        provenance={"path": str(path.resolve()), **{k: v for k, v in meta.items() if k not in ("vocab",)}},
+    )
+
+
+def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write a split in the published plain-text format plus `split.json` (protocol, vocab, extras)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    train_lines = (" ".join(map(str, split.train[i])) for i in range(len(split.train)))
+    (path / "train.txt").write_text("\n".join(train_lines) + "\n")
+    test = split.test
+    test_lines = (
+        " ".join(map(str, test.prefix(c))) + "\t" + str(label) for c, label in enumerate(test.labels.tolist())
+    )
+    (path / "test.txt").write_text("\n".join(test_lines) + "\n")
+    meta = {"protocol": split.protocol.to_dict(), **(extra or {})}
+    if not np.array_equal(split.vocab.ids, np.arange(len(split.vocab.ids))):
+        meta["vocab"] = split.vocab.ids[1:].tolist()
+    (path / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def resolve(dataset: str | None, data_root: str | os.PathLike | None = None, *, seed: int = 0) -> Split:
+    """A dataset name or directory -> Split. No name means the embedded synthetic dataset."""
+    from nextclick.data import synthetic
+
+    if dataset in (None, "", "synthetic"):
+        return synthetic.generate(synthetic.SyntheticConfig(seed=seed)).split
+    if Path(dataset).is_dir() and (Path(dataset) / "train.txt").exists():
+        return load_split(dataset)
+    named = available(data_root)
+    if dataset in named:
+        return load_split(named[dataset], name=dataset)
+    where = data_dir(data_root)
+    known = ", ".join(["synthetic", *named]) or "synthetic"
+    hint = f"under {where}" if where else f"(no data directory: set ${DATA_ENV} or --data-dir)"
+    raise DataError(f"unknown dataset {dataset!r} {hint}; available: {known}")

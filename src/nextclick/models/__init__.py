@@ -1,0 +1,33 @@
+"""The model registry: the one place that lists models. `nextclick models` prints it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nextclick.models.base import ConfigError, Recommender, config_from_overrides
+from nextclick.models.popularity import Pop, SessionPop
+
+REGISTRY: dict[str, type[Recommender]] = {
+    "pop": Pop,
+    "s-pop": SessionPop,
+}
+
+
+def register(cls: type[Recommender]) -> type[Recommender]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def model_class(name: str) -> type[Recommender]:
+    key = name.lower()
+    if key not in REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; models: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[key]
+
+
+def build(name: str, n_items: int, overrides: dict[str, Any] | None = None) -> Recommender:
+    cls = model_class(name)
+    return cls(n_items, config_from_overrides(cls.Config, overrides))
+
+
+__all__ = ["REGISTRY", "build", "model_class", "register"]

@@ -1,0 +1,71 @@
+"""POP and S-POP: the popularity baselines of every session-based paper.
+
+POP ranks every item by its number of training clicks, the same list for every session.
+S-POP ranks the items of the current session by how often they occur in it, ties broken by global
+popularity, then the rest of the catalogue by global popularity (NARM section 4.2; model_zoo.md 2.2):
+score_i = count_in_session(i) + pop(i) / (max pop + 1), which keeps the in-session count dominant.
+Counts come from training clicks only (the DSAN repository's pop.py also counted test clicks, a
+leak we do not reproduce; dsan_reference.md 5.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nextclick.data.batches import Batch
+from nextclick.data.sessions import Cases
+from nextclick.models.base import StatisticalModel
+
+
+def click_counts(cases: Cases, n_items: int) -> np.ndarray:
+    """Training clicks per item over the full training sessions behind the cases."""
+    counts = np.bincount(cases.sessions.items, minlength=n_items + 1).astype(np.float64)
+    counts[0] = 0.0
+    return counts
+
+
+@dataclass(frozen=True)
+class PopConfig:
+    pass
+
+
+@dataclass(frozen=True)
+class SessionPopConfig:
+    max_length: int | None = None  # None: the whole prefix counts (NARM's S-POP)
+
+
+class Pop(StatisticalModel):
+    name = "pop"
+    Config = PopConfig
+    citation = "Most-popular baseline (e.g. NARM, CIKM 2017, section 4.2)"
+    state_fields = ("popularity",)
+    popularity: np.ndarray | None = None
+
+    def fit(self, train: Cases, valid: Cases | None = None, **options) -> "Pop":
+        self.popularity = click_counts(train, self.n_items)
+        return self
+
+    def _global_scores(self) -> torch.Tensor:
+        scores = torch.as_tensor(self.popularity, dtype=torch.float64)
+        scores[0] = -torch.inf
+        return scores
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        return self._global_scores().unsqueeze(0).expand(len(batch), -1)
+
+
+class SessionPop(Pop):
+    name = "s-pop"
+    Config = SessionPopConfig
+    citation = "Session popularity (NARM, CIKM 2017, section 4.2)"
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        base = self._global_scores() / (float(np.max(self.popularity)) + 1.0)  # each < 1
+        scores = base.unsqueeze(0).repeat(len(batch), 1)  # (B, n+1) float64
+        in_session = torch.zeros_like(scores)
+        in_session.scatter_add_(1, batch.items, torch.ones_like(batch.items, dtype=scores.dtype))
+        in_session[:, 0] = 0.0  # padding clicks are not items
+        return scores + in_session
