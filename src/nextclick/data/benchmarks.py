@@ -138,12 +138,12 @@ def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None)
     return path
 
 
-def resolve(dataset: str | None, data_root: str | os.PathLike | None = None, *, seed: int = 0) -> Split:
+def resolve(dataset: str | None, data_root: str | os.PathLike | None = None) -> Split:
     """A dataset name or directory -> Split. No name means the embedded synthetic dataset."""
     from nextclick.data import synthetic
 
     if dataset in (None, "", "synthetic"):
-        return synthetic.generate(synthetic.SyntheticConfig(seed=seed)).split
+        return synthetic.generate().split
     if Path(dataset).is_dir() and (Path(dataset) / "train.txt").exists():
         return load_split(dataset)
     named = available(data_root)

@@ -1,0 +1,154 @@
+"""Benchmarks: train (or fit) on a named split, select on validation, evaluate once on test, and
+write everything a reader needs to trust the number into results/<dataset>/<model>[-variant].json.
+
+Neural models train on the first 90% of training sessions and stop early on the last 10%.
+Statistical models (POP, kNN, ...) are fitted on the first 90%, measured on validation (where their
+hyper-parameters are chosen), then refitted on all training sessions for the test evaluation,
+since they have no epochs to select.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextclick import checkpoint
+from nextclick.data.benchmarks import resolve
+from nextclick.data.sessions import Split
+from nextclick.evaluate import Evaluation, evaluate
+from nextclick.models import build
+from nextclick.models.base import Recommender
+from nextclick.train import TrainOptions, TrainResult, set_threads, train_model
+
+
+def machine_info(threads: int | None = None) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cpu",
+    }
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def result_path(results_dir: str | Path, dataset: str, model: str, variant: str | None) -> Path:
+    name = model + (f"-{variant}" if variant else "")
+    return Path(results_dir) / dataset / f"{name}.json"
+
+
+def fit_and_select(
+    model: Recommender, split: Split, options: TrainOptions, valid_fraction: float = 0.1
+) -> tuple[Recommender, dict]:
+    """Train with validation-based selection; returns the model to test and a record of the fit."""
+    fit_cases, valid_cases = split.carve_validation(valid_fraction)
+    record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases)}
+    if model.neural:
+        result: TrainResult = train_model(model, fit_cases, valid_cases, options)
+        record.update(
+            selected_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            valid=result.best_valid,
+            history=result.history,
+            train_seconds=round(result.train_seconds, 2),
+            seconds_per_epoch=round(result.seconds_per_epoch, 2),
+            train_cases_per_second=round(result.cases_per_second, 1),
+        )
+        return model, record
+    start = time.perf_counter()
+    model.fit(fit_cases, valid_cases, progress=options.progress and not options.quiet)
+    record["fit_seconds_validation_run"] = round(time.perf_counter() - start, 3)
+    valid_eval = evaluate(model.score, valid_cases, ks=options.ks, batch_size=options.eval_batch_size,
+                          max_length=model.max_length)
+    record["valid"] = {k: round(v, 6) for k, v in valid_eval.metrics.items()}
+    record["selected_config"] = asdict(model.config)
+    start = time.perf_counter()
+    model.fit(split.train_cases(), None, progress=options.progress and not options.quiet)
+    record["fit_seconds"] = round(time.perf_counter() - start, 3)
+    record["refit_on_all_training_sessions"] = True
+    return model, record
+
+
+def run_bench(
+    model_name: str,
+    dataset: str | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    options: TrainOptions | None = None,
+    variant: str | None = None,
+    results_dir: str | Path = "results",
+    data_root: str | None = None,
+    threads: int | None = None,
+    command: list[str] | None = None,
+) -> tuple[dict, Path]:
+    options = options or TrainOptions()
+    threads = set_threads(threads)
+    wall_start = time.perf_counter()
+    split = resolve(dataset, data_root)
+    torch.manual_seed(options.seed)
+    np.random.seed(options.seed)
+    model = build(model_name, split.n_items, overrides)
+    if options.checkpoint_dir is None:
+        options = replace(options, checkpoint_dir=str(Path("runs") / split.name / (model.name + (f"-{variant}" if variant else ""))))
+    directory = Path(options.checkpoint_dir)
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    model, fit_record = fit_and_select(model, split, options)
+    checkpoint.save_weights(directory, model)
+    test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
+                                     max_length=model.max_length, progress=options.progress and not options.quiet,
+                                     description="test")
+    result = {
+        "model": model.name,
+        "variant": variant,
+        "dataset": split.name,
+        "protocol": split.protocol.to_dict(),
+        "split": split.stats(),
+        "test": test_eval.summary(),
+        "test_by_length": test_eval.by_length(),
+        **fit_record,
+        "config": asdict(model.config),
+        "train_options": {k: v for k, v in asdict(options).items() if k not in ("progress", "quiet")},
+        "seed": options.seed,
+        "wall_seconds": round(time.perf_counter() - wall_start, 2),
+        "machine": machine_info(threads),
+        "git_commit": git_commit(),
+        "command": shlex.join(command if command is not None else sys.argv),
+        "citation": model.citation,
+    }
+    checkpoint.atomic_write_json(directory / "metrics.json", {"valid": fit_record.get("valid"), "test": result["test"]})
+    path = result_path(results_dir, split.name, model.name, variant)
+    checkpoint.atomic_write_json(path, result)
+    np.savez_compressed(path.with_suffix(".ranks.npz"), ranks=test_eval.ranks.astype(np.int32))
+    return result, path

@@ -1,0 +1,295 @@
+"""`nextclick` command line: thin — parses, calls the library, prints.
+
+Every command works on the embedded synthetic dataset when no dataset is named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = """Session-based recommendation: train, evaluate and serve next-click models.
+
+Datasets are the published splits under <data dir>/benchmarks (see `nextclick datasets`), a split
+directory made by `nextclick data prepare`, or, by default, the embedded synthetic dataset.
+"""
+
+
+def _parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="published split name (retailrocket, diginetica, yoochoose1_64), a split directory, "
+                             "or 'synthetic' (default)")
+    parser.add_argument("--data-dir", default=None,
+                        help="data directory holding benchmarks/ (default: $NEXTCLICK_DATA, else ../shared/data)")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
+                        help="override a model config value (repeatable); see `nextclick models --config MODEL`")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the model's paper setting)")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping (3)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the model's)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (1, as DSAN's official code)")
+    parser.add_argument("--select", default="HR@20", help="validation metric that selects the epoch (HR@20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
+    parser.add_argument("--length-buckets", type=int, default=0,
+                        help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")
+    parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _train_options(args) -> "TrainOptions":
+    from nextclick.train import TrainOptions
+
+    return TrainOptions(
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
+        select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+        progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
+    )
+
+
+def cmd_datasets(args) -> int:
+    from nextclick.data.benchmarks import available, data_dir, load_split
+
+    root = data_dir(args.data_dir)
+    print(f"data directory: {root if root else '(none: set $NEXTCLICK_DATA or --data-dir)'}")
+    rows = [("synthetic", None)] + list(available(args.data_dir).items())
+    print(f"{'name':<16}{'protocol':<10}{'train sessions':>15}{'train cases':>13}{'test cases':>12}{'items':>9}")
+    from nextclick.data.benchmarks import resolve
+
+    for name, path in rows:
+        split = resolve(name) if path is None else load_split(path, name)
+        s = split.stats()
+        print(f"{name:<16}{s['protocol']['name']:<10}{s['train_sessions']:>15,}{s['train_cases']:>13,}"
+              f"{s['test_cases']:>12,}{s['items']:>9,}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from dataclasses import asdict
+
+    from nextclick.models import REGISTRY, model_class
+
+    if args.config:
+        cls = model_class(args.config)
+        print(json.dumps(asdict(cls.Config()), indent=1))
+        return 0
+    for name in sorted(REGISTRY):
+        cls = REGISTRY[name]
+        print(f"{name:<12}{'neural' if cls.neural else 'statistical':<13}{cls.citation}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.bench import fit_and_select
+    from nextclick.data.benchmarks import resolve
+    from nextclick.models import build
+    from nextclick.train import set_threads
+
+    import torch
+
+    set_threads(args.threads)
+    options = _train_options(args)
+    split = resolve(args.dataset, args.data_dir)
+    torch.manual_seed(options.seed)
+    model = build(args.model, split.n_items, _parse_overrides(args.set))
+    directory = Path(options.checkpoint_dir or Path("runs") / split.name / model.name)
+    options.checkpoint_dir = str(directory)
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    if not args.quiet:
+        print(f"training {model.name} on {split.name} ({len(split.train):,} sessions, {split.n_items:,} items)")
+        print("config:", json.dumps(__import__("dataclasses").asdict(model.config)))
+    model, record = fit_and_select(model, split, options)
+    checkpoint.save_weights(directory, model)
+    checkpoint.atomic_write_json(directory / "metrics.json", {"valid": record.get("valid")})
+    valid = record.get("valid", {})
+    print(f"checkpoint: {directory}")
+    print("validation " + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.data.benchmarks import resolve
+    from nextclick.evaluate import evaluate
+    from nextclick.train import set_threads
+
+    set_threads(args.threads)
+    model, vocab, meta = checkpoint.load(args.checkpoint)
+    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
+    if split.n_items != model.n_items:
+        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    result = evaluate(model.score, split.test, batch_size=args.batch_size, max_length=model.max_length,
+                      progress=not args.quiet, description="test")
+    summary = result.summary()
+    if args.by_length:
+        summary["by_length"] = result.by_length()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"{meta['model']} on {split.name} test ({summary['cases']:,} cases):")
+        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    import numpy as np
+
+    from nextclick import checkpoint
+
+    if not args.items:
+        raise ValueError("an empty session has nothing to recommend from: give at least one item id")
+    model, vocab, _ = checkpoint.load(args.checkpoint)
+    try:
+        indices = vocab.encode([int(i) for i in args.items])
+    except ValueError:
+        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    top, scores = model.recommend([np.asarray(indices)], k=args.k)
+    ids = vocab.decode(top[0])
+    if args.json:
+        print(json.dumps([{"item": int(i), "score": float(s)} for i, s in zip(ids, scores[0])]))
+    else:
+        for rank, (item, score) in enumerate(zip(ids, scores[0]), 1):
+            print(f"{rank:3d}  {int(item):>10}  {float(score):.6f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from nextclick.bench import run_bench
+
+    result, path = run_bench(
+        args.model, args.dataset, overrides=_parse_overrides(args.set), options=_train_options(args),
+        variant=args.variant, results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
+        command=["nextclick", *sys.argv[1:]],
+    )
+    test = result["test"]
+    machine = result["machine"]
+    print(f"{result['model']}{'-' + args.variant if args.variant else ''} on {result['dataset']}: "
+          + "  ".join(f"{k} {test[k]:.4f}" for k in test if k.startswith(("HR@", "MRR@"))))
+    print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Train DSAN briefly on the synthetic data and report test metrics next to S-POP."""
+    from nextclick.bench import run_bench
+    from nextclick.train import TrainOptions
+
+    lines = []
+    for model, overrides, epochs in (("s-pop", {}, None), (args.model, {}, args.epochs)):
+        options = TrainOptions(epochs=epochs, patience=2, progress=not args.quiet, quiet=args.quiet,
+                               checkpoint_dir=str(Path(args.out) / model))
+        result, _ = run_bench(model, "synthetic", overrides=overrides, options=options, results_dir=args.out,
+                              command=["nextclick", "demo"])
+        test = result["test"]
+        lines.append(f"{model:<8} test HR@20 {test['HR@20']:.4f}  MRR@20 {test['MRR@20']:.4f}  ({test['cases']:,} cases)")
+    print("\n".join(lines))
+    print(f"checkpoints under {args.out}/ — try: nextclick recommend {args.out}/{args.model} 1 2 3")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nextclick", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("datasets", help="list available splits with their counts")
+    p.add_argument("--data-dir", default=None, help="data directory (default: $NEXTCLICK_DATA, else ../shared/data)")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("models", help="list registered models, or print one model's default config")
+    p.add_argument("--config", metavar="MODEL", help="print this model's config with its defaults")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a model (validation-selected) and save a checkpoint")
+    p.add_argument("model", help="model name (see `nextclick models`)")
+    _add_data_options(p)
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a test set (full ranking, HR@K and MRR@K)")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    _add_data_options(p)
+    p.add_argument("--batch-size", type=int, default=500, help="cases per scoring batch (bounds memory)")
+    p.add_argument("--by-length", action="store_true", help="also break metrics down by prefix length")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-K next items for a session: checkpoint + item ids in click order")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
+    p.add_argument("-k", type=int, default=20, help="how many items to return (20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>.json")
+    p.add_argument("model", help="model name (see `nextclick models`)")
+    _add_data_options(p)
+    _add_train_options(p)
+    p.add_argument("--variant", default=None, help="name suffix for a non-default configuration (results/<d>/<model>-<variant>.json)")
+    p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the README's first command: train on the synthetic data and print test metrics")
+    p.add_argument("--model", default="s-pop", help="model to train (default: the best one available)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoints and results")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _extension_commands():
+        register(sub)
+    return parser
+
+
+def _extension_commands():
+    """Commands that live next to their library code (data preparation, explanations, serving)."""
+    registrars = []
+    try:
+        from nextclick.data.prepare_cli import add_data_commands
+
+        registrars.append(add_data_commands)
+    except ImportError:
+        pass
+    return registrars
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nextclick.checkpoint import CheckpointError
+    from nextclick.data.benchmarks import DataError
+    from nextclick.models.base import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"nextclick: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nextclick: interrupted (a checkpointed run continues with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The generic training loop for every neural model.
+
+Per epoch: shuffle the training cases (seeded per epoch, so a resumed run sees the same order), take
+Adam steps on the model's loss (full-catalogue cross-entropy unless the model says otherwise), then
+evaluate on the validation cases, which come from the last training sessions, never from test.
+The best epoch by `select_metric` is kept; training stops after `patience` epochs without
+improvement. After every epoch the complete state (weights, optimizer, scheduler, RNG, history) is
+written atomically, so `resume=True` continues exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nextclick import checkpoint
+from nextclick.data.batches import iterate_batches
+from nextclick.data.sessions import Cases
+from nextclick.evaluate import DEFAULT_KS, evaluate
+
+TRAINING_DIR = "training"
+
+
+@dataclass
+class TrainOptions:
+    epochs: int | None = None  # None: the model config's `epochs`
+    patience: int = 3  # epochs without validation improvement before stopping
+    batch_size: int | None = None  # None: the model config's `batch_size`
+    seed: int = 1  # DSAN's official code seeds with 1
+    select_metric: str = "HR@20"  # the paper codes pick epochs by HR@20 (on test; we use validation)
+    ks: tuple[int, ...] = DEFAULT_KS
+    eval_batch_size: int = 500
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+    quiet: bool = False
+    log_path: str | None = None  # default: <checkpoint_dir>/train.jsonl
+    length_buckets: int = 0  # >0: group this many batches by prefix length (faster, less random)
+    max_batches: int | None = None  # cap per epoch (smoke tests)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_cases: int = 0
+
+    @property
+    def cases_per_second(self) -> float:
+        return self.train_cases / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.train_seconds / max(1, len(self.history))
+
+
+def epoch_order(n_cases: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(n_cases)
+    return np.random.default_rng([seed, epoch]).permutation(n_cases)
+
+
+def bucket_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, group: int, seed: int, epoch: int) -> np.ndarray:
+    """Within chunks of `group` batches, sort by prefix length so batches pad little; then shuffle
+    the batches. Every case is still seen once per epoch."""
+    chunk = batch_size * group
+    pieces = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        pieces.append(part[np.argsort(lengths[part], kind="stable")])
+    sorted_order = np.concatenate(pieces)
+    batches = [sorted_order[i : i + batch_size] for i in range(0, len(sorted_order), batch_size)]
+    rng = np.random.default_rng([seed, epoch, 1])
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).clone()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    optim_tensors, optim_json = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    folder = directory / TRAINING_DIR
+    checkpoint.atomic_save_tensors(folder / "state.safetensors", tensors)
+    checkpoint.atomic_write_json(
+        folder / "state.json",
+        {**progress, "optimizer": optim_json, "scheduler": scheduler.state_dict() if scheduler else None},
+    )
+
+
+def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
+    folder = directory / TRAINING_DIR
+    state_json = folder / "state.json"
+    if not state_json.is_file():
+        raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
+    progress = json.loads(state_json.read_text())
+    tensors = checkpoint.load_tensors(folder / "state.safetensors")
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimizer(optimizer, tensors, progress.pop("optimizer"))
+    scheduler_state = progress.pop("scheduler")
+    if scheduler is not None and scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    return progress
+
+
+def _log(path: Path | None, record: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions | None = None) -> TrainResult:
+    """Train `model` (a NeuralModel) in place; on return it holds the weights of the selected epoch."""
+    options = options or TrainOptions()
+    config = model.config
+    epochs = options.epochs if options.epochs is not None else getattr(config, "epochs", 30)
+    batch_size = options.batch_size or getattr(config, "batch_size", 512)
+    shuffle = getattr(config, "shuffle", True)
+    directory = Path(options.checkpoint_dir) if options.checkpoint_dir else None
+    log_path = Path(options.log_path) if options.log_path else (directory / "train.jsonl" if directory else None)
+    say = (lambda *a: None) if options.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
+
+    optimizer = model.optimizer()
+    scheduler = model.scheduler(optimizer)
+    progress = {"epoch": -1, "best_epoch": -1, "best_value": -math.inf, "best_valid": {}, "bad_epochs": 0,
+                "history": [], "train_seconds": 0.0, "train_cases": 0}
+    if options.resume:
+        if directory is None:
+            raise ValueError("resume needs a checkpoint directory")
+        progress = load_training_state(directory, model, optimizer, scheduler)
+        say(f"resumed after epoch {progress['epoch']} (best so far: epoch {progress['best_epoch']})")
+    elif log_path is not None and log_path.exists():
+        log_path.unlink()
+
+    best_state = None
+    if options.resume and directory is not None and (directory / "model.safetensors").exists():
+        best_state = checkpoint.load_tensors(directory / "model.safetensors")
+
+    lengths = train.length
+    for epoch in range(progress["epoch"] + 1, epochs):
+        if progress["bad_epochs"] >= options.patience:
+            break
+        model.train()
+        order = epoch_order(len(train), options.seed, epoch, shuffle)
+        if options.length_buckets:
+            order = bucket_by_length(order, lengths, batch_size, options.length_buckets, options.seed, epoch)
+        n_batches = math.ceil(len(order) / batch_size)
+        if options.max_batches:
+            n_batches = min(n_batches, options.max_batches)
+            order = order[: n_batches * batch_size]
+        bar = tqdm(total=len(order), desc=f"epoch {epoch}", unit="case", disable=not options.progress or options.quiet,
+                   dynamic_ncols=True, leave=False)
+        start = time.perf_counter()
+        total_loss, seen = 0.0, 0
+        for batch in iterate_batches(train, batch_size, model.max_length, order):
+            loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        if scheduler is not None:
+            scheduler.step()
+        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
+                  "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}
+        progress["train_seconds"] += seconds
+        progress["train_cases"] += seen
+        if valid is not None and len(valid):
+            evaluation = evaluate(model.score, valid, ks=options.ks, batch_size=options.eval_batch_size,
+                                  max_length=model.max_length, progress=options.progress and not options.quiet,
+                                  description="validate")
+            record["valid"] = {k: round(v, 6) for k, v in evaluation.metrics.items()}
+            record["valid_seconds"] = round(evaluation.seconds, 2)
+            value = evaluation.metrics[options.select_metric]
+        else:
+            value = -record["loss"]  # no validation: keep the last epoch with the lowest loss
+        improved = value > progress["best_value"]
+        if improved:
+            progress.update(best_epoch=epoch, best_value=value, best_valid=record.get("valid", {}), bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if directory is not None:
+                checkpoint.save_weights(directory, model)
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch
+        progress["history"].append(record)
+        if directory is not None:
+            save_training_state(directory, model, optimizer, scheduler, progress)
+        _log(log_path, record)
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in record.get("valid", {}).items() if k.endswith("@20"))
+        say(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {seconds:7.1f}s  {record['cases_per_second']:8.1f} cases/s"
+            f"  valid {metrics}{'  *' if improved else ''}")
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        best_epoch=progress["best_epoch"],
+        best_valid=progress["best_valid"],
+        epochs_run=progress["epoch"] + 1,
+        history=progress["history"],
+        train_seconds=progress["train_seconds"],
+        train_cases=progress["train_cases"],
+    )
+
+
+def set_threads(threads: int | None = None) -> int:
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+def options_dict(options: TrainOptions) -> dict:
+    return asdict(options)
