@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from nextclick.models.base import ConfigError, Recommender, config_from_overrides
+from nextclick.models.narm import NARM
 from nextclick.models.popularity import Pop, SessionPop
+from nextclick.models.sriem import SRIEM
 
 REGISTRY: dict[str, type[Recommender]] = {
     "pop": Pop,
     "s-pop": SessionPop,
+    "narm": NARM,
+    "sr-iem": SRIEM,
 }
 
 

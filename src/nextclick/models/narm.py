@@ -1,0 +1,159 @@
+"""NARM: Neural Attentive Recommendation Machine.
+
+Li, Ren, Chen, Ren, Lian, Ma. "Neural Attentive Session-based Recommendation". CIKM 2017.
+Official code: github.com/lijingsdu/sessionRec_NARM (Theano).
+
+What it computes (paper section 3, for a prefix x_1..x_t):
+    e_j  = dropout_0.25(E[x_j])                               item embeddings, E in R^{(N+1) x D}
+    h_j  = GRU(e_j, h_{j-1})                                  one GRU layer, H units
+    c_g  = h_t                                                global encoder (section 3.3)
+    q_tj = v^T sigmoid(A1 h_t + A2 h_j)                       eq. 8
+    a_tj = softmax_j(q_tj) over the real clicks j = 1..t     normalised as in the official code
+    c_l  = sum_j a_tj h_j                                     local encoder (section 3.4)
+    c_t  = dropout_0.5([c_l; c_g])                            hybrid session vector (section 3.5)
+    s_i  = E[i]^T B c_t,  B in R^{D x 2H}                     bi-linear decoder (eq. 9)
+and is trained with full-catalogue cross-entropy. Variants from the paper, as config values:
+`encoder` = global / local / hybrid (Table 4) and `decoder` = bilinear / fc (Table 2; the fully
+connected decoder is s = W c_t + b with its own output matrix).
+
+Where we differ from the paper and the official code, and why:
+- Truncation: the official `load_data(maxlen=19)` keeps the *first* 19 clicks of longer prefixes,
+  so the most recent clicks of long sessions are never seen. We keep the most recent 19
+  (`truncate="recent"`, the framework's convention); `truncate="first"` reproduces the official
+  behaviour. Only prefixes longer than 19 (about 1% of diginetica test cases) are affected.
+- Gates: the official GRU and attention use Theano's hard sigmoid; the paper writes the logistic
+  sigmoid, which we use (torch's nn.GRU, CPU, with packed sequences so padding never enters it).
+- Initialisation (`init="official"`): as the Theano code, N(0, 2/rows) for every weight matrix whose
+  first dimension is `rows` (so the embedding table gets std sqrt(2/N), tiny), orthogonal recurrent
+  matrices, zero biases. `init="pytorch"` keeps torch's defaults.
+- Padding index 0 is never a candidate (the official softmax includes it; harmless, since it is never
+  a target, but it is no item). Dropout is inverted (scaled at training time) instead of Theano's
+  scaling at test time; the two are equal in expectation.
+- Validation: the official code picks the epoch on a random 10% of training cases; the framework uses
+  the chronologically last 10% of training sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nextclick.data.batches import Batch
+from nextclick.models.base import NeuralModel
+
+
+@dataclass(frozen=True)
+class NARMConfig:
+    embedding_size: int = 50  # D, NARM section 4.3.2 ("50-dimensional embeddings")
+    hidden_size: int = 100  # H, section 4.3.2 ("100 hidden units")
+    embedding_dropout: float = 0.25  # section 4.3.2: between the item embedding and the GRU
+    context_dropout: float = 0.5  # section 4.3.2: between the session vector c_t and the decoder
+    encoder: Literal["hybrid", "global", "local"] = "hybrid"  # Table 4 (NARM_global / NARM_local / NARM)
+    decoder: Literal["bilinear", "fc"] = "bilinear"  # Table 2 (bi-linear vs fully connected decoder)
+    init: Literal["official", "pytorch"] = "official"  # official Theano init_weights / ortho_weight
+    max_length: int | None = 19  # official data_process.load_data(maxlen=19); None = whole prefix
+    truncate: Literal["recent", "first"] = "recent"  # which 19 clicks to keep ("first" = official code)
+    lr: float = 1e-3  # section 4.3.2, Adam
+    weight_decay: float = 0.0  # no L2 in paper or code
+    amsgrad: bool = False
+    lr_decay_every: int = 0  # no learning-rate decay in paper or code
+    lr_decay: float = 1.0
+    batch_size: int = 512  # section 4.3.2
+    epochs: int = 30  # official train_gru(max_epochs=30)
+    shuffle: bool = True  # official get_minibatches_idx(..., shuffle=True) every epoch
+
+
+class NARM(NeuralModel):
+    name = "narm"
+    Config = NARMConfig
+    citation = "Li et al., Neural Attentive Session-based Recommendation, CIKM 2017"
+
+    def __init__(self, n_items: int, config: NARMConfig | None = None):
+        super().__init__(n_items, config)
+        c = self.config
+        self.embedding = nn.Embedding(n_items + 1, c.embedding_size, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(c.embedding_dropout)
+        self.gru = nn.GRU(c.embedding_size, c.hidden_size, batch_first=True)
+        if c.encoder != "global":
+            self.attention_last = nn.Linear(c.hidden_size, c.hidden_size, bias=False)  # A1 (applied to h_t)
+            self.attention_each = nn.Linear(c.hidden_size, c.hidden_size, bias=False)  # A2 (applied to h_j)
+            self.attention_vector = nn.Linear(c.hidden_size, 1, bias=False)  # v
+        context_size = c.hidden_size * (2 if c.encoder == "hybrid" else 1)
+        self.context_dropout = nn.Dropout(c.context_dropout)
+        if c.decoder == "bilinear":
+            self.bilinear = nn.Linear(context_size, c.embedding_size, bias=False)  # B (D x |c_t|)
+        else:
+            self.output = nn.Linear(context_size, n_items + 1)  # fully connected decoder
+        if c.init == "official":
+            self._official_init()
+
+    @property
+    def max_length(self) -> int | None:
+        # "first" truncation needs the whole prefix in the batch; forward() cuts it.
+        return None if self.config.truncate == "first" else self.config.max_length
+
+    @torch.no_grad()
+    def _official_init(self) -> None:
+        def gaussian(weight: torch.Tensor, rows: int) -> None:
+            weight.normal_(0.0, math.sqrt(2.0 / rows))
+
+        gaussian(self.embedding.weight, self.n_items + 1)  # Wemb: (N, D), std sqrt(2/N)
+        self.embedding.weight[0].zero_()
+        hidden = self.config.hidden_size
+        for gate in range(3):  # Wxrz: three (D, H) blocks; torch stores (3H, D)
+            gaussian(self.gru.weight_ih_l0[gate * hidden : (gate + 1) * hidden], self.config.embedding_size)
+            nn.init.orthogonal_(self.gru.weight_hh_l0[gate * hidden : (gate + 1) * hidden])
+        self.gru.bias_ih_l0.zero_()
+        self.gru.bias_hh_l0.zero_()
+        if self.config.encoder != "global":
+            gaussian(self.attention_last.weight, hidden)  # W_decoder (H, H)
+            gaussian(self.attention_each.weight, hidden)  # W_encoder (H, H)
+            gaussian(self.attention_vector.weight, 1)  # bl_vector (1, H): std sqrt(2)
+        if self.config.decoder == "bilinear":
+            gaussian(self.bilinear.weight, self.config.embedding_size)  # bili (D, 2H)
+        else:
+            gaussian(self.output.weight, self.output.in_features)  # the commented-out U (2H, N)
+            self.output.bias.zero_()
+
+    def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) left-aligned clicks (padding on the right) and (B,) lengths, truncated as configured."""
+        items = batch.left_aligned()  # (B, L)
+        lengths = batch.lengths
+        limit = self.config.max_length
+        if self.config.truncate == "first" and limit is not None and items.shape[1] > limit:
+            items, lengths = items[:, :limit], lengths.clamp(max=limit)
+        return items, lengths
+
+    def session_vector(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """c_t (B, |c_t|) before dropout, and the attention weights (B, L) (None for NARM_global)."""
+        items, lengths = self._inputs(batch)  # (B, L), (B,)
+        embedded = self.embedding_dropout(self.embedding(items))  # (B, L, D)
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, last = self.gru(packed)
+        last = last[-1]  # (B, H): h_t at each session's own last click
+        if self.config.encoder == "global":
+            return last, None
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=items.shape[1])  # (B, L, H)
+        gate = torch.sigmoid(self.attention_last(last).unsqueeze(1) + self.attention_each(states))  # (B, L, H)
+        scores = self.attention_vector(gate).squeeze(2)  # (B, L)
+        valid = torch.arange(items.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+        weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
+        local = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
+        if self.config.encoder == "local":
+            return local, weights
+        return torch.cat([local, last], dim=1), weights  # (B, 2H), official order [c_l; c_g]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
+        if self.config.decoder == "bilinear":
+            logits = self.bilinear(context) @ self.embedding.weight.T  # (B, D) x (D, N+1)
+        else:
+            logits = self.output(context)  # (B, N+1)
+        logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
+        return logits

@@ -1,0 +1,141 @@
+"""SR-IEM: session-based recommendation with an importance extraction module.
+
+Pan, Cai, Chen, de Rijke. "Rethinking Item Importance in Session-based Recommendation". SIGIR 2020
+(short paper). Official code: github.com/nudtzpan/SRIEM (PyTorch, built on SR-GNN's code).
+
+What it computes (paper section 2, for the last t <= 10 clicks with embeddings E = [e_1..e_t]):
+    Q = sigmoid(E W_q),  K = sigmoid(E W_k)                  W_q, W_k in R^{d x l}       eq. 1
+    C = sigmoid(Q K^T) / sqrt(d),  C_ii masked              affinity matrix             eq. 2
+    alpha_i = (1/t) sum_{j != i} C_ij                       average similarity          eq. 3
+    beta = softmax(alpha) over the real clicks              importance                  eq. 4
+    z_l = sum_i beta_i e_i,  z_s = e_t                      long-term / current         eq. 5-6
+    z_h = W_0 [z_l; z_s],  W_0 in R^{d x 2d}                fusion                      eq. 7
+    score_i = z_h^T e_i,  y_hat = softmax(score)                                        eq. 8-9
+trained with eq. 10, the binary cross-entropy of every item's softmax probability (`loss="bce"`).
+A one-click prefix has no other clicks: alpha = 0 and beta = 1 (no 0/0).
+
+`variant="code"` switches to what the official code computes, which differs in five places:
+    Q = E W_q, K = E W_k (linear, no sigmoid) with l = d; C = sigmoid(Q K^T / sqrt(d)) (scaling
+    inside the sigmoid); alpha_i divided by (t - 1) (1 when t = 1); W_0 has a bias; the loss is
+    plain softmax cross-entropy.
+The official code also uses batch 256 and does not shuffle the training cases; those are trainer
+settings, given explicitly with the variant (or take `SRIEMConfig.code()`):
+    nextclick bench sr-iem -d diginetica --variant code \\
+        --set variant=code --set batch_size=256 --set shuffle=false
+
+Where we differ from both, and why:
+- Initialisation: the paper does not give one; both forms use the official U(-1/sqrt(d), 1/sqrt(d))
+  for every parameter.
+- Selection: the official code reports the best test epoch per metric; we select the epoch on the
+  validation split (last 10% of training sessions) and test once.
+- Padding index 0 is never a candidate (as the official code, which scores items 1..N only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from nextclick.data.batches import Batch
+from nextclick.models.base import NeuralModel
+
+
+@dataclass(frozen=True)
+class SRIEMConfig:
+    variant: Literal["paper", "code"] = "paper"  # paper equations, or the official code's forms
+    embedding_size: int = 200  # d, SR-IEM section 3.3 ("d = 200"); code --hiddenSize 200
+    attention_size: int = 100  # l, section 3.3 ("l = 100"); the code variant uses l = d
+    loss: Literal["bce", "ce"] = "bce"  # eq. 10 (BCE over softmax outputs); the code uses CE
+    max_length: int | None = 10  # section 3.3: the last 10 clicks; code --cutnum 10
+    lr: float = 1e-3  # section 3.3, Adam
+    lr_decay_every: int = 3  # section 3.3: decayed by 0.1 every 3 epochs; code --lr_dc_step 3
+    lr_decay: float = 0.1  # section 3.3; code --lr_dc 0.1
+    weight_decay: float = 1e-5  # section 3.3: L2 1e-5, as Adam weight_decay in the code (--l2)
+    amsgrad: bool = False
+    batch_size: int = 128  # section 3.3; the code's default is 256
+    epochs: int = 30  # code --epoch 30
+    shuffle: bool = True  # the paper does not say; the code does not shuffle (Data(..., shuffle=False))
+
+    @classmethod
+    def code(cls, **changes) -> "SRIEMConfig":
+        """The official code's settings (main.py defaults, model.py forms)."""
+        preset = dict(variant="code", loss="ce", attention_size=200, batch_size=256, shuffle=False)
+        return dataclasses.replace(cls(), **{**preset, **changes})
+
+
+class SRIEM(NeuralModel):
+    name = "sr-iem"
+    Config = SRIEMConfig
+    citation = "Pan et al., Rethinking Item Importance in Session-based Recommendation, SIGIR 2020"
+
+    def __init__(self, n_items: int, config: SRIEMConfig | None = None):
+        super().__init__(n_items, config)
+        c = self.config
+        d = c.embedding_size
+        code = c.variant == "code"
+        width = d if code else c.attention_size  # l
+        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.query = nn.Linear(d, width, bias=False)  # W_q
+        self.key = nn.Linear(d, width, bias=False)  # W_k
+        self.fusion = nn.Linear(2 * d, d, bias=code)  # W_0 (the code's nn.Linear has a bias)
+        bound = 1.0 / math.sqrt(d)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.uniform_(-bound, bound)  # official reset_parameters
+            self.embedding.weight[0].zero_()
+
+    def importance(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """beta (B, L) from clicks (B, L, d) and mask (B, L) bool; zero at padding, sums to 1."""
+        d = self.config.embedding_size
+        if self.config.variant == "code":
+            query, key = self.query(embedded), self.key(embedded)  # (B, L, d)
+            affinity = torch.sigmoid(query @ key.transpose(1, 2) / math.sqrt(d))  # (B, L, L)
+        else:
+            query, key = torch.sigmoid(self.query(embedded)), torch.sigmoid(self.key(embedded))  # (B, L, l)
+            affinity = torch.sigmoid(query @ key.transpose(1, 2)) / math.sqrt(d)  # (B, L, L)
+        width = mask.shape[1]
+        others = mask.unsqueeze(1) & ~torch.eye(width, dtype=torch.bool).unsqueeze(0)  # (B, L, L): real j != i
+        total = (affinity * others).sum(dim=2)  # (B, L)
+        length = mask.sum(dim=1, keepdim=True)  # (B, 1) t
+        if self.config.variant == "code":
+            length = (length - 1).clamp(min=1)  # the code's 1/(len - 1), 1 for a one-click prefix
+        alpha = total / length  # (B, L)
+        return torch.softmax(alpha.masked_fill(~mask, -torch.inf), dim=1)  # (B, L)
+
+    def session_vector(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_h (B, d) and the importance weights beta (B, L)."""
+        mask = batch.mask  # (B, L)
+        embedded = self.embedding(batch.items)  # (B, L, d); padding rows are zero
+        beta = self.importance(embedded, mask)  # (B, L)
+        long_term = torch.bmm(beta.unsqueeze(1), embedded).squeeze(1)  # (B, d)
+        current = embedded[:, -1]  # (B, d): right-aligned, the last click is the last column
+        return self.fusion(torch.cat([long_term, current], dim=1)), beta
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        session = self.session_vector(batch)[0]  # (B, d)
+        logits = session @ self.embedding.weight.T  # (B, N+1)
+        logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
+        return logits
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        logits = self(batch)  # (B, N+1), column 0 = -inf
+        if self.config.loss == "ce":
+            return nn.functional.cross_entropy(logits, batch.labels)
+        return bce_over_softmax(logits, batch.labels)
+
+
+def bce_over_softmax(logits: torch.Tensor, labels: torch.Tensor, ceiling: float = 1.0 - 1e-6) -> torch.Tensor:
+    """SR-IEM eq. 10: -sum_i [y_i log p_i + (1 - y_i) log(1 - p_i)] with p = softmax(logits),
+    summed over items, averaged over the batch. log p_target comes from logsumexp (exact); the
+    negative terms use log1p(-p), exact for the small p of almost every item, with p capped at
+    `ceiling` so an item the model is certain of gives a large but finite loss."""
+    normaliser = torch.logsumexp(logits, dim=1, keepdim=True)  # (B, 1)
+    positive = logits.gather(1, labels.unsqueeze(1)) - normaliser  # (B, 1) log p_target
+    negative = torch.log1p(-torch.exp(logits - normaliser).clamp(max=ceiling))  # (B, N+1); 0 at padding
+    negative_sum = negative.sum(dim=1, keepdim=True) - negative.gather(1, labels.unsqueeze(1))  # (B, 1)
+    return -(positive + negative_sum).mean()

@@ -1,0 +1,123 @@
+"""NARM: shapes, padding invariance, variants, the synthetic contract, checkpoint round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nextclick import checkpoint
+from nextclick.data.batches import batch_from_prefixes, make_batch
+from nextclick.data.synthetic import generate
+from nextclick.evaluate import evaluate
+from nextclick.models import REGISTRY, build
+from nextclick.models.narm import NARM, NARMConfig
+from nextclick.models.popularity import Pop
+from nextclick.train import TrainOptions, train_model
+
+N_ITEMS = 30
+
+
+def small(**changes) -> NARM:
+    torch.manual_seed(0)
+    return NARM(N_ITEMS, NARMConfig(embedding_size=8, hidden_size=12, **changes))
+
+
+def test_registered():
+    assert REGISTRY["narm"] is NARM
+    assert build("narm", 10, {"decoder": "fc"}).config.decoder == "fc"
+
+
+def test_paper_defaults():
+    c = NARMConfig()
+    assert (c.embedding_size, c.hidden_size, c.embedding_dropout, c.context_dropout) == (50, 100, 0.25, 0.5)
+    assert (c.lr, c.batch_size, c.encoder, c.decoder) == (1e-3, 512, "hybrid", "bilinear")
+
+
+@pytest.mark.parametrize("encoder", ["hybrid", "global", "local"])
+@pytest.mark.parametrize("decoder", ["bilinear", "fc"])
+def test_forward_backward_shapes(encoder, decoder):
+    model = small(encoder=encoder, decoder=decoder)
+    batch = batch_from_prefixes([np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 7, 8, 9])])
+    batch = type(batch)(batch.items, batch.lengths, torch.tensor([2, 3, 4]), batch.full_lengths)
+    logits = model(batch)
+    assert logits.shape == (3, N_ITEMS + 1)
+    assert torch.isneginf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
+    model.loss(batch).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    context, weights = model.session_vector(batch)
+    assert context.shape == (3, 24 if encoder == "hybrid" else 12)
+    if encoder == "global":
+        assert weights is None
+    else:
+        assert weights.shape == (3, 5)
+        torch.testing.assert_close(weights.sum(1), torch.ones(3))
+        assert (weights[1, 1:] == 0).all()  # a 1-click session attends only to its click
+
+
+@pytest.mark.parametrize("encoder", ["hybrid", "local", "global"])
+def test_padding_never_changes_scores(encoder):
+    model = small(encoder=encoder).eval()
+    session = np.array([3, 7, 7, 1])
+    alone = model.score(batch_from_prefixes([session]))
+    padded = model.score(batch_from_prefixes([session, np.arange(1, 15)]))  # 10 extra padding columns
+    assert padded.shape == (2, N_ITEMS + 1)
+    torch.testing.assert_close(alone[0], padded[0], rtol=1e-5, atol=1e-6)
+    wider = model.score(batch_from_prefixes([np.arange(2, 20), session, np.array([5])]))
+    torch.testing.assert_close(alone[0], wider[1], rtol=1e-5, atol=1e-6)
+
+
+def test_padding_embedding_cannot_leak():
+    """Even a non-zero padding row must not reach the GRU: packing keeps it out."""
+    model = small().eval()
+    session = np.array([3, 7, 1])
+    before = model.score(batch_from_prefixes([session, np.arange(1, 9)]))[0]
+    with torch.no_grad():
+        model.embedding.weight[0].fill_(5.0)
+    after = model.score(batch_from_prefixes([session, np.arange(1, 9)]))[0]
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+def test_truncation_sides():
+    long = np.arange(1, 26)  # 25 clicks
+    recent = small(max_length=19)
+    first = small(max_length=19, truncate="first")
+    first.load_state_dict(recent.state_dict())
+    recent.eval(), first.eval()
+    assert recent.max_length == 19 and first.max_length is None
+    torch.testing.assert_close(recent.score(batch_from_prefixes([long], 19))[0],
+                               recent.score(batch_from_prefixes([long[-19:]], 19))[0])
+    torch.testing.assert_close(first.score(batch_from_prefixes([long], None))[0],
+                               recent.score(batch_from_prefixes([long[:19]], 19))[0])
+
+
+def test_official_init_scales():
+    model = NARM(5000, NARMConfig())
+    assert abs(model.embedding.weight[1:].std().item() - (2 / 5001) ** 0.5) < 5e-4
+    recurrent = model.gru.weight_hh_l0[:100]
+    torch.testing.assert_close(recurrent @ recurrent.T, torch.eye(100), atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    split = generate().split
+    fit, valid = split.carve_validation()
+    return split, fit, valid
+
+
+def test_beats_pop_on_synthetic(synthetic, tmp_path_factory):
+    split, fit, valid = synthetic
+    pop = Pop(split.n_items).fit(fit)
+    pop_hr = evaluate(pop.score, valid).metrics["HR@20"]
+    torch.manual_seed(0)
+    model = NARM(split.n_items, NARMConfig(batch_size=128, lr=3e-3))
+    train_model(model, fit, valid, TrainOptions(epochs=2, progress=False, quiet=True))
+    hr = evaluate(model.score, valid, max_length=model.max_length).metrics["HR@20"]
+    assert hr > pop_hr + 0.05, (hr, pop_hr)
+
+    directory = checkpoint.save(tmp_path_factory.mktemp("narm"), model, split.vocab, split.protocol, split.name)
+    loaded, vocab, meta = checkpoint.load(directory)
+    assert meta["model"] == "narm" and loaded.config == model.config
+    batch = make_batch(valid, np.arange(200), model.max_length)
+    torch.testing.assert_close(model.score(batch), loaded.score(batch), rtol=0, atol=0)
