@@ -47,7 +47,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     optional = type(None) in typing.get_args(hint)
-    if isinstance(value, str) and optional and value.lower() in ("none", "null", ""):
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
         return None
     target = args[0] if (origin is typing.Union or str(origin) == "<class 'types.UnionType'>") and args else hint
     if typing.get_origin(target) is typing.Literal:
@@ -112,9 +112,8 @@ class Recommender:
         batch = batch_from_prefixes(prefixes, self.max_length)
         with torch.inference_mode():
             scores = self.score(batch).clone()
-        scores[:, 0] = -torch.inf
-        k = min(k, self.n_items)
-        top = torch.topk(scores, k, dim=1)
+            scores[:, 0] = -torch.inf
+            top = torch.topk(scores, min(k, self.n_items), dim=1)
         return top.indices.numpy(), top.values.numpy()
 
     # -- state as tensors (checkpoints are safetensors, never pickle) --

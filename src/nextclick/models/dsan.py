@@ -1,0 +1,224 @@
+"""DSAN: Dual Sparse Attention Network (Yuan, Song, Sun, Wang, Zhao; AAAI 2021).
+
+What it computes, as the official code does it (../shared/docs/dsan_reference.md section 2):
+  C   = [item embedding ; position embedding] of the prefix plus a learned *target token* appended
+        at position t+1 (positions count from the session start)                      (B, L+1, 2d)
+  a1  = sigmoid(w_a . c_token) + 1                       one alpha per session, in (1, 2)
+  SAN : Q = dropout(ReLU(W_q C)); A = a1-entmax(Q C^T / sqrt(2d)) over unmasked keys; O = A C;
+        O = LayerNorm(O + dropout(FFN(O)))           keys and values are the raw embeddings C
+  e_s = O[token] (the learned target embedding), E = O[clicks]
+  a2  = sigmoid(w_a . e_s) + 1                           the same alpha head
+  target attention: u_p = w_0 . ReLU(W_1 e_p + W_2 e_s + b); beta = a2-entmax(u) over real clicks;
+        h_s = sum_p beta_p c_p                       values are the *input* embeddings c_p
+  z   = dropout(SELU(W_z [h_s ; e_s]));  score_i = w_k * cos(z, item_i),  w_k = 20
+  loss: cross-entropy over items 1..N plus the target-token row (a permanent negative).
+
+Faithful defaults (dsan_reference.md 2.2-2.8): d = 100 for items and positions, max_norm 1.5, N(0,1)
+embedding init, dropout 0.5 on Q, on the FFN output and on z, Adam(lr 1e-3, amsgrad), batch 512,
+`entmax_bisect` with 50 iterations, alpha guard 1 -> 1.0001, no truncation.
+
+Where nextclick differs, and why:
+- Selection uses a validation split, not the test set (the official notebook picks its epoch on test).
+- Evaluation ranks items 1..N; the target-token column, which the official ranking also includes and
+  which is a trained negative, is not a candidate.
+- Speed: a batch is the same random batch as the reference's, but its sessions are encoded in groups
+  of similar length, each padded only to its own longest prefix instead of the global maximum (285 on
+  Retailrocket). Masked keys get exactly zero weight, so this gives the same result as padding to
+  285; tests check it. `fast_entmax` (off by default) stops bisection once float32 stops changing.
+Variants (paper Table 3; the paper's own definitions are not in our references, this is our reading):
+  "ns" no sparse self-attention (E = C, e_s = the target token's input embedding),
+  "nt" no target attention (z from e_s alone), "da" dense attention (softmax in both layers).
+Figure 4's fixed alphas are `alpha=1.0 ... 2.0`; Figure 5's scale is `w_k`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nextclick.data.batches import Batch
+from nextclick.models.base import NeuralModel
+from nextclick.models.layers import alpha_entmax, embed_with_max_norm
+
+
+@dataclass(frozen=True)
+class DSANConfig:
+    embedding_dim: int = 100  # item and position vectors, 100 each (dsan_reference.md 2.2)
+    max_norm: float = 1.5  # nn.Embedding max_norm on both tables (2.2)
+    max_positions: int = 512  # position table rows; official: longest prefix + 2 (RR 286). Longer sessions share the last row
+    dropout: float = 0.5  # on Q, on the FFN output, on z (2.8)
+    w_k: float = 20.0  # cosine scale (2.6; paper Figure 5)
+    alpha: float | None = None  # None: adaptive alpha per session (2.4); a float fixes it (Figure 4; 1 = softmax)
+    alpha_guard: float = 1.0001  # alpha exactly 1 replaced by this (RR notebook)
+    variant: Literal["dsan", "ns", "nt", "da"] = "dsan"  # paper Table 3 ablations
+    fast_entmax: bool = False  # reference entmax_bisect (50 steps) unless set
+    group_by_length: bool = True  # encode length groups separately (same result, much less padding)
+    max_length: int | None = None  # official: no truncation
+    lr: float = 1e-3  # Adam (2.8)
+    amsgrad: bool = True  # (2.8)
+    weight_decay: float = 0.0
+    batch_size: int = 512
+    epochs: int = 50  # official runs 50 epochs; we stop early on validation
+    shuffle: bool = True
+
+
+@dataclass
+class Attention:
+    """What DSAN attended to, for explanations: per session, over [clicks..., target token]."""
+
+    self_attention: torch.Tensor  # (B, L+1, L+1), rows = queries, columns = keys
+    target_attention: torch.Tensor  # (B, L), weight of each click (padding 0)
+    alpha_self: torch.Tensor  # (B,)
+    alpha_target: torch.Tensor  # (B,)
+    items: torch.Tensor  # (B, L) the clicks (right-aligned, 0 = padding)
+
+
+def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
+    """Indices of the batch grouped by kept length in power-of-two bands (1, 2, 3-4, 5-8, ...),
+    so each group pads to at most twice its shortest member."""
+    band = torch.ceil(torch.log2(lengths.clamp(min=1).double())).long()
+    return [torch.nonzero(band == b).squeeze(1) for b in torch.unique(band)]
+
+
+class DSAN(NeuralModel):
+    name = "dsan"
+    Config = DSANConfig
+    neural = True
+    citation = "Yuan et al., Dual Sparse Attention Network for Session-based Recommendation, AAAI 2021"
+
+    def __init__(self, n_items: int, config: DSANConfig | None = None):
+        super().__init__(n_items, config)
+        c = self.config
+        d, width = c.embedding_dim, 2 * c.embedding_dim
+        self.target_token = n_items + 1
+        # rows: 0 padding, 1..N items, N+1 target token, N+2 unused (kept for parity with the official table)
+        # max_norm 1.5 is applied at every lookup by embed_with_max_norm (the same rule as nn.Embedding's)
+        self.item_embedding = nn.Embedding(n_items + 3, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(c.max_positions + 1, d, padding_idx=0)
+        self.query = nn.Linear(width, width)
+        nn.init.zeros_(self.query.bias)
+        self.ffn_in = nn.Linear(width, width)
+        self.ffn_out = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+        self.alpha_head = nn.Linear(width, 1)  # shared by both attention layers (2.4)
+        self.key_weight = nn.Linear(width, width, bias=False)  # W_1
+        self.target_weight = nn.Linear(width, width, bias=False)  # W_2
+        self.attention_bias = nn.Parameter(torch.zeros(width))  # b_a, inside the ReLU
+        self.attention_vector = nn.Linear(width, 1, bias=False)  # w_0
+        for layer in (self.key_weight, self.target_weight, self.attention_vector):
+            nn.init.normal_(layer.weight, 0.0, 0.05)  # (2.7)
+        decoder_in = width if c.variant == "nt" else 2 * width
+        self.decoder = nn.Linear(decoder_in, d)
+        self.dropout = nn.Dropout(c.dropout)
+
+    # ---- alpha ------------------------------------------------------------------------------
+    def _alpha(self, vector: torch.Tensor) -> torch.Tensor:
+        """(B, 2d) -> (B,) alpha in (1, 2), or the fixed value."""
+        c = self.config
+        if c.variant == "da":
+            return torch.ones(vector.shape[0])
+        if c.alpha is not None:
+            return torch.full((vector.shape[0],), float(c.alpha))
+        alpha = torch.sigmoid(self.alpha_head(vector)).squeeze(-1) + 1.0
+        return torch.where(alpha == 1.0, torch.full_like(alpha, c.alpha_guard), alpha)
+
+    def _normalise(self, scores: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        if self.config.variant == "da" or self.config.alpha == 1.0:
+            return torch.softmax(scores, dim=-1)
+        shape = alpha.shape + (1,) * (scores.dim() - 1)
+        return alpha_entmax(scores, alpha.reshape(shape), dim=-1, fast=self.config.fast_entmax)
+
+    # ---- encoder ----------------------------------------------------------------------------
+    def _inputs(self, items: torch.Tensor, full_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """C (B, L+1, 2d) and the key mask (B, L+1) for right-aligned clicks plus the target token."""
+        batch, width = items.shape
+        token = torch.full((batch, 1), self.target_token, dtype=items.dtype)
+        tokens = torch.cat([items, token], dim=1)  # (B, L+1)
+        mask = tokens != 0
+        # column j of a right-aligned row holds click number full_length - (L-1-j), counted from 1
+        offsets = torch.arange(-width + 1, 2)  # (L+1,): -(L-1) .. 0 for clicks, +1 for the token
+        positions = (full_lengths.unsqueeze(1) + offsets.unsqueeze(0)).clamp(max=self.config.max_positions)
+        positions = positions.masked_fill(~mask, 0)
+        C = torch.cat([
+            embed_with_max_norm(self.item_embedding, tokens, self.config.max_norm),
+            embed_with_max_norm(self.position_embedding, positions, self.config.max_norm),
+        ], dim=-1)
+        return C, mask
+
+    def _encode_group(self, items: torch.Tensor, full_lengths: torch.Tensor, keep_attention: bool = False):
+        """(b, L) right-aligned clicks -> session vectors z (b, d) [+ Attention]."""
+        c = self.config
+        C, mask = self._inputs(items, full_lengths)  # (b, L+1, 2d), (b, L+1)
+        alpha_self = self._alpha(C[:, -1])
+        if c.variant == "ns":
+            O, A = C, None
+        else:
+            Q = self.dropout(F.relu(self.query(C)))
+            scores = Q @ C.transpose(1, 2) / math.sqrt(C.shape[-1])  # (b, L+1, L+1)
+            scores = scores.masked_fill(~mask.unsqueeze(1), -torch.inf)
+            A = self._normalise(scores, alpha_self)
+            O = A @ C
+            O = self.norm(O + self.dropout(self.ffn_out(F.relu(self.ffn_in(O)))))
+        target, clicks = O[:, -1], O[:, :-1]  # e_s (b, 2d), E (b, L, 2d)
+        alpha_target = self._alpha(target)
+        beta = None
+        if c.variant == "nt":
+            hidden = target
+        else:
+            u = self.attention_vector(
+                F.relu(self.key_weight(clicks) + self.target_weight(target).unsqueeze(1) + self.attention_bias)
+            ).squeeze(-1)  # (b, L)
+            u = u.masked_fill(~mask[:, :-1], -torch.inf)
+            beta = self._normalise(u, alpha_target)
+            session = (beta.unsqueeze(-1) * C[:, :-1]).sum(dim=1)  # h_s (b, 2d)
+            hidden = torch.cat([session, target], dim=-1)
+        z = self.dropout(F.selu(self.decoder(hidden)))  # (b, d)
+        if not keep_attention:
+            return z, None
+        return z, Attention(
+            self_attention=A if A is not None else torch.zeros(items.shape[0], items.shape[1] + 1, items.shape[1] + 1),
+            target_attention=beta if beta is not None else torch.zeros(items.shape),
+            alpha_self=alpha_self, alpha_target=alpha_target, items=items,
+        )
+
+    def encode(self, batch: Batch) -> torch.Tensor:
+        """(B, d) session vectors. Groups of similar length are encoded separately when
+        `group_by_length` is on; padding never receives weight, so the result is the same."""
+        if not self.config.group_by_length:
+            return self._encode_group(batch.items, batch.full_lengths)[0]
+        z = torch.empty(len(batch), self.config.embedding_dim)
+        for index in length_groups(batch.lengths):
+            width = int(batch.lengths[index].max())
+            z[index] = self._encode_group(batch.items[index, -width:], batch.full_lengths[index])[0]
+        return z
+
+    def attention(self, batch: Batch) -> Attention:
+        """Attention weights and alphas for the batch (evaluation mode, no dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return self._encode_group(batch.items, batch.full_lengths, keep_attention=True)[1]
+        finally:
+            self.train(was_training)
+
+    # ---- scores -----------------------------------------------------------------------------
+    def _logits(self, batch: Batch, include_token: bool) -> torch.Tensor:
+        """w_k * cos(z, item rows 0..N[+1]); row 0 (padding) is set to -inf."""
+        rows = self.n_items + (2 if include_token else 1)
+        z = self.encode(batch)
+        logits = self.config.w_k * F.normalize(z, dim=-1) @ F.normalize(self.item_embedding.weight[:rows], dim=-1).T
+        logits[:, 0] = -torch.inf
+        return logits
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self._logits(batch, include_token=False)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        # the official softmax runs over items 1..N and the target token (a permanent negative)
+        return F.cross_entropy(self._logits(batch, include_token=True), batch.labels)

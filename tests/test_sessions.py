@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from nextclick.data.sessions import Cases, Protocol, Sessions, Split, Vocab
+
+
+def test_sessions_hold_flat_items_and_offsets():
+    s = Sessions.from_lists([[1, 2, 3], [4], [5, 6]])
+    assert s.items.dtype == np.int32 and s.offsets.dtype == np.int64
+    assert s.offsets.tolist() == [0, 3, 4, 6]
+    assert s[2].tolist() == [5, 6]
+    assert s.lengths.tolist() == [3, 1, 2]
+
+
+def test_select_gathers_sessions_in_the_given_order():
+    s = Sessions.from_lists([[1, 2, 3], [4], [5, 6]], times=[10, 20, 30])
+    picked = s.select(np.array([2, 0]))
+    assert picked.to_lists() == [[5, 6], [1, 2, 3]]
+    assert picked.times.tolist() == [30, 10]
+
+
+def test_inconsistent_offsets_are_rejected():
+    with pytest.raises(ValueError):
+        Sessions(np.array([1, 2, 3]), np.array([0, 2]))
+
+
+def test_every_prefix_emits_longest_first_and_respects_min_prefix():
+    s = Sessions.from_lists([[1, 2, 3, 4], [5], [6, 7]])
+    cases = Cases.every_prefix(s, min_prefix=1)
+    assert [c.tolist() for c in map(cases.prefix, range(len(cases)))] == [[1, 2, 3], [1, 2], [1], [6]]
+    assert cases.labels.tolist() == [4, 3, 2, 7]
+    two = Cases.every_prefix(s, min_prefix=2)
+    assert two.labels.tolist() == [4, 3]
+
+
+def test_a_case_must_leave_a_label():
+    s = Sessions.from_lists([[1, 2]])
+    with pytest.raises(ValueError):
+        Cases(s, np.array([0]), np.array([2]))
+
+
+def test_vocab_encodes_and_decodes_external_ids_and_names_unknown_ones():
+    vocab = Vocab(np.array([0, 500, 7, 42]))
+    assert vocab.encode([42, 500]).tolist() == [3, 1]
+    assert vocab.decode(np.array([2])).tolist() == [7]
+    with pytest.raises(KeyError, match="99"):
+        vocab.encode([99])
+    with pytest.raises(KeyError, match="0"):
+        Vocab.identity(5).encode([0])
+
+
+def test_validation_is_the_last_tenth_of_training_sessions_in_file_order():
+    train = Sessions.from_lists([[i, i + 1, i + 2] for i in range(1, 21)])
+    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
+    split = Split("toy", train, test, Vocab.identity(30), Protocol("toy", min_prefix=1))
+    fit, valid = split.carve_validation(0.1)
+    assert len(fit.sessions) == 18 and len(valid.sessions) == 2
+    assert valid.sessions.to_lists() == [[19, 20, 21], [20, 21, 22]]
+    assert len(fit) == 18 * 2 and len(valid) == 2 * 2
