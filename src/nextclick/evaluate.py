@@ -110,7 +110,10 @@ def evaluate(
     start = time.perf_counter()
     ranks = np.empty(len(cases), dtype=np.int64)
     done = 0
-    bar = tqdm(total=len(cases), desc=description, unit="case", disable=not progress, leave=False)
+    from nextclick.train import progress_interval
+
+    bar = tqdm(total=len(cases), desc=description, unit="case", disable=not progress, leave=False,
+               mininterval=progress_interval())
     with torch.inference_mode():
         for batch in iterate_batches(cases, batch_size, max_length):
             scores = score(batch)

@@ -65,6 +65,13 @@ class TrainResult:
         return self.train_seconds / max(1, len(self.history))
 
 
+def progress_interval() -> float:
+    """Seconds between progress-bar refreshes: lively on a terminal, sparse in a log file."""
+    import sys
+
+    return 0.5 if sys.stderr.isatty() else 60.0
+
+
 def epoch_order(n_cases: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     if not shuffle:
         return np.arange(n_cases)
@@ -180,7 +187,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             n_batches = min(n_batches, options.max_batches)
             order = order[: n_batches * batch_size]
         bar = tqdm(total=len(order), desc=f"epoch {epoch}", unit="case", disable=not options.progress or options.quiet,
-                   dynamic_ncols=True, leave=False)
+                   dynamic_ncols=True, leave=False, mininterval=progress_interval())
         start = time.perf_counter()
         total_loss, seen = 0.0, 0
         for batch in iterate_batches(train, batch_size, model.max_length, order):

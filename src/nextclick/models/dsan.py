@@ -134,26 +134,33 @@ class DSAN(NeuralModel):
         return alpha_entmax(scores, alpha.reshape(shape), dim=-1, fast=self.config.fast_entmax)
 
     # ---- encoder ----------------------------------------------------------------------------
-    def _inputs(self, items: torch.Tensor, full_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """C (B, L+1, 2d) and the key mask (B, L+1) for right-aligned clicks plus the target token."""
+    def _indices(self, items: torch.Tensor, full_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item and position indices (B, L+1) for right-aligned clicks plus the target token."""
         batch, width = items.shape
         token = torch.full((batch, 1), self.target_token, dtype=items.dtype)
         tokens = torch.cat([items, token], dim=1)  # (B, L+1)
-        mask = tokens != 0
         # column j of a right-aligned row holds click number full_length - (L-1-j), counted from 1
         offsets = torch.arange(-width + 1, 2)  # (L+1,): -(L-1) .. 0 for clicks, +1 for the token
         positions = (full_lengths.unsqueeze(1) + offsets.unsqueeze(0)).clamp(max=self.config.max_positions)
-        positions = positions.masked_fill(~mask, 0)
-        C = torch.cat([
+        return tokens, positions.masked_fill(tokens == 0, 0)
+
+    def _embed(self, groups: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """C = [item ; position] embeddings for several (tokens, positions) groups in one lookup per
+        table, so each table gets one gradient per batch rather than one per group."""
+        tokens = torch.cat([t.reshape(-1) for t, _ in groups])
+        positions = torch.cat([p.reshape(-1) for _, p in groups])
+        flat = torch.cat([
             embed_with_max_norm(self.item_embedding, tokens, self.config.max_norm),
             embed_with_max_norm(self.position_embedding, positions, self.config.max_norm),
-        ], dim=-1)
-        return C, mask
+        ], dim=-1)  # (sum of b*(L+1), 2d)
+        sizes = [t.numel() for t, _ in groups]
+        return [part.view(*t.shape, -1) for part, (t, _) in zip(flat.split(sizes), groups)]
 
-    def _encode_group(self, items: torch.Tensor, full_lengths: torch.Tensor, keep_attention: bool = False):
-        """(b, L) right-aligned clicks -> session vectors z (b, d) [+ Attention]."""
+    def _encode_group(self, C: torch.Tensor, tokens: torch.Tensor, keep_attention: bool = False):
+        """C (b, L+1, 2d) of right-aligned clicks + target token -> session vectors z (b, d) [+ Attention]."""
         c = self.config
-        C, mask = self._inputs(items, full_lengths)  # (b, L+1, 2d), (b, L+1)
+        mask = tokens != 0  # (b, L+1); the target token is always a key of the self-attention
+        items = tokens[:, :-1]
         alpha_self = self._alpha(C[:, -1])
         if c.variant == "ns":
             O, A = C, None
@@ -190,11 +197,16 @@ class DSAN(NeuralModel):
         """(B, d) session vectors. Groups of similar length are encoded separately when
         `group_by_length` is on; padding never receives weight, so the result is the same."""
         if not self.config.group_by_length:
-            return self._encode_group(batch.items, batch.full_lengths)[0]
-        z = torch.empty(len(batch), self.config.embedding_dim)
-        for index in length_groups(batch.lengths):
+            tokens, positions = self._indices(batch.items, batch.full_lengths)
+            return self._encode_group(self._embed([(tokens, positions)])[0], tokens)[0]
+        groups = length_groups(batch.lengths)
+        indices = []
+        for index in groups:
             width = int(batch.lengths[index].max())
-            z[index] = self._encode_group(batch.items[index, -width:], batch.full_lengths[index])[0]
+            indices.append(self._indices(batch.items[index, -width:], batch.full_lengths[index]))
+        z = torch.empty(len(batch), self.config.embedding_dim)
+        for index, C, (tokens, _) in zip(groups, self._embed(indices), indices):
+            z[index] = self._encode_group(C, tokens)[0]
         return z
 
     def attention(self, batch: Batch) -> Attention:
@@ -203,7 +215,8 @@ class DSAN(NeuralModel):
         self.eval()
         try:
             with torch.inference_mode():
-                return self._encode_group(batch.items, batch.full_lengths, keep_attention=True)[1]
+                tokens, positions = self._indices(batch.items, batch.full_lengths)
+                return self._encode_group(self._embed([(tokens, positions)])[0], tokens, keep_attention=True)[1]
         finally:
             self.train(was_training)
 
