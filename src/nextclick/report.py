@@ -1,0 +1,210 @@
+"""Tables and plots made from results/*.json alone (what `nextclick bench` writes), never from a model.
+
+    from nextclick import report
+    results = report.load(["results/diginetica/narm.json", "results/diginetica/sr-iem.json"])
+    print(report.length_table(results))                      # markdown, NARM Table 5 / SR-IEM Fig. 2
+    report.plot_by_length(results, "docs/figures/diginetica_by_length.png")
+    print(report.history_table(results[0]))                  # per-epoch loss, speed, validation
+
+or from the shell:  python -m nextclick.report results/diginetica/*.json --by-length out.png
+
+Per-length metrics are pooled into ranges by case-weighted means, which is exact for HR@K and MRR@K
+(both are means over cases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+DEFAULT_METRICS = ("HR@20", "MRR@20")
+# Prefix-length ranges: one per length up to 5, then wider ranges (lengths >= 20 are pooled by bench).
+DEFAULT_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 9), (10, 19), (20, None))
+
+
+def load(paths: Iterable[str | Path]) -> list[dict]:
+    """Read results JSON files; each result gets `_path` and a display `_label`."""
+    results = []
+    for path in paths:
+        path = Path(path)
+        result = json.loads(path.read_text())
+        result["_path"] = str(path)
+        result["_label"] = label(result)
+        results.append(result)
+    return results
+
+
+def label(result: dict) -> str:
+    name = result.get("model", "?")
+    if result.get("variant"):
+        name += f"-{result['variant']}"
+    return name
+
+
+def _bucket_start(key: str) -> int:
+    return int(key.rstrip("+"))
+
+
+def pool(by_length: dict, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
+         metrics: Sequence[str] = DEFAULT_METRICS) -> dict[str, dict]:
+    """{range name: {"cases", metric...}} from a `test_by_length` dict ({"1": {...}, ..., "20+": {...}}).
+    A bin (lo, hi) takes lengths lo..hi (hi None = open); empty bins are left out."""
+    pooled = {}
+    for lo, hi in bins:
+        chosen = [v for k, v in by_length.items() if _bucket_start(k) >= lo and (hi is None or _bucket_start(k) <= hi)]
+        cases = sum(v["cases"] for v in chosen)
+        if not cases:
+            continue
+        name = str(lo) if hi == lo else (f"{lo}+" if hi is None else f"{lo}-{hi}")
+        pooled[name] = {"cases": cases, **{m: sum(v[m] * v["cases"] for v in chosen) / cases for m in metrics}}
+    return pooled
+
+
+def length_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS,
+                 bins: Sequence[tuple[int, int | None]] | None = DEFAULT_BINS, percent: bool = True) -> str:
+    """Markdown table: one row per prefix-length range, columns `<model> <metric>` for each result
+    (all results must share a dataset to share the case counts column)."""
+    if not results:
+        return ""
+    pooled = [pool(r["test_by_length"], bins, metrics) if bins else r["test_by_length"] for r in results]
+    rows = list(pooled[0])
+    scale = 100.0 if percent else 1.0
+    header = ["prefix length", "cases"] + [f"{r['_label'] if '_label' in r else label(r)} {m}" for r in results for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row, f"{pooled[0][row]['cases']:,}"]
+        for table in pooled:
+            for metric in metrics:
+                value = table.get(row, {}).get(metric)
+                cells.append("" if value is None else f"{value * scale:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    overall = ["all", f"{results[0]['test']['cases']:,}"] + [
+        f"{r['test'][m] * scale:.2f}" for r in results for m in metrics
+    ]
+    lines.append("| " + " | ".join(overall) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "HR@20", "MRR@10", "MRR@20"),
+                  percent: bool = True) -> str:
+    """Markdown: one row per result with test metrics, selected epoch, and training speed."""
+    scale = 100.0 if percent else 1.0
+    header = ["dataset", "model"] + list(metrics) + ["selected epoch", "epochs run", "train cases/s", "s/epoch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [r.get("dataset", "?"), r.get("_label", label(r))]
+        cells += [f"{r['test'][m] * scale:.2f}" for m in metrics]
+        cells += [str(r.get("selected_epoch", "")), str(r.get("epochs_run", "")),
+                  f"{r.get('train_cases_per_second', 0):,.0f}", f"{r.get('seconds_per_epoch', 0):,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def history_table(result: dict, metrics: Sequence[str] = DEFAULT_METRICS, percent: bool = True) -> str:
+    """Markdown: the per-epoch training record of one result (loss, seconds, cases/s, lr, validation)."""
+    scale = 100.0 if percent else 1.0
+    header = ["epoch", "loss", "seconds", "cases/s", "lr"] + [f"valid {m}" for m in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    selected = result.get("selected_epoch")
+    for record in result.get("history", []):
+        valid = record.get("valid", {})
+        mark = " *" if record["epoch"] == selected else ""
+        cells = [f"{record['epoch']}{mark}", f"{record['loss']:.4f}", f"{record['seconds']:.0f}",
+                 f"{record['cases_per_second']:,.0f}", f"{record.get('lr', float('nan')):g}"]
+        cells += [f"{valid[m] * scale:.2f}" if m in valid else "" for m in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_by_length(results: Sequence[dict], path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS,
+                   title: str | None = None) -> Path:
+    """PNG: one panel per metric, one line per result over prefix lengths 1..19 and 20+, with the
+    number of test cases per length as grey bars on a second axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(results[0]["test_by_length"], key=_bucket_start)
+    positions = list(range(len(keys)))
+    figure, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for axis, metric in zip(axes[0], metrics):
+        counts = axis.twinx()
+        counts.bar(positions, [results[0]["test_by_length"][k]["cases"] for k in keys], color="0.88", zorder=0)
+        counts.set_ylabel("test cases", color="0.5")
+        counts.tick_params(axis="y", colors="0.5")
+        axis.set_zorder(counts.get_zorder() + 1)
+        axis.patch.set_visible(False)
+        for result in results:
+            table = result["test_by_length"]
+            axis.plot(positions, [100 * table[k][metric] if k in table else float("nan") for k in keys],
+                      marker="o", markersize=3, label=result.get("_label", label(result)))
+        ticks = [i for i, k in enumerate(keys) if k.endswith("+") or _bucket_start(k) in (1, 5, 10, 15)]
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([keys[i] for i in ticks])
+        axis.set_xlabel("prefix length (clicks before the target)")
+        axis.set_ylabel(f"{metric} (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    dataset = results[0].get("dataset", "")
+    figure.suptitle(title or f"{dataset}: test {', '.join(metrics)} by prefix length")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20") -> Path:
+    """PNG: validation `metric` per epoch for each result (selected epoch marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for result in results:
+        history = [h for h in result.get("history", []) if metric in h.get("valid", {})]
+        line, = axis.plot([h["epoch"] for h in history], [100 * h["valid"][metric] for h in history], marker="o",
+                          markersize=3, label=f"{result.get('_label', label(result))} ({result.get('dataset', '')})")
+        chosen = [h for h in history if h["epoch"] == result.get("selected_epoch")]
+        if chosen:
+            axis.plot([chosen[0]["epoch"]], [100 * chosen[0]["valid"][metric]], marker="*", markersize=12,
+                      color=line.get_color())
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(f"validation {metric} (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nextclick.report", description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
+    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
+    parser.add_argument("--by-length", metavar="PNG", default=None, help="also plot metrics by prefix length")
+    parser.add_argument("--history", metavar="PNG", default=None, help="also plot validation curves")
+    parser.add_argument("--every-length", action="store_true", help="table rows per length, not pooled ranges")
+    args = parser.parse_args(argv)
+    metrics = tuple(args.metrics.split(","))
+    results = load(args.results)
+    print(summary_table(results))
+    print()
+    print(length_table(results, metrics, bins=None if args.every_length else DEFAULT_BINS))
+    if args.by_length:
+        print(f"\nwrote {plot_by_length(results, args.by_length, metrics)}")
+    if args.history:
+        print(f"wrote {plot_history(results, args.history, metrics[0])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
