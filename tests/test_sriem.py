@@ -124,6 +124,14 @@ def test_bce_matches_direct_formula():
     p, y = p[:, 1:], y[:, 1:]  # the padding column has p = 0 and is no item
     direct = -(y * torch.log(p) + (1 - y) * torch.log1p(-p)).sum(1).mean()
     torch.testing.assert_close(bce_over_softmax(logits, labels), direct)
+    gradient_logits = logits.clone().requires_grad_(True)
+    direct_logits = logits.clone().requires_grad_(True)
+    bce_over_softmax(gradient_logits, labels).backward()
+    q = torch.softmax(direct_logits, 1)[:, 1:]
+    (-(y * torch.log(q) + (1 - y) * torch.log1p(-q)).sum(1).mean()).backward()
+    torch.testing.assert_close(gradient_logits.grad[:, 1:], direct_logits.grad[:, 1:])
+    assert (gradient_logits.grad[:, 0] == 0).all()
+    assert torch.autograd.gradcheck(lambda z: bce_over_softmax(z, labels - 1), (logits[:, 1:].clone().requires_grad_(True),))
     confident = torch.zeros(1, 5)
     confident[0, 3] = 60.0  # p ~ 1 on a wrong item: large but finite, finite gradients
     confident.requires_grad_(True)

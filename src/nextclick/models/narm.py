@@ -121,6 +121,12 @@ class NARM(NeuralModel):
             gaussian(self.output.weight, self.output.in_features)  # the commented-out U (2H, N)
             self.output.bias.zero_()
 
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam (section 4.3.2); the fused CPU kernel computes the same update as the default loop in
+        one pass over the parameters."""
+        c = self.config
+        return torch.optim.Adam(self.parameters(), lr=c.lr, weight_decay=c.weight_decay, amsgrad=c.amsgrad, fused=True)
+
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) left-aligned clicks (padding on the right) and (B,) lengths, truncated as configured."""
         items = batch.left_aligned()  # (B, L)

