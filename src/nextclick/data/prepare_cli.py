@@ -1,0 +1,263 @@
+"""`nextclick data prepare | stats | bench-prepare`: raw click logs -> split directories, and their counts.
+
+`add_data_commands(subparsers)` registers the `data` command on the main CLI's subparsers; each leaf
+sets `func(args) -> exit code`. Bad input raises `DataError` / `ValueError` with a one-line message,
+which the main CLI prints as `nextclick: error: ...` with exit code 2.
+
+`run_prepare` is the library call behind `data prepare` (read -> recipe -> save), shared with the speed
+benchmark so that the benchmark times exactly what users run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from nextclick.data.benchmarks import DataError, load_split, save_split
+from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns, read_log
+from nextclick.data.recipes import RECIPES, prepare
+from nextclick.data.sessions import Split
+
+# Inputs above this size get a progress bar by default (the 33M-click Yoochoose log is 1.4 GB).
+PROGRESS_MIN_BYTES = 16 * 1024**2
+
+PREPARE_HELP = """\
+Turn a raw click log into a split directory (train.txt, test.txt, split.json, stats.json) that every
+nextclick command reads, with a paper's preprocessing, step for step:
+
+  srgnn  SR-GNN (AAAI 2019) preprocess.py: drop 1-click sessions, drop items seen < 5 times (counted over
+         all data), drop sessions left < 2; test = last 7 days (Diginetica) / last day (Yoochoose);
+         Diginetica clicks sorted by timeframe; unseen test clicks removed; every prefix a case.
+         --fraction 1/64 or 1/4 keeps the most recent cases (Yoochoose 1/64, 1/4).
+  dsan   DSAN (AAAI 2021) Preprocess_dn.py / Preprocess_rr.py: sessions < 3 and items < 5 removed in the
+         official order, Diginetica sorted by (eventdate, timeframe), Retailrocket views cut after 30 min
+         of inactivity, last week as test (split day dropped), prefixes of length >= 2.
+  narm   NARM (CIKM 2017) section 4.1: as srgnn but Diginetica clicks kept in file order ("unsorted").
+
+Formats (--format, default from the file name): diginetica (train-item-views.csv), yoochoose
+(yoochoose-clicks.dat), retailrocket (events.csv), csv / parquet (name the columns below).
+Malformed rows are skipped and counted in stats.json; more than 1% (or any, with --strict) is an error.
+
+examples:
+  nextclick data prepare srgnn --input train-item-views.csv --out data/diginetica
+  nextclick data prepare srgnn --input yoochoose-clicks.dat --out data/yoochoose1_64 --fraction 1/64
+  nextclick data prepare dsan --input events.csv --out data/retailrocket
+  nextclick data prepare srgnn --input log.csv --format csv --user-column user --item-column item \\
+      --time-column ts --time-format milliseconds --test-days 7 --out data/mylog
+"""
+
+
+def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `data prepare`, `data stats` and `data bench-prepare` on the main CLI's subparsers."""
+    data = subparsers.add_parser(
+        "data",
+        help="prepare raw click logs into splits (srgnn, dsan, narm recipes); show a split's counts",
+        description="Raw click logs -> split directories, and their counts.",
+    )
+    commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    commands.required = True
+
+    p = commands.add_parser(
+        "prepare", help="raw log -> split directory with a paper's recipe", description=PREPARE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("recipe", choices=sorted(RECIPES), help="whose preprocessing to reproduce")
+    p.add_argument("--input", "-i", required=True, metavar="FILE", help="the raw click log")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="split directory to write")
+    p.add_argument("--format", dest="log_format", choices=LOG_FORMATS, default=None,
+                   help="log format (default: guessed from the file name)")
+    p.add_argument("--fraction", default=None, metavar="F",
+                   help="srgnn/narm: keep the most recent F of the training cases, e.g. 1/64 or 1/4 (Yoochoose)")
+    p.add_argument("--test-days", type=float, default=None, metavar="DAYS",
+                   help="test window in days (default: the paper's: 7 Diginetica/Retailrocket, 1 Yoochoose; "
+                        "required for csv/parquet logs)")
+    p.add_argument("--force", action="store_true", help="overwrite a split already in DIR")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    generic = p.add_argument_group("csv / parquet logs")
+    generic.add_argument("--session-column", default=None, help="session id column (omit to cut sessions by user)")
+    generic.add_argument("--user-column", default=None, help="user id column, cut into sessions by --gap-minutes")
+    generic.add_argument("--item-column", default="item_id", help="item id column (item_id)")
+    generic.add_argument("--time-column", default="timestamp", help="time column (timestamp)")
+    generic.add_argument("--time-format", default="seconds",
+                         help="seconds | milliseconds | a strftime pattern such as '%%Y-%%m-%%d %%H:%%M:%%S' (seconds)")
+    generic.add_argument("--gap-minutes", type=float, default=SESSION_GAP_SECONDS / 60,
+                         help="inactivity that ends a user's session (30, as GRU4Rec and session-rec)")
+    generic.add_argument("--separator", default=",", help="CSV field separator (,)")
+    robust = p.add_argument_group("bad input")
+    robust.add_argument("--strict", action="store_true", help="fail on the first malformed row instead of skipping it")
+    robust.add_argument("--max-bad-fraction", type=float, default=MAX_BAD_FRACTION,
+                        help=f"fail if more rows than this share are malformed ({MAX_BAD_FRACTION})")
+    robust.add_argument("--drop-duplicates", action="store_true",
+                        help="drop exact duplicate events (default: keep and count them, as the papers did)")
+    p.set_defaults(func=cmd_prepare)
+
+    s = commands.add_parser("stats", help="counts of a split directory (and the per-step counts of stats.json)",
+                            description="Print a split directory's counts: sessions, cases, items; and, for a "
+                                        "prepared split, the counts after every recipe step and the skipped rows.")
+    s.add_argument("dir", help="split directory (prepared, or ../shared/data/benchmarks/<name>)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_stats)
+
+    from nextclick.data.bench_prepare import add_bench_arguments, cmd_bench_prepare
+
+    b = commands.add_parser("bench-prepare", help="time `data prepare srgnn` on a generated 10M-click Yoochoose log",
+                            description="Generate a deterministic Yoochoose-format log and time its preparation "
+                                        "with the srgnn recipe (seconds, peak memory); write a JSON result.")
+    add_bench_arguments(b)
+    b.set_defaults(func=cmd_bench_prepare)
+
+
+# ---------------------------------------------------------------------------------------------------
+# data prepare
+
+
+def run_prepare(
+    input_path: str | os.PathLike,
+    recipe: str,
+    out_dir: str | os.PathLike,
+    *,
+    log_format: str | None = None,
+    columns: GenericColumns | None = None,
+    fraction: str | None = None,
+    test_days: float | None = None,
+    strict: bool = False,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+    drop_duplicates: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+) -> tuple[Split, dict]:
+    """Read, run the recipe, write the split and stats.json. `progress=None`: a bar for large inputs."""
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(RECIPES))}")
+    if (out_dir / "train.txt").exists() and not force:
+        raise DataError(f"{out_dir} already holds a split; pass --force to overwrite it")
+    if not input_path.is_file():
+        raise DataError(f"no such file: {input_path}")
+    if progress is None:
+        progress = input_path.stat().st_size >= PROGRESS_MIN_BYTES
+    bar = _stage_bar(enabled=progress)
+    timings = {}
+    started = time.perf_counter()
+
+    bar(f"read {input_path.name}")
+    log = read_log(input_path, log_format, columns=columns, strict=strict,
+                   max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates)
+    timings["read_seconds"] = round(time.perf_counter() - started, 3)
+    split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
+    timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
+
+    bar(f"write {out_dir}")
+    before_write = time.perf_counter()
+    extra = {"recipe": recipe, "input": str(input_path), "log_format": log.log_format,
+             **({"fraction": str(stats["fraction"]["fraction"])} if "fraction" in stats else {})}
+    save_split(split, out_dir, extra=extra)
+    timings["write_seconds"] = round(time.perf_counter() - before_write, 3)
+    timings["total_seconds"] = round(time.perf_counter() - started, 3)
+    stats["timings"] = timings
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    bar(None)
+    return split, stats
+
+
+def _stage_bar(*, enabled: bool):
+    """A tqdm bar over the preparation stages; call with a stage name, and with None at the end."""
+    if not enabled:
+        return lambda stage: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc="prepare", unit=" steps", file=sys.stderr,
+               bar_format="{desc}: {n_fmt} steps [{elapsed}] {postfix}")
+
+    def advance(stage: str | None) -> None:
+        if stage is None:
+            bar.set_postfix_str("done")
+            bar.close()
+            return
+        bar.set_postfix_str(stage)
+        bar.update(1)
+
+    return advance
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    columns = None
+    if args.log_format in ("csv", "parquet") or args.session_column or args.user_column:
+        session = args.session_column or (None if args.user_column else "session_id")
+        columns = GenericColumns(item=args.item_column, time=args.time_column, session=session,
+                                 user=args.user_column, gap_seconds=args.gap_minutes * 60,
+                                 time_format=args.time_format, separator=_separator(args.separator))
+    split, stats = run_prepare(
+        args.input, args.recipe, args.out, log_format=args.log_format, columns=columns, fraction=args.fraction,
+        test_days=args.test_days, strict=args.strict, max_bad_fraction=args.max_bad_fraction,
+        drop_duplicates=args.drop_duplicates, force=args.force, progress=False if args.quiet else None,
+    )
+    if not args.quiet:
+        result = stats["result"]
+        skipped = sum(stats["reader"].get("skipped", {}).values())
+        print(f"wrote {args.out}: {result['train_sessions']:,} training sessions ({result['train_cases']:,} cases), "
+              f"{result['test_cases']:,} test cases, {result['items']:,} items "
+              f"[{stats['timings']['total_seconds']:.1f} s]")
+        if skipped or stats["reader"].get("duplicate_clicks"):
+            print(f"  skipped rows: {stats['reader'].get('skipped', {})}; duplicate events kept: "
+                  f"{stats['reader'].get('duplicate_clicks', 0):,} (see stats.json)")
+    return 0
+
+
+def _separator(text: str) -> str:
+    named = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ","}
+    separator = named.get(text, text)
+    if len(separator) != 1:
+        raise ValueError(f"--separator must be one character (or 'tab'), not {text!r}")
+    return separator
+
+
+# ---------------------------------------------------------------------------------------------------
+# data stats
+
+
+def split_statistics(directory: str | os.PathLike) -> dict:
+    """The counts of a split directory, plus its stats.json when there is one."""
+    directory = Path(directory)
+    split = load_split(directory)
+    summary = {"split": str(directory), **split.stats()}
+    stats_file = directory / "stats.json"
+    if stats_file.is_file():
+        try:
+            summary["stats.json"] = json.loads(stats_file.read_text())
+        except json.JSONDecodeError as error:
+            raise DataError(f"{stats_file} is not valid JSON: {error}") from None
+    return summary
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    summary = split_statistics(args.dir)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    protocol = summary["protocol"]
+    print(f"{summary['split']}  (protocol {protocol['name']}, prefixes of length >= {protocol['min_prefix']})")
+    for key in ("train_sessions", "train_clicks", "train_cases", "test_cases", "items", "train_items",
+                "test_items_unseen_in_train"):
+        print(f"  {key.replace('_', ' '):<30}{summary[key]:>12,}")
+    recorded = summary.get("stats.json", {})
+    if "steps" in recorded:
+        print(f"recipe {recorded['recipe']} ({recorded['source']}) on {recorded['input']}")
+        print(f"  {'step':<66}{'sessions':>11}{'clicks':>12}{'items':>9}")
+        for step in recorded["steps"]:
+            print(f"  {step['step']:<66}{step['sessions']:>11,}{step['clicks']:>12,}{step['items']:>9,}")
+        split_info = recorded.get("split", {})
+        print(f"  split at {split_info.get('split_time')} ({split_info.get('test_days')} days before the latest "
+              f"session); {split_info.get('sessions_at_split_time_dropped', 0):,} sessions at the split dropped; "
+              f"{split_info.get('test_clicks_on_unseen_items_removed', 0):,} unseen test clicks removed")
+        reader = recorded.get("reader", {})
+        print(f"  read {reader.get('rows', 0):,} rows; skipped {reader.get('skipped') or 'none'}; "
+              f"duplicate events {reader.get('duplicate_clicks', 0):,}; "
+              f"clicks out of time order {reader.get('clicks_out_of_time_order', 0):,}")
+    elif recorded:
+        print("stats.json: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in recorded.items()))
+    return 0

@@ -1,0 +1,541 @@
+"""Readers: raw click logs -> one clicks table (polars), with a report of everything read and skipped.
+
+Formats (../shared/data/README.md):
+- Diginetica, CIKM Cup 2016 `train-item-views.csv`: `session_id;user_id;item_id;timeframe;eventdate`,
+  `;`-separated, header, `NA` for a missing user.
+- Yoochoose, RecSys Challenge 2015 `yoochoose-clicks.dat`: `session_id,timestamp,item_id,category`, no
+  header, ISO-8601 timestamps such as `2014-04-06T20:21:58.444Z`.
+- Retailrocket `events.csv`: `timestamp,visitorid,event,itemid,transactionid`, header, milliseconds,
+  events `view` / `addtocart` / `transaction`. It has users, not sessions: the reader cuts sessions after
+  30 minutes of inactivity exactly as session-rec's `preprocess_rr` (used by DSAN) does, quirk included
+  (see `sessionize_by_gap`), and keeps the `view` events.
+- Generic CSV or Parquet with named columns: a session column, or a user column plus an inactivity gap.
+
+Every reader returns a `ClickLog` whose `clicks` table has one row per click, in the log's *file order*
+(which the recipes need: SR-GNN and DSAN take a session's date from the last row read):
+
+    session    Int64    session id (from the log, or assigned 0, 1, ... by sessionization)
+    item       Int64    item id from the log
+    time       Float64  seconds since 1970-01-01 UTC. Diginetica: the event *date* at midnight (the
+                        only clock the log has); Yoochoose: truncated to whole seconds, as SR-GNN and
+                        DSAN read `timestamp[:19]`; Retailrocket: `int(ms / 1000)` as session-rec does.
+    timeframe  Int64    Diginetica only: the within-session clock SR-GNN and DSAN sort clicks by.
+    user       Int64    Retailrocket and user-based generic logs.
+
+Bad input never passes silently. A row is *skipped and counted* (per reason, with the first example,
+in `report["skipped"]`) when it has invalid UTF-8 (mixed encodings), too many or too few fields, an id
+that is not an integer, or a timestamp that does not parse; blank lines are counted too. More than
+`max_bad_fraction` (default 1%: the real logs have none, so more means a wrong format or a broken
+file) or any at all with `strict=True` raises `DataError` naming the first bad line. Empty files,
+missing columns and UTF-16 files raise `DataError` at once. Exact duplicate events are counted
+(`duplicate_clicks`) and kept, because the papers' scripts keep them and dropping them would change the
+published counts (`drop_duplicates=True` drops them). Clicks that come earlier in time than the
+previous click of their session (`clicks_out_of_time_order`) and sessions whose rows are not contiguous
+(`sessions_not_contiguous`) are counted; the recipe decides the click order, as its paper did.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from nextclick.data.benchmarks import DataError
+
+LOG_FORMATS = ("diginetica", "yoochoose", "retailrocket", "csv", "parquet")
+
+# The real logs have no malformed rows; losing more than this share means the wrong format or a
+# damaged file, which must stop the run rather than quietly shrink the data.
+MAX_BAD_FRACTION = 0.01
+
+# 30 minutes of inactivity ends a session (session-rec preprocess_rr, used by DSAN; GRU4Rec's RSC15).
+SESSION_GAP_SECONDS = 30 * 60
+
+RETAILROCKET_EVENTS = ("view", "addtocart", "transaction")
+
+# Why a row was skipped, in the order the checks run (a row gets the first reason that applies).
+SKIP_REASONS = {
+    1: ("blank_line", "blank line"),
+    2: ("invalid_utf8", "bytes that are not UTF-8 (mixed encodings?)"),
+    3: ("too_many_fields", "more fields than the format has"),
+    4: ("missing_field", "a required field is missing or empty"),
+    5: ("not_an_integer", "an id or counter that is not an integer"),
+    6: ("bad_timestamp", "a timestamp that does not parse"),
+    7: ("unknown_event", f"an event type other than {', '.join(RETAILROCKET_EVENTS)}"),
+}
+_BLANK, _ENCODING, _EXTRA, _MISSING, _INTEGER, _TIME, _EVENT = range(1, 8)
+_EXTRA_COLUMN = "__extra_fields__"
+_RAW_COLUMN = "__raw_line__"
+
+
+@dataclass(frozen=True)
+class ClickLog:
+    """A parsed click log: the clicks table (see the module docstring), its format, and the report."""
+
+    clicks: pl.DataFrame
+    log_format: str  # "diginetica" | "yoochoose" | "retailrocket" | "generic"
+    path: str
+    report: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenericColumns:
+    """Column names and conventions of a generic CSV/Parquet log.
+
+    Sessions come from `session`, or, when it is None, from `user` cut after `gap_seconds` of inactivity.
+    `time_format`: "seconds" or "milliseconds" (numbers since the epoch), or a strftime pattern such as
+    "%Y-%m-%d %H:%M:%S" (times without a zone are read as UTC). Parquet datetime/date columns need none.
+    """
+
+    item: str = "item_id"
+    time: str = "timestamp"
+    session: str | None = "session_id"
+    user: str | None = None
+    gap_seconds: float = SESSION_GAP_SECONDS
+    time_format: str = "seconds"
+    separator: str = ","
+
+    def __post_init__(self) -> None:
+        if self.session is None and self.user is None:
+            raise ValueError("a generic log needs a session column, or a user column to cut sessions by gap")
+        if self.gap_seconds <= 0:
+            raise ValueError("the inactivity gap must be positive")
+
+
+# ---------------------------------------------------------------------------------------------------
+# entry point
+
+
+def guess_format(path: str | os.PathLike) -> str | None:
+    """The format a file name suggests (the names the sources ship with), or None."""
+    name = Path(path).name.lower()
+    if "train-item-views" in name:
+        return "diginetica"
+    if name.endswith(".dat") or "yoochoose" in name:
+        return "yoochoose"
+    if name.startswith("events") and name.endswith(".csv"):
+        return "retailrocket"
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    return None
+
+
+def read_log(
+    path: str | os.PathLike,
+    log_format: str | None = None,
+    *,
+    columns: GenericColumns | None = None,
+    strict: bool = False,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+    drop_duplicates: bool = False,
+) -> ClickLog:
+    """Read any supported log; `log_format` defaults to the one the file name suggests."""
+    log_format = log_format or guess_format(path)
+    if log_format is None:
+        raise DataError(f"cannot tell the format of {path}: pass --format ({', '.join(LOG_FORMATS)})")
+    options = dict(strict=strict, max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates)
+    if log_format == "diginetica":
+        return read_diginetica(path, **options)
+    if log_format == "yoochoose":
+        return read_yoochoose(path, **options)
+    if log_format == "retailrocket":
+        return read_retailrocket(path, **options)
+    if log_format in ("csv", "parquet", "generic"):
+        parquet = {"csv": False, "parquet": True}.get(log_format)
+        return read_generic(path, columns or GenericColumns(), parquet=parquet, **options)
+    raise DataError(f"unknown log format {log_format!r}; known: {', '.join(LOG_FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# the three published formats
+
+
+def read_diginetica(path: str | os.PathLike, **options) -> ClickLog:
+    """CIKM Cup 2016 `train-item-views.csv`. `time` is the event date (midnight UTC); `timeframe` the
+    within-session clock. `user_id` is not needed by any recipe and may be `NA`."""
+    path = _checked_file(path)
+    header = _header(path, ";", required=("session_id", "item_id", "timeframe", "eventdate"), form="Diginetica")
+    raw = _scan_text_fields(path, header, ";", has_header=True)
+    date = pl.col("eventdate").str.to_date("%Y-%m-%d", strict=False)
+    typed = {
+        "session": _integer("session_id"),
+        "item": _integer("item_id"),
+        "timeframe": _integer("timeframe"),
+        "time": (date.cast(pl.Int64) * 86_400).cast(pl.Float64),
+    }
+    checks = [
+        (_MISSING, _any_null(["session_id", "item_id", "timeframe", "eventdate"])),
+        (_INTEGER, _any_null([typed["session"], typed["item"], typed["timeframe"]])),
+        (_TIME, date.is_null()),
+    ]
+    clicks, report = _validated(raw, header, typed, checks, path, ";", has_header=True, **_validation(options))
+    return _finish(
+        clicks, "diginetica", path, report,
+        identity=["session", "item", "timeframe", "time"], order=["time", "timeframe"],
+        drop_duplicates=options.get("drop_duplicates", False),
+    )
+
+
+def read_yoochoose(path: str | os.PathLike, **options) -> ClickLog:
+    """RecSys Challenge 2015 `yoochoose-clicks.dat` (no header; a `session_id,...` header line, which
+    SR-GNN's instructions ask users to add, is recognised and skipped). Timestamps keep whole seconds."""
+    path = _checked_file(path)
+    names = ["session_id", "timestamp", "item_id", "category"]
+    first = _first_line(path)
+    has_header = first.lower().startswith("session_id")
+    raw = _scan_text_fields(path, names, ",", has_header=has_header)
+    # exact time for duplicate detection; SR-GNN and DSAN then keep `timestamp[:19]`, i.e. whole seconds
+    exact_ms = pl.col("timestamp").str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", strict=False, time_unit="ms").dt.epoch("ms")
+    typed = {"session": _integer("session_id"), "item": _integer("item_id"), "time_ms": exact_ms}
+    checks = [
+        (_MISSING, _any_null(names)),  # the category is unused, but a line without it is truncated
+        (_INTEGER, _any_null([typed["session"], typed["item"]])),
+        (_TIME, exact_ms.is_null()),
+    ]
+    clicks, report = _validated(raw, names, typed, checks, path, ",", has_header=has_header, **_validation(options))
+    log = _finish(
+        clicks, "yoochoose", path, report,
+        identity=["session", "item", "time_ms"], order=["time_ms"],
+        drop_duplicates=options.get("drop_duplicates", False),
+    )
+    whole_seconds = (pl.col("time_ms") // 1000).cast(pl.Float64)
+    return ClickLog(log.clicks.select("session", "item", time=whole_seconds), log.log_format, log.path, log.report)
+
+
+def read_retailrocket(
+    path: str | os.PathLike, *, keep_events: tuple[str, ...] = ("view",), user_boundary_quirk: bool = True, **options
+) -> ClickLog:
+    """Retailrocket `events.csv`, cut into sessions and reduced to `keep_events`, as session-rec's
+    `preprocess_rr` (DSAN's Stage A, dsan_reference.md section 1.2) does:
+
+    1. time in seconds = int(ms / 1000); rows sorted by (visitorid, time), stably;
+    2. a session ends where the gap to the *previous row* exceeds 30 minutes; with the quirk kept (the
+       default, as DSAN), a visitor whose first event lies within 30 minutes of the previous visitor's
+       last event continues that visitor's session;
+    3. rows sorted by (session, time), stably; only `view` events kept (sessionizing used all events).
+
+    The clicks come out in that order, which is the order DSAN's second script reads them in.
+    """
+    path = _checked_file(path)
+    header = _header(path, ",", required=("timestamp", "visitorid", "event", "itemid"), form="Retailrocket")
+    raw = _scan_text_fields(path, header, ",", has_header=True)
+    event = pl.col("event").str.strip_chars()
+    typed = {
+        "user": _integer("visitorid"),
+        "item": _integer("itemid"),
+        "time_ms": _integer("timestamp"),
+        "event": event,
+    }
+    checks = [
+        (_MISSING, _any_null(["timestamp", "visitorid", "event", "itemid"])),
+        (_INTEGER, _any_null([typed["user"], typed["item"], typed["time_ms"]])),
+        (_TIME, typed["time_ms"] < 0),
+        (_EVENT, ~event.is_in(list(RETAILROCKET_EVENTS))),
+    ]
+    events, report = _validated(raw, header, typed, checks, path, ",", has_header=True, **_validation(options))
+    events = events.with_columns(time=(pl.col("time_ms") // 1000).cast(pl.Float64))
+    report["duplicate_clicks"] = _count_duplicates(events, ["user", "event", "item", "time_ms"])
+    if options.get("drop_duplicates"):
+        events = _drop_duplicates(events, ["user", "event", "item", "time_ms"], report)
+    report["events"] = {
+        name: int(count) for name, count in events.group_by("event").len().sort("event").iter_rows()
+    }
+    sessionized = sessionize_by_gap(events, SESSION_GAP_SECONDS, across_users=user_boundary_quirk)
+    clicks = sessionized.filter(pl.col("event").is_in(list(keep_events))).select("session", "item", "time", "user")
+    report["kept_events"] = list(keep_events)
+    report["user_boundary_quirk"] = user_boundary_quirk
+    report["clicks"] = clicks.height
+    report["sessions"] = clicks["session"].n_unique()
+    _require_clicks(clicks, path, f"no {'/'.join(keep_events)} events")
+    return ClickLog(clicks, "retailrocket", str(path), report)
+
+
+# ---------------------------------------------------------------------------------------------------
+# generic CSV / Parquet
+
+
+def read_generic(
+    path: str | os.PathLike, columns: GenericColumns = GenericColumns(), *, parquet: bool | None = None, **options
+) -> ClickLog:
+    """A CSV (with a header) or Parquet log with the named columns (`parquet=None`: by file suffix).
+    With a session column the rows keep the file order; with a user column, sessions are cut after
+    `columns.gap_seconds` of inactivity, separately per user (no session-rec quirk), and rows come out
+    ordered by (user, time)."""
+    is_parquet = Path(path).suffix.lower() in (".parquet", ".pq") if parquet is None else parquet
+    path = _checked_file(path, text=not is_parquet)
+    id_names = [name for name in (columns.session, columns.user) if name is not None]
+    required = tuple(dict.fromkeys([*id_names, columns.item, columns.time]))
+    if is_parquet:
+        raw, header = _scan_parquet(path, required)
+        separator = ","
+    else:
+        separator = columns.separator
+        header = _header(path, separator, required=required, form="the given columns")
+        raw = _scan_text_fields(path, header, separator, has_header=True)
+    schema = raw.collect_schema()
+    typed = {"item": _integer(columns.item, schema[columns.item])}
+    if columns.session is not None:
+        typed["session"] = _integer(columns.session, schema[columns.session])
+    if columns.user is not None:
+        typed["user"] = _integer(columns.user, schema[columns.user])
+    typed["time"] = _seconds(columns.time, schema[columns.time], columns.time_format)
+    ids = [typed[name] for name in ("session", "user", "item") if name in typed]
+    checks = [
+        (_MISSING, _any_null(list(required))),
+        (_INTEGER, _any_null(ids)),
+        (_TIME, typed["time"].is_null() | typed["time"].is_nan()),
+    ]
+    clicks, report = _validated(raw, header, typed, checks, path, separator, has_header=not is_parquet, **_validation(options))
+    if columns.session is None:
+        report["duplicate_clicks"] = _count_duplicates(clicks, ["user", "item", "time"])
+        if options.get("drop_duplicates"):
+            clicks = _drop_duplicates(clicks, ["user", "item", "time"], report)
+        clicks = sessionize_by_gap(clicks, columns.gap_seconds, across_users=False).select("session", "item", "time", "user")
+        report["sessions"] = clicks["session"].n_unique()
+        report["gap_seconds"] = columns.gap_seconds
+        return ClickLog(clicks, "generic", str(path), report)
+    keep = ["session", "item", "time"] + (["user"] if columns.user is not None else [])
+    return _finish(
+        clicks.select(keep), "generic", path, report,
+        identity=keep, order=["time"], drop_duplicates=options.get("drop_duplicates", False),
+    )
+
+
+def sessionize_by_gap(events: pl.DataFrame, gap_seconds: float, *, across_users: bool) -> pl.DataFrame:
+    """Assign `session` (0, 1, ...) to events with `user` and `time`; return them ordered by (session, time).
+
+    Rows are sorted by (user, time), stably, and a session starts where the time to the previous row
+    exceeds `gap_seconds`. `across_users=True` reproduces session-rec's `preprocess_rr` (DSAN): the gap
+    is taken to the previous *row*, as an absolute value, even when that row is another user's, so a
+    user can continue the previous user's session. `across_users=False` also starts a session at every
+    new user (the sound rule, for generic logs).
+    """
+    ordered = events.sort(["user", "time"], maintain_order=True)
+    gap = (pl.col("time") - pl.col("time").shift(1)).abs() > gap_seconds
+    if not across_users:
+        gap = gap | (pl.col("user") != pl.col("user").shift(1))
+    ordered = ordered.with_columns(session=gap.fill_null(False).cast(pl.Int64).cum_sum())
+    return ordered.sort(["session", "time"], maintain_order=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# file checks and scanning
+
+
+def _checked_file(path: str | os.PathLike, *, text: bool = True) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"no such file: {path}")
+    if not path.is_file():
+        raise DataError(f"{path} is not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty")
+    if not text:
+        return path
+    with path.open("rb") as handle:
+        start = handle.read(4096)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in start:
+        raise DataError(f"{path} looks like UTF-16 or binary, not a UTF-8 text log; convert it to UTF-8 first")
+    return path
+
+
+def _first_line(path: Path) -> str:
+    with path.open("rb") as handle:
+        line = handle.readline()
+    return line.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+
+
+def _header(path: Path, separator: str, *, required: tuple[str, ...], form: str) -> list[str]:
+    """The column names of a CSV header; DataError naming any required column that is missing."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        raise DataError(f"{path} is Parquet; read it with --format parquet")
+    names = [name.strip().strip('"') for name in _first_line(path).split(separator)]
+    missing = [name for name in required if name not in names]
+    if missing:
+        found = ", ".join(repr(n) for n in names[:8]) + (" ..." if len(names) > 8 else "")
+        raise DataError(
+            f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+            f"in the header (found {found}; separator {separator!r}; expected {form} columns)"
+        )
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(f"{path}: the header repeats column {', '.join(map(repr, duplicated))}")
+    return names
+
+
+def _scan_text_fields(path: Path, names: list[str], separator: str, *, has_header: bool) -> pl.LazyFrame:
+    """Lazy scan with every field as text (so that bad values can be counted instead of aborting the
+    parse), one extra column that catches surplus fields, and invalid UTF-8 replaced by U+FFFD (so that
+    mixed encodings are detected per row rather than failing the whole file)."""
+    schema = {name: pl.String for name in names}
+    schema[_EXTRA_COLUMN] = pl.String
+    return pl.scan_csv(
+        path,
+        has_header=False,
+        skip_lines=1 if has_header else 0,
+        separator=separator,
+        schema=schema,
+        missing_columns="insert",
+        truncate_ragged_lines=True,
+        encoding="utf8-lossy",
+        raise_if_empty=False,
+    )
+
+
+def _scan_parquet(path: Path, required: tuple[str, ...]) -> tuple[pl.LazyFrame, list[str]]:
+    try:
+        lazy = pl.scan_parquet(path)
+        names = lazy.collect_schema().names()
+    except Exception as error:  # polars raises several types for a damaged file
+        raise DataError(f"{path} is not a readable Parquet file: {error}") from None
+    missing = [name for name in required if name not in names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} (found {', '.join(names)})")
+    return lazy.select(list(required)).with_columns(pl.lit(None, pl.String).alias(_EXTRA_COLUMN)), list(required)
+
+
+# ---------------------------------------------------------------------------------------------------
+# typed columns and validation
+
+
+def _integer(name: str, dtype: pl.DataType = pl.String) -> pl.Expr:
+    """An id column as Int64; null where the value is not an integer (e.g. '12x', '4.5')."""
+    column = pl.col(name)
+    if dtype.is_integer():
+        return column.cast(pl.Int64)
+    if dtype.is_float():
+        return pl.when(column == column.round()).then(column.cast(pl.Int64, strict=False))
+    return column.cast(pl.String).str.strip_chars().cast(pl.Int64, strict=False)
+
+
+def _seconds(name: str, dtype: pl.DataType, time_format: str) -> pl.Expr:
+    """A time column as float seconds since the epoch (UTC)."""
+    column = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        return column.dt.epoch("ms").cast(pl.Float64) / 1000.0
+    if isinstance(dtype, pl.Date):
+        return column.cast(pl.Int64).cast(pl.Float64) * 86_400.0
+    if time_format in ("seconds", "milliseconds"):
+        number = column.cast(pl.Float64, strict=False) if dtype.is_numeric() else column.str.strip_chars().cast(pl.Float64, strict=False)
+        return number / 1000.0 if time_format == "milliseconds" else number
+    parsed = column.cast(pl.String).str.strip_chars().str.to_datetime(time_format, strict=False, time_unit="ms")
+    return parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0
+
+
+def _any_null(columns: list) -> pl.Expr:
+    return pl.any_horizontal([(pl.col(c) if isinstance(c, str) else c).is_null() for c in columns])
+
+
+def _validation(options: dict) -> dict:
+    return {"strict": options.get("strict", False), "max_bad_fraction": options.get("max_bad_fraction", MAX_BAD_FRACTION)}
+
+
+def _validated(
+    raw: pl.LazyFrame,
+    names: list[str],
+    typed: dict[str, pl.Expr],
+    checks: list[tuple[int, pl.Expr]],
+    path: Path,
+    separator: str,
+    *,
+    has_header: bool,
+    strict: bool,
+    max_bad_fraction: float,
+) -> tuple[pl.DataFrame, dict]:
+    """Parse every row, give each bad row its first skip reason, count the reasons, and return the good
+    rows' typed columns in file order. One streaming pass over the file."""
+    schema = raw.collect_schema()
+    text_columns = [name for name in names if schema[name] == pl.String]
+    blank = pl.all_horizontal([pl.col(name).is_null() for name in names])
+    invalid_utf8 = pl.any_horizontal([pl.col(name).str.contains("\ufffd", literal=True) for name in text_columns]) if text_columns else pl.lit(False)
+    reason = pl.when(blank).then(pl.lit(_BLANK))
+    reason = reason.when(invalid_utf8.fill_null(False)).then(pl.lit(_ENCODING))
+    reason = reason.when(pl.col(_EXTRA_COLUMN).is_not_null()).then(pl.lit(_EXTRA))
+    for code, is_bad in checks:
+        reason = reason.when(is_bad.fill_null(True)).then(pl.lit(code))
+    reason = reason.otherwise(pl.lit(0)).cast(pl.Int8)
+    # the raw fields of bad rows only, to quote the first one of each kind in messages
+    raw_line = pl.when(reason > 0).then(
+        pl.concat_str([pl.col(name).cast(pl.String) for name in names + [_EXTRA_COLUMN]], separator=separator, ignore_nulls=True)
+    )
+    query = raw.with_row_index("__row__").select(
+        "__row__", reason.alias("__reason__"), raw_line.alias(_RAW_COLUMN), *[expr.alias(key) for key, expr in typed.items()]
+    )
+    try:
+        frame = query.collect(engine="streaming")
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"{path}: cannot parse as a {separator!r}-separated text log: {error}") from None
+    first_line = 2 if has_header else 1  # line number of row 0 (Parquet: row number, from 1)
+    rows = frame.height
+    counts = frame.group_by("__reason__").len()
+    skipped = {SKIP_REASONS[code][0]: int(n) for code, n in counts.sort("__reason__").iter_rows() if code != 0}
+    first_skipped = {}
+    bad = frame.filter(pl.col("__reason__") > 0)
+    if bad.height:
+        firsts = bad.group_by("__reason__").agg(pl.col("__row__").first(), pl.col(_RAW_COLUMN).first()).sort("__row__")
+        for code, row, text in firsts.iter_rows():
+            first_skipped[SKIP_REASONS[code][0]] = f"line {row + first_line}: {text!r}"
+    report = {"file": str(path), "bytes": path.stat().st_size, "rows": rows, "skipped": skipped, "first_skipped": first_skipped}
+    errors = bad.filter(pl.col("__reason__") != _BLANK)  # blank lines are harmless: counted, never fatal
+    if errors.height and (strict or errors.height > max_bad_fraction * max(rows, 1)):
+        first = errors.row(0, named=True)
+        limit = "--strict allows none" if strict else f"more than the {max_bad_fraction:.0%} a real log could lose"
+        raise DataError(
+            f"{path}:{first['__row__'] + first_line}: {SKIP_REASONS[first['__reason__']][1]}: {first[_RAW_COLUMN]!r} "
+            f"({errors.height:,} of {rows:,} rows are bad, {limit}; is this the right --format?)"
+        )
+    good = frame.filter(pl.col("__reason__") == 0).drop("__row__", "__reason__", _RAW_COLUMN)
+    _require_clicks(good, path, "no valid click rows" if rows else "no click rows (only a header?)")
+    return good, report
+
+
+def _require_clicks(clicks: pl.DataFrame, path: Path, why: str) -> None:
+    if clicks.height == 0:
+        raise DataError(f"{path}: {why}")
+
+
+def _count_duplicates(frame: pl.DataFrame, identity: list[str]) -> int:
+    """Rows equal in every identity column to another row (each extra copy counts once). A sort and
+    a comparison of neighbours: faster than hashing whole rows on tens of millions of clicks."""
+    ordered = frame.select(identity).sort(identity)
+    same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in identity]).fill_null(False)
+    return int(ordered.select(same.sum()).item())
+
+
+def _drop_duplicates(frame: pl.DataFrame, identity: list[str], report: dict) -> pl.DataFrame:
+    kept = frame.unique(subset=identity, keep="first", maintain_order=True)
+    report["duplicate_clicks_dropped"] = frame.height - kept.height
+    return kept
+
+
+def _finish(
+    clicks: pl.DataFrame, log_format: str, path: Path, report: dict, *, identity: list[str], order: list[str], drop_duplicates: bool
+) -> ClickLog:
+    """Count duplicates, out-of-order clicks and scattered sessions of a log that names its sessions."""
+    report["duplicate_clicks"] = _count_duplicates(clicks, identity)
+    if drop_duplicates:
+        clicks = _drop_duplicates(clicks, identity, report)
+    report.update(_order_report(clicks, order))
+    report["clicks"] = clicks.height
+    return ClickLog(clicks, log_format, str(path), report)
+
+
+def _order_report(clicks: pl.DataFrame, order: list[str]) -> dict:
+    """How far the file is from sessions stored contiguously with their clicks in time order."""
+    n_sessions = clicks["session"].n_unique()
+    run_start = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
+    runs = int(clicks.select(run_start.sum()).item())
+    in_file = clicks.select("session", *order)
+    scattered = 0
+    if runs != n_sessions:  # some session's rows are apart: compare each click with its session's previous one
+        scattered = clicks.filter(run_start).group_by("session").len().filter(pl.col("len") > 1).height
+        in_file = in_file.with_row_index("__row__").sort(["session", "__row__"]).drop("__row__")
+    same_session = pl.col("session") == pl.col("session").shift(1)
+    earlier, tie = pl.lit(False), pl.lit(True)
+    for key in order:  # lexicographic "less than the previous click of the session"
+        earlier = earlier | (tie & (pl.col(key) < pl.col(key).shift(1)))
+        tie = tie & (pl.col(key) == pl.col(key).shift(1))
+    out_of_order = int(in_file.select((same_session & earlier).fill_null(False).sum()).item())
+    return {"sessions": n_sessions, "sessions_not_contiguous": scattered, "clicks_out_of_time_order": out_of_order}
