@@ -90,6 +90,7 @@ def fit_and_select(
     start = time.perf_counter()
     model.fit(fit_cases, valid_cases, progress=options.progress and not options.quiet)
     record["fit_seconds_validation_run"] = round(time.perf_counter() - start, 3)
+    record.update(getattr(model, "fit_record", None) or {})  # what fit chose on validation (search, epochs)
     valid_eval = evaluate(model.score, valid_cases, ks=options.ks, batch_size=options.eval_batch_size,
                           max_length=model.max_length)
     record["valid"] = {k: round(v, 6) for k, v in valid_eval.metrics.items()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from nextclick.models.base import ConfigError, Recommender, config_from_overrides
+from nextclick.models.factorization import BPRMF, FPMC
+from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN
 from nextclick.models.narm import NARM
 from nextclick.models.popularity import Pop, SessionPop
 from nextclick.models.sriem import SRIEM
@@ -12,6 +14,12 @@ from nextclick.models.sriem import SRIEM
 REGISTRY: dict[str, type[Recommender]] = {
     "pop": Pop,
     "s-pop": SessionPop,
+    "item-knn": ItemKNN,
+    "sknn": SessionKNN,
+    "v-sknn": VectorSessionKNN,
+    "stan": STAN,
+    "bpr-mf": BPRMF,
+    "fpmc": FPMC,
     "narm": NARM,
     "sr-iem": SRIEM,
 }
