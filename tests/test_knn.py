@@ -144,6 +144,15 @@ def test_stan_three_decays():
         assert z[item] == pytest.approx(value, abs=1e-8), item
 
 
+def test_a_session_of_items_never_seen_in_training_gets_the_popularity_order():
+    train = Cases.every_prefix(Sessions.from_lists(LOG), 1)
+    for name in ("item-knn", "sknn", "v-sknn", "stan"):
+        model = build(name, N_ITEMS + 1).fit(train)  # item 7 never occurs in training
+        top, scores = model.recommend([np.array([7])], k=3)
+        assert top[0].tolist() == [2, 1, 4] or top[0].tolist() == [2, 4, 1], name  # 2: 4 clicks, 1 and 4: 3
+        assert np.isfinite(scores).all() and scores.max() <= ITEM_TIE_BREAK
+
+
 # ------------------------------------------------------------------ vectorisation
 
 

@@ -380,6 +380,8 @@ class SessionKNN(_Tunable, StatisticalModel):
         lookup = self._lookup()
         width = self.n_items + 1
         pair_rows, pair_sessions, similarity, prefixes = self.neighbours(batch)
+        if len(pair_sessions) == 0:  # no prefix shares an item with the training sessions
+            return finish_scores(np.zeros((len(prefixes), width)), lookup["tie_break"])
         # expand every (prefix, neighbour) pair to the neighbour's distinct items
         counts = lookup["distinct"][pair_sessions]
         element_pair = np.repeat(np.arange(len(pair_sessions), dtype=np.int64), counts)
