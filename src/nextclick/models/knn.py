@@ -145,11 +145,14 @@ class Prefixes:
     def matrix(self, weights: np.ndarray, width: int) -> sparse.csr_matrix:
         return sparse.csr_matrix((weights, self.items, self.indptr), shape=(len(self), width))
 
-    def position_table(self, width: int) -> np.ndarray:
-        """Dense (B, width) int32: last position of each item in each prefix, 0 where absent."""
-        table = np.zeros((len(self), width), dtype=np.int32)
-        table[self.rows, self.items] = self.positions
-        return table
+    def positions_of(self, rows: np.ndarray, items: np.ndarray, width: int) -> np.ndarray:
+        """Last position of `items[e]` in prefix `rows[e]`, 0 where absent (a sorted-key lookup; a dense
+        (B, n_items) table would cost more in page faults than the whole lookup)."""
+        keys = self.rows * width + self.items  # ascending: CSR rows in order, items ascending within a row
+        wanted = rows * width + items
+        where = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        found = keys[where] == wanted if len(keys) else np.zeros(len(wanted), dtype=bool)
+        return np.where(found, self.positions[where] if len(keys) else 0, 0)
 
 
 def top_k_per_row(indptr: np.ndarray, priority: np.ndarray, k: int) -> np.ndarray:
@@ -419,7 +422,7 @@ class VectorSessionKNN(SessionKNN):
         return overlap / prefixes.distinct[rows]
 
     def _contributions(self, pair_rows, similarity, element_pair, items, positions, prefixes: Prefixes) -> np.ndarray:
-        in_prefix = prefixes.position_table(self.n_items + 1)[pair_rows[element_pair], items]  # 0: not in the prefix
+        in_prefix = prefixes.positions_of(pair_rows[element_pair], items, self.n_items + 1)  # 0: not in the prefix
         pair_start = np.flatnonzero(np.r_[True, np.diff(element_pair) != 0])
         most_recent_shared = np.maximum.reduceat(in_prefix, pair_start)  # per pair, >= 1
         step = prefixes.lengths[pair_rows] - most_recent_shared + 1
@@ -463,7 +466,7 @@ class STAN(SessionKNN):
         return similarity
 
     def _contributions(self, pair_rows, similarity, element_pair, items, positions, prefixes: Prefixes) -> np.ndarray:
-        in_prefix = prefixes.position_table(self.n_items + 1)[pair_rows[element_pair], items] > 0
+        in_prefix = prefixes.positions_of(pair_rows[element_pair], items, self.n_items + 1) > 0
         pair_start = np.flatnonzero(np.r_[True, np.diff(element_pair) != 0])
         last_shared = np.maximum.reduceat(np.where(in_prefix, positions, 0), pair_start)  # p*_n, per pair
         distance = np.abs(positions - last_shared[element_pair])
