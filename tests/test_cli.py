@@ -14,7 +14,7 @@ def run(capsys, *argv):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("datasets", "models", "train", "evaluate", "recommend", "bench", "demo"):
+    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "demo"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0

@@ -169,6 +169,30 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.explain import explain, plot
+
+    if not args.items:
+        raise ValueError("an empty session has nothing to explain: give at least one item id")
+    try:
+        items = [int(i) for i in args.items]
+    except ValueError:
+        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    model, vocab, _ = checkpoint.load(args.checkpoint)
+    explanation = explain(model, vocab, items, k=args.k)
+    out = Path(args.out)
+    png = plot(explanation, out.with_suffix(".png"))
+    out.with_suffix(".json").write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
+    print(f"alpha (self-attention) {explanation.alpha_self:.4f}   alpha (target attention) {explanation.alpha_target:.4f}")
+    print("click        target-attention weight")
+    for item, weight in zip(explanation.items, explanation.target_attention):
+        print(f"{item:>10}   {weight:.4f}{'   (exactly zero)' if weight == 0 else ''}")
+    print("top recommendations: " + ", ".join(str(r["item"]) for r in explanation.recommendations))
+    print(f"wrote {png} and {out.with_suffix('.json')}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from nextclick.bench import run_bench
 
@@ -188,6 +212,9 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     """Train DSAN briefly on the synthetic data and report test metrics next to S-POP."""
+    from nextclick.train import set_threads
+
+    set_threads(None)
     from nextclick.bench import run_bench
     from nextclick.train import TrainOptions
 
@@ -200,7 +227,8 @@ def cmd_demo(args) -> int:
         test = result["test"]
         lines.append(f"{model:<8} test HR@20 {test['HR@20']:.4f}  MRR@20 {test['MRR@20']:.4f}  ({test['cases']:,} cases)")
     print("\n".join(lines))
-    print(f"checkpoints under {args.out}/ — try: nextclick recommend {args.out}/{args.model} 1 2 3")
+    print(f"checkpoints under {args.out}/ — next: nextclick recommend {args.out}/{args.model} 1 2 3 ; "
+          f"nextclick explain {args.out}/{args.model} 1 2 3")
     return 0
 
 
@@ -241,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 
+    p = sub.add_parser("explain", help="attention weights and alphas for one session, as PNG heatmap and JSON")
+    p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan)")
+    p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
+    p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
+    p.add_argument("-k", type=int, default=10, help="recommendations to list (10)")
+    p.set_defaults(func=cmd_explain)
+
     p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>.json")
     p.add_argument("model", help="model name (see `nextclick models`)")
     _add_data_options(p)
@@ -250,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the README's first command: train on the synthetic data and print test metrics")
-    p.add_argument("--model", default="s-pop", help="model to train (default: the best one available)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--model", default="dsan", help="model to train next to S-POP (dsan)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs for the demo (5: about a minute)")
     p.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoints and results")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)

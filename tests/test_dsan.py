@@ -1,0 +1,131 @@
+"""DSAN: shapes, masking, alpha range, and the fast paths agreeing with the reference paths."""
+
+import numpy as np
+import pytest
+import torch
+from entmax import entmax_bisect
+
+from nextclick.data.batches import Batch, make_batch
+from nextclick.data.sessions import Cases, Sessions
+from nextclick.models import build
+from nextclick.models.layers import alpha_entmax
+
+N_ITEMS = 40
+
+
+def model(**overrides):
+    torch.manual_seed(0)
+    return build("dsan", N_ITEMS, {"embedding_dim": 12, "max_positions": 64, **overrides})
+
+
+def batch(sessions=((1, 2, 3, 4, 5), (6, 7), (8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18), (3, 3, 9))):
+    return make_batch(Cases.whole_sessions(Sessions.from_lists([list(s) for s in sessions])))
+
+
+def pad_left(b: Batch, width: int) -> Batch:
+    extra = width - b.items.shape[1]
+    return Batch(torch.nn.functional.pad(b.items, (extra, 0)), b.lengths, b.labels, b.full_lengths)
+
+
+def test_forward_and_backward_shapes():
+    m = model()
+    b = batch()
+    scores = m(b)
+    assert scores.shape == (4, N_ITEMS + 1)
+    assert torch.isinf(scores[:, 0]).all()
+    loss = m.loss(b)
+    loss.backward()
+    assert m.query.weight.grad is not None and m.alpha_head.weight.grad is not None
+    assert m.item_embedding.weight.grad[0].abs().sum() == 0  # padding row never learns
+
+
+def test_padding_never_receives_weight_and_the_target_token_is_no_target_key():
+    m = model()
+    b = pad_left(batch(), 30)
+    attention = m.attention(b)
+    padding = b.items == 0
+    assert (attention.self_attention[:, :, :-1][padding.unsqueeze(1).expand(-1, 31, -1)] == 0).all()
+    assert (attention.target_attention[padding] == 0).all()
+    assert attention.target_attention.shape == b.items.shape  # the token is not among the keys
+    assert torch.allclose(attention.target_attention.sum(1), torch.ones(4), atol=1e-5)
+
+
+def test_adaptive_alphas_stay_between_one_and_two():
+    m = model()
+    for scale in (0.0, 1.0, 50.0):
+        with torch.no_grad():
+            m.alpha_head.weight.mul_(scale if scale else 0.0)
+        a = m.attention(batch())
+        for alpha in (a.alpha_self, a.alpha_target):
+            assert ((alpha > 1) & (alpha < 2)).all() or ((alpha >= 1.0001) & (alpha < 2)).all()
+
+
+def test_length_grouped_encoding_gives_the_reference_scores():
+    """The official code pads every batch to one global width (285 on Retailrocket); we encode
+    length groups at their own width. Same weights -> same scores."""
+    fast = model()
+    reference = model(group_by_length=False)
+    reference.load_state_dict(fast.state_dict())
+    b = batch()
+    expected = reference.score(pad_left(b, 285))
+    assert torch.allclose(fast.score(b), expected, atol=1e-5)
+
+
+def test_left_padding_does_not_change_a_sessions_scores():
+    m = model(group_by_length=False)
+    b = batch()
+    assert torch.allclose(m.score(b), m.score(pad_left(b, 40)), atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.05, 1.3, 1.5, 1.8, 2.0])
+def test_fast_entmax_matches_the_reference_values_and_gradients(alpha):
+    torch.manual_seed(1)
+    x = torch.randn(6, 9, 17, dtype=torch.float32) * 3
+    x[:, :, :5] = -torch.inf  # masked keys
+    a = torch.full((6, 9, 1), alpha) + torch.rand(6, 9, 1) * 0.0
+    a1 = a.clone().requires_grad_(True)
+    a2 = a.clone().requires_grad_(True)
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    reference = entmax_bisect(x1, a1, dim=-1)
+    fast = alpha_entmax(x2, a2, dim=-1, fast=True)
+    assert torch.allclose(reference, fast, atol=1e-5)
+    weights = torch.randn_like(reference)
+    (reference * weights).sum().backward()
+    (fast * weights).sum().backward()
+    finite = torch.isfinite(x)
+    assert torch.allclose(x1.grad[finite], x2.grad[finite], atol=1e-5)
+    assert torch.allclose(a1.grad, a2.grad, atol=1e-5)
+    assert (fast[:, :, :5] == 0).all()
+
+
+def test_fast_entmax_model_scores_like_the_reference_model():
+    fast = model(fast_entmax=True)
+    reference = model()
+    reference.load_state_dict(fast.state_dict())
+    assert torch.allclose(fast.score(batch()), reference.score(batch()), atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [{"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},
+                                       {"alpha": 1.4}, {"alpha": 2.0}, {"w_k": 1.0}, {"max_length": 3}])
+def test_paper_variants_run_forward_and_backward(overrides):
+    m = model(**overrides)
+    b = batch()
+    m.loss(b).backward()
+    assert m(b).shape == (4, N_ITEMS + 1)
+
+
+def test_sparsemax_variant_gives_exact_zeros():
+    m = model(alpha=2.0)
+    with torch.no_grad():
+        m.query.weight.mul_(20)  # peaked scores make sparsemax drop keys
+    a = m.attention(batch())
+    assert (a.self_attention == 0).any()
+
+
+def test_positions_count_from_the_session_start_even_when_truncated():
+    m = model(max_length=2)
+    b = make_batch(Cases.whole_sessions(Sessions.from_lists([[1, 2, 3, 4, 5]])), max_length=2)
+    tokens, positions = m._indices(b.items, b.full_lengths)
+    assert tokens.tolist() == [[3, 4, N_ITEMS + 1]]
+    assert positions.tolist() == [[3, 4, 5]]
