@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nextclick.models.base import ConfigError, Recommender, config_from_overrides
+from nextclick.models.dsan import DSAN
 from nextclick.models.factorization import BPRMF, FPMC
 from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN
 from nextclick.models.narm import NARM
@@ -22,6 +23,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "fpmc": FPMC,
     "narm": NARM,
     "sr-iem": SRIEM,
+    "dsan": DSAN,
 }
 
 
