@@ -14,14 +14,14 @@ What it computes (paper section 2, for the last t <= 10 clicks with embeddings E
 trained with eq. 10, the binary cross-entropy of every item's softmax probability (`loss="bce"`).
 A one-click prefix has no other clicks: alpha = 0 and beta = 1 (no 0/0).
 
-`variant="code"` switches to what the official code computes, which differs in five places:
+`variant="code"` switches the model to what the official code computes:
     Q = E W_q, K = E W_k (linear, no sigmoid) with l = d; C = sigmoid(Q K^T / sqrt(d)) (scaling
-    inside the sigmoid); alpha_i divided by (t - 1) (1 when t = 1); W_0 has a bias; the loss is
-    plain softmax cross-entropy.
-The official code also uses batch 256 and does not shuffle the training cases; those are trainer
-settings, given explicitly with the variant (or take `SRIEMConfig.code()`):
-    nextclick bench sr-iem -d diginetica --variant code \\
-        --set variant=code --set batch_size=256 --set shuffle=false
+    inside the sigmoid); alpha_i divided by (t - 1) (1 when t = 1); W_0 has a bias.
+The official code's other differences are separate fields, given explicitly with the variant (or
+take `SRIEMConfig.code()`): plain softmax cross-entropy (`loss="ce"`), batch 256, no shuffling of
+the training cases (batches follow the file order: date-sorted sessions, longest prefix first):
+    nextclick bench sr-iem -d diginetica --variant code --set variant=code --set loss=ce \
+        --set attention_size=200 --set batch_size=256 --set shuffle=false
 
 Where we differ from both, and why:
 - Initialisation: the paper does not give one; both forms use the official U(-1/sqrt(d), 1/sqrt(d))
