@@ -83,8 +83,10 @@ def test_yoochoose_header_line_is_recognised(yoochoose_path, tmp_path):
 
 
 def test_crlf_line_endings(tmp_path):
-    path = _write(tmp_path / "train-item-views.csv", DIGINETICA_HEADER.replace("\n", "\r\n")
-                  + "1;NA;5;10;2016-05-09\r\n1;NA;6;20;2016-05-09\r\n")
+    path = _write(
+        tmp_path / "train-item-views.csv",
+        DIGINETICA_HEADER.replace("\n", "\r\n") + "1;NA;5;10;2016-05-09\r\n1;NA;6;20;2016-05-09\r\n",
+    )
     log = read_log(path)
     assert log.clicks["item"].to_list() == [5, 6] and log.report["skipped"] == {}
 
@@ -122,8 +124,13 @@ def test_malformed_rows_are_skipped_counted_and_quoted(yoochoose_path, tmp_path)
     path = _write(tmp_path / "clicks.dat", "\n".join(lines[:100] + bad + lines[100:]) + "\n")
     log = read_log(path)
     assert log.clicks.height == len(lines)
-    assert log.report["skipped"] == {"blank_line": 1, "missing_field": 1, "too_many_fields": 1,
-                                     "not_an_integer": 2, "bad_timestamp": 1}
+    assert log.report["skipped"] == {
+        "blank_line": 1,
+        "missing_field": 1,
+        "too_many_fields": 1,
+        "not_an_integer": 2,
+        "bad_timestamp": 1,
+    }
     assert log.report["first_skipped"]["missing_field"].startswith("line 101:")
     assert log.report["first_skipped"]["not_an_integer"] == "line 103: '9003,2014-04-06T20:21:58.444Z,21471x095,0'"
     assert log.report["first_skipped"]["bad_timestamp"].startswith("line 105:")
@@ -134,7 +141,9 @@ def test_malformed_rows_are_skipped_counted_and_quoted(yoochoose_path, tmp_path)
 
 def test_strict_mode_fails_on_the_first_bad_row(yoochoose_path, tmp_path):
     lines = _yoochoose_lines(yoochoose_path)
-    path = _write(tmp_path / "clicks.dat", "\n".join(lines[:5] + ["7,2014-04-06T20:21:58.444Z,1x,0"] + lines[5:]) + "\n")
+    path = _write(
+        tmp_path / "clicks.dat", "\n".join(lines[:5] + ["7,2014-04-06T20:21:58.444Z,1x,0"] + lines[5:]) + "\n"
+    )
     with pytest.raises(DataError, match=r"clicks.dat:6: an id or counter that is not an integer"):
         read_log(path, strict=True)
 
@@ -154,8 +163,13 @@ def test_wrong_format_is_an_error(diginetica_path):
 
 
 def test_non_numeric_ids_in_diginetica(tmp_path):
-    path = _write(tmp_path / "train-item-views.csv", DIGINETICA_HEADER + "1;NA;5;10;2016-05-09\n"
-                  + "1;NA;item7;20;2016-05-09\n" + "".join(f"{s};NA;{s};1;2016-05-09\n" for s in range(2, 200)))
+    path = _write(
+        tmp_path / "train-item-views.csv",
+        DIGINETICA_HEADER
+        + "1;NA;5;10;2016-05-09\n"
+        + "1;NA;item7;20;2016-05-09\n"
+        + "".join(f"{s};NA;{s};1;2016-05-09\n" for s in range(2, 200)),
+    )
     log = read_log(path)
     assert log.report["skipped"] == {"not_an_integer": 1}
     assert log.report["first_skipped"]["not_an_integer"].startswith("line 3:")
@@ -175,7 +189,9 @@ def test_missing_column_names_it(tmp_path):
 
 
 def test_wrong_separator_shows_as_missing_columns(tmp_path):
-    path = _write(tmp_path / "train-item-views.csv", "session_id,user_id,item_id,timeframe,eventdate\n1,NA,5,10,2016-05-09\n")
+    path = _write(
+        tmp_path / "train-item-views.csv", "session_id,user_id,item_id,timeframe,eventdate\n1,NA,5,10,2016-05-09\n"
+    )
     with pytest.raises(DataError, match=r"separator ';'"):
         read_log(path)
 
@@ -231,7 +247,9 @@ def test_unsorted_timestamps_are_counted_and_the_recipe_decides(tmp_path):
     file_order, ids = group_into_sessions(log.clicks, (), session_time="last_row")
     assert ids[file_order.items].tolist() == [11, 12, 13]
     columns = GenericColumns(item="item", time="ts", session="sid")
-    by_time, ids = group_into_sessions(read_log(generic, "csv", columns=columns).clicks, ("time",), session_time="latest")
+    by_time, ids = group_into_sessions(
+        read_log(generic, "csv", columns=columns).clicks, ("time",), session_time="latest"
+    )
     assert ids[by_time.items].tolist() == [12, 13, 11]
 
 
@@ -254,7 +272,14 @@ def test_scattered_sessions_are_counted_and_regrouped(tmp_path):
 def test_mixed_encodings_are_skipped_and_counted(tmp_path):
     latin1_line = "train-item-views.csv é".encode("latin-1")  # a byte that is not UTF-8
     body = b"".join(f"{s};NA;{s % 7};{s};2016-05-09\n".encode() for s in range(1, 300))
-    text = DIGINETICA_HEADER.encode() + body + b"300;NA;caf\xe9;1;2016-05-09\n" + b"301;" + latin1_line[-2:] + b";5;1;2016-05-09\n"
+    text = (
+        DIGINETICA_HEADER.encode()
+        + body
+        + b"300;NA;caf\xe9;1;2016-05-09\n"
+        + b"301;"
+        + latin1_line[-2:]
+        + b";5;1;2016-05-09\n"
+    )
     log = read_log(_write(tmp_path / "train-item-views.csv", text))
     assert log.report["skipped"] == {"invalid_utf8": 2}
     assert log.report["first_skipped"]["invalid_utf8"].startswith("line 301:")
@@ -268,7 +293,9 @@ def test_utf16_file_is_an_error(tmp_path):
 
 
 def test_utf8_bom_is_accepted(tmp_path):
-    path = _write(tmp_path / "train-item-views.csv", b"\xef\xbb\xbf" + (DIGINETICA_HEADER + "1;NA;5;10;2016-05-09\n").encode())
+    path = _write(
+        tmp_path / "train-item-views.csv", b"\xef\xbb\xbf" + (DIGINETICA_HEADER + "1;NA;5;10;2016-05-09\n").encode()
+    )
     assert read_log(path).clicks["item"].to_list() == [5]
 
 
@@ -277,14 +304,17 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 
 def _events(path: Path, rows) -> Path:
-    return _write(path, "timestamp,visitorid,event,itemid,transactionid\n"
-                  + "".join(f"{t},{u},{e},{i},\n" for t, u, e, i in rows))
+    return _write(
+        path, "timestamp,visitorid,event,itemid,transactionid\n" + "".join(f"{t},{u},{e},{i},\n" for t, u, e, i in rows)
+    )
 
 
 def test_retailrocket_sessions_views_and_unknown_events(tmp_path):
     minute = 60_000
     rows = [
-        (0, 1, "view", 10), (10 * minute, 1, "addtocart", 10), (20 * minute, 1, "view", 11),
+        (0, 1, "view", 10),
+        (10 * minute, 1, "addtocart", 10),
+        (20 * minute, 1, "view", 11),
         (100 * minute, 1, "view", 12),  # 80 min later: a new session
         (105 * minute, 2, "view", 13),  # another visitor 5 min after visitor 1's last event
         (106 * minute, 2, "click", 13),  # unknown event type
@@ -302,15 +332,20 @@ def test_retailrocket_sessions_views_and_unknown_events(tmp_path):
 
 
 def test_sessionize_by_gap_per_user():
-    events = pl.DataFrame({"user": [7, 7, 7, 8, 7], "time": [0.0, 100.0, 5000.0, 5001.0, 50.0], "item": [1, 2, 3, 4, 5]})
+    events = pl.DataFrame(
+        {"user": [7, 7, 7, 8, 7], "time": [0.0, 100.0, 5000.0, 5001.0, 50.0], "item": [1, 2, 3, 4, 5]}
+    )
     sessions = sessionize_by_gap(events, 1800, across_users=False)
     assert sessions["item"].to_list() == [1, 5, 2, 3, 4]
     assert sessions["session"].to_list() == [0, 0, 0, 1, 2]
 
 
 def test_generic_user_log_with_a_strftime_time(tmp_path):
-    path = _write(tmp_path / "log.csv", "user,item,when\n1,5,2020-01-01 10:00:00\n1,6,2020-01-01 10:10:00\n"
-                  "1,7,2020-01-01 12:00:00\n2,8,2020-01-01 10:05:00\n")
+    path = _write(
+        tmp_path / "log.csv",
+        "user,item,when\n1,5,2020-01-01 10:00:00\n1,6,2020-01-01 10:10:00\n"
+        "1,7,2020-01-01 12:00:00\n2,8,2020-01-01 10:05:00\n",
+    )
     columns = GenericColumns(item="item", time="when", session=None, user="user", time_format="%Y-%m-%d %H:%M:%S")
     log = read_log(path, "csv", columns=columns)
     assert log.clicks["session"].to_list() == [0, 0, 1, 2] and log.clicks["item"].to_list() == [5, 6, 7, 8]
@@ -322,8 +357,9 @@ def test_generic_missing_column_and_parquet_types(tmp_path):
     with pytest.raises(DataError, match="missing column 'timestamp'"):
         read_log(path, "csv", columns=GenericColumns(session="sid", item="item"))
     parquet = tmp_path / "log.parquet"
-    pl.DataFrame({"sid": [1, 1, 2], "item": [3.0, 4.5, 5.0],
-                  "timestamp": pl.Series([0, 1000, 2000]).cast(pl.Datetime("ms"))}).write_parquet(parquet)
+    pl.DataFrame(
+        {"sid": [1, 1, 2], "item": [3.0, 4.5, 5.0], "timestamp": pl.Series([0, 1000, 2000]).cast(pl.Datetime("ms"))}
+    ).write_parquet(parquet)
     with pytest.raises(DataError, match=r"log.parquet:2: an id or counter that is not an integer"):
         read_log(parquet, columns=GenericColumns(session="sid", item="item"))  # 1 of 3 rows bad
     log = read_log(parquet, columns=GenericColumns(session="sid", item="item"), max_bad_fraction=0.5)

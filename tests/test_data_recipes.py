@@ -12,6 +12,7 @@ import calendar
 import csv
 import json
 import random
+import tempfile
 import time
 from collections import Counter
 from fractions import Fraction
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import event, given, settings, strategies
 
 from nextclick.data.benchmarks import DataError, data_dir, load_split
 from nextclick.data.readers import GenericColumns, read_log
@@ -100,13 +102,16 @@ def reference_split(clicks, dates, *, min_length, min_length_after, test_days, m
 
     train_cases = cases(train_seqs)
     if fraction is not None:
-        train_cases = train_cases[-int(len(train_cases) * fraction):]
+        # the official tr_seqs[-int(n / d):]; when int(n / d) is 0 that slice is *everything*, which the
+        # recipe refuses, so the reference keeps nothing there
+        train_cases = train_cases[len(train_cases) - int(len(train_cases) * fraction) :]
     return {
         "train_seqs": train_seqs,
         "train_cases": train_cases,
         "test_cases": cases(test_seqs),
         "numbering": list(numbering),
         "on_split_day": sum(1 for s in kept if dates[s] == split_at),
+        "sessions_either_side": (len(train), len(test)),
     }
 
 
@@ -147,7 +152,9 @@ def test_srgnn_diginetica_equals_reference(diginetica_path):
     assert split.protocol.name == "srgnn" and split.protocol.min_prefix == 1
     steps = {row["step"]: row for row in stats["steps"]}
     assert steps["read"]["clicks"] == sum(len(seq) for seq in clicks.values())
-    assert steps["drop sessions with fewer than 2 clicks"]["removed_sessions"] == sum(len(s) == 1 for s in clicks.values())
+    assert steps["drop sessions with fewer than 2 clicks"]["removed_sessions"] == sum(
+        len(s) == 1 for s in clicks.values()
+    )
 
 
 def test_dsan_diginetica_equals_reference(diginetica_path):
@@ -188,8 +195,9 @@ def test_yoochoose_equals_reference(yoochoose_path, recipe):
 def test_yoochoose_fraction_is_the_last_training_cases(yoochoose_path, fraction):
     split, stats = prepare(read_log(yoochoose_path), "srgnn", fraction=fraction)
     clicks, dates = reference_read_yoochoose(yoochoose_path)
-    expected = reference_split(clicks, dates, min_length=2, min_length_after=2, test_days=1, min_prefix=1,
-                               fraction=Fraction(fraction))
+    expected = reference_split(
+        clicks, dates, min_length=2, min_length_after=2, test_days=1, min_prefix=1, fraction=Fraction(fraction)
+    )
     # the cases, the full test set and the full numbering are exactly the official ones
     assert_same(split, stats, expected, whole_train=False)
     assert stats["fraction"]["kept_cases"] == len(expected["train_cases"])
@@ -227,8 +235,12 @@ def write_retailrocket_events(path: Path, seed: int = 7) -> None:
             t += rng.randrange(2, 48) * 3_600_000
     # the session-rec quirk: a visitor whose first event lies within 30 minutes of the previous visitor's last
     last_of_1060 = max(r[0] for r in rows) + 1000
-    rows += [(last_of_1060, 1060, "view", 3, ""), (last_of_1060 + 60_000, 1060, "view", 4, ""),
-             (last_of_1060 + 120_000, 1061, "view", 3, ""), (last_of_1060 + 180_000, 1061, "view", 5, "")]
+    rows += [
+        (last_of_1060, 1060, "view", 3, ""),
+        (last_of_1060 + 60_000, 1060, "view", 4, ""),
+        (last_of_1060 + 120_000, 1061, "view", 3, ""),
+        (last_of_1060 + 180_000, 1061, "view", 5, ""),
+    ]
     rng.shuffle(rows)  # the real file is not sorted by visitor
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -239,8 +251,10 @@ def write_retailrocket_events(path: Path, seed: int = 7) -> None:
 def reference_retailrocket_dsan(path: Path):
     """Preprocess_rr.py Stage A with plain lists, then the generic script's dicts."""
     with path.open(newline="") as handle:
-        rows = [(int(int(r["timestamp"]) / 1000), int(r["visitorid"]), r["event"], int(r["itemid"]))
-                for r in csv.DictReader(handle)]
+        rows = [
+            (int(int(r["timestamp"]) / 1000), int(r["visitorid"]), r["event"], int(r["itemid"]))
+            for r in csv.DictReader(handle)
+        ]
     order = sorted(range(len(rows)), key=lambda r: (rows[r][1], rows[r][0]))  # stable, like pandas
     session, current, previous = {}, 0, None
     for r in order:
@@ -409,3 +423,59 @@ def test_bench_prepare_small(tmp_path):
     assert written["log"]["clicks"] == 20_000 and written["peak_memory_bytes"] > 0
     assert written["machine"]["cpu_count"] >= 1 and written["machine"]["polars"]
     assert result["split"]["train_cases"] > 0 and not (tmp_path / "work").exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# random small logs: recipe == reference, including where the fraction cuts and empty splits
+
+
+def _random_yoochoose_rows(draw_sessions):
+    rows = []
+    for session, (day, clicks) in enumerate(draw_sessions, start=1):
+        for second, item in enumerate(clicks):
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_396_310_400 + day * DAY + 3600 + second))
+            rows.append(f"{session},{stamp}.000Z,{item},0")
+    return rows
+
+
+_session = strategies.tuples(
+    strategies.integers(0, 3), strategies.lists(strategies.integers(1, 5), min_size=1, max_size=6)
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    sessions=strategies.lists(_session, min_size=3, max_size=25),
+    recipe=strategies.sampled_from(["srgnn", "dsan"]),
+    fraction=strategies.sampled_from([None, "1/2", "1/3", "1/7"]),
+)
+def test_random_logs_match_the_reference(sessions, recipe, fraction):
+    """Days 0-3, items 1-5: the filters, the strict split on day boundaries and the fraction's cut fall
+    everywhere, including nowhere (an empty side must be an error, never a silent split)."""
+    fraction = None if recipe == "dsan" else fraction
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "clicks.dat"
+        path.write_text("\n".join(_random_yoochoose_rows(sessions)) + "\n")
+        clicks, dates = reference_read_yoochoose(path)
+        minimum = 3 if recipe == "dsan" else 2
+        try:
+            expected = reference_split(
+                clicks,
+                dates,
+                min_length=minimum,
+                min_length_after=minimum,
+                test_days=1,
+                min_prefix=minimum - 1,
+                fraction=Fraction(fraction) if fraction else None,
+            )
+        except ValueError:  # max() of no date: no session survives the filters
+            expected = None
+        usable = expected is not None and min(expected["sessions_either_side"]) > 0
+        if not usable or (fraction and not expected["train_cases"]):
+            event("refused: nothing to split")
+            with pytest.raises(ValueError):
+                prepare(read_log(path), recipe, fraction=fraction)
+            return
+        split, stats = prepare(read_log(path), recipe, fraction=fraction)
+    event("compared")
+    assert_same(split, stats, expected, whole_train=fraction is None)

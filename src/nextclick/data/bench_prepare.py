@@ -155,13 +155,17 @@ def _child(log_path: str, out_dir: str, recipe: str, fraction: str | None) -> No
     """Runs in the fresh process: prepare, then print one JSON line with timings and ru_maxrss."""
     from nextclick.data.prepare_cli import run_prepare
 
-    _, stats = run_prepare(log_path, recipe, out_dir, log_format="yoochoose", fraction=fraction, force=True, progress=False)
+    _, stats = run_prepare(
+        log_path, recipe, out_dir, log_format="yoochoose", fraction=fraction, force=True, progress=False
+    )
     report = {
         "timings": stats["timings"],
         "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "input_bytes": Path(log_path).stat().st_size,
         "result": stats["result"],
-        "steps": [{k: v for k, v in step.items() if k in ("step", "sessions", "clicks", "items")} for step in stats["steps"]],
+        "steps": [
+            {k: v for k, v in step.items() if k in ("step", "sessions", "clicks", "items")} for step in stats["steps"]
+        ],
     }
     print(json.dumps(report))
 
@@ -232,13 +236,16 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench_prepare(args: argparse.Namespace) -> int:
-    result = run_benchmark(args.results, n_clicks=args.clicks, seed=args.seed, fraction=args.fraction,
-                           workdir=args.workdir, keep=args.keep)
+    result = run_benchmark(
+        args.results, n_clicks=args.clicks, seed=args.seed, fraction=args.fraction, workdir=args.workdir, keep=args.keep
+    )
     verdict = "within" if result["within_targets"] else "OUTSIDE"
-    print(f"prepared {result['log']['clicks']:,} clicks in {result['seconds']:.1f} s "
-          f"(read {result['stage_seconds']['read_seconds']:.1f}, recipe {result['stage_seconds']['recipe_seconds']:.1f}, "
-          f"write {result['stage_seconds']['write_seconds']:.1f}), peak memory {result['peak_memory_gib']:.2f} GiB: "
-          f"{verdict} the targets (< {TARGET_SECONDS:.0f} s, < 8 GiB); wrote {args.results}")
+    print(
+        f"prepared {result['log']['clicks']:,} clicks in {result['seconds']:.1f} s "
+        f"(read {result['stage_seconds']['read_seconds']:.1f}, recipe {result['stage_seconds']['recipe_seconds']:.1f}, "
+        f"write {result['stage_seconds']['write_seconds']:.1f}), peak memory {result['peak_memory_gib']:.2f} GiB: "
+        f"{verdict} the targets (< {TARGET_SECONDS:.0f} s, < 8 GiB); wrote {args.results}"
+    )
     return 0
 
 
@@ -246,6 +253,8 @@ if __name__ == "__main__":
     if len(sys.argv) >= 5 and sys.argv[1] == "--child":
         _child(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     else:
-        parser = argparse.ArgumentParser(prog="python -m nextclick.data.bench_prepare", description=__doc__.splitlines()[0])
+        parser = argparse.ArgumentParser(
+            prog="python -m nextclick.data.bench_prepare", description=__doc__.splitlines()[0]
+        )
         add_bench_arguments(parser)
         sys.exit(cmd_bench_prepare(parser.parse_args()))

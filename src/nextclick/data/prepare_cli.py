@@ -62,51 +62,91 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     commands.required = True
 
     p = commands.add_parser(
-        "prepare", help="raw log -> split directory with a paper's recipe", description=PREPARE_HELP,
+        "prepare",
+        help="raw log -> split directory with a paper's recipe",
+        description=PREPARE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("recipe", choices=sorted(RECIPES), help="whose preprocessing to reproduce")
     p.add_argument("--input", "-i", required=True, metavar="FILE", help="the raw click log")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="split directory to write")
-    p.add_argument("--format", dest="log_format", choices=LOG_FORMATS, default=None,
-                   help="log format (default: guessed from the file name)")
-    p.add_argument("--fraction", default=None, metavar="F",
-                   help="srgnn/narm: keep the most recent F of the training cases, e.g. 1/64 or 1/4 (Yoochoose)")
-    p.add_argument("--test-days", type=float, default=None, metavar="DAYS",
-                   help="test window in days (default: the paper's: 7 Diginetica/Retailrocket, 1 Yoochoose; "
-                        "required for csv/parquet logs)")
+    p.add_argument(
+        "--format",
+        dest="log_format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="log format (default: guessed from the file name)",
+    )
+    p.add_argument(
+        "--fraction",
+        default=None,
+        metavar="F",
+        help="srgnn/narm: keep the most recent F of the training cases, e.g. 1/64 or 1/4 (Yoochoose)",
+    )
+    p.add_argument(
+        "--test-days",
+        type=float,
+        default=None,
+        metavar="DAYS",
+        help="test window in days (default: the paper's: 7 Diginetica/Retailrocket, 1 Yoochoose; "
+        "required for csv/parquet logs)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite a split already in DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     generic = p.add_argument_group("csv / parquet logs")
-    generic.add_argument("--session-column", default=None, help="session id column (omit to cut sessions by user)")
-    generic.add_argument("--user-column", default=None, help="user id column, cut into sessions by --gap-minutes")
-    generic.add_argument("--item-column", default="item_id", help="item id column (item_id)")
-    generic.add_argument("--time-column", default="timestamp", help="time column (timestamp)")
-    generic.add_argument("--time-format", default="seconds",
-                         help="seconds | milliseconds | a strftime pattern such as '%%Y-%%m-%%d %%H:%%M:%%S' (seconds)")
-    generic.add_argument("--gap-minutes", type=float, default=SESSION_GAP_SECONDS / 60,
-                         help="inactivity that ends a user's session (30, as GRU4Rec and session-rec)")
+    generic.add_argument(
+        "--session-column", default=None, metavar="COLUMN", help="session id column (omit to cut sessions by user)"
+    )
+    generic.add_argument(
+        "--user-column", default=None, metavar="COLUMN", help="user id column, cut into sessions by --gap-minutes"
+    )
+    generic.add_argument("--item-column", default="item_id", metavar="COLUMN", help="item id column (item_id)")
+    generic.add_argument("--time-column", default="timestamp", metavar="COLUMN", help="time column (timestamp)")
+    generic.add_argument(
+        "--time-format",
+        default="seconds",
+        help="seconds | milliseconds | a strftime pattern such as '%%Y-%%m-%%d %%H:%%M:%%S' (seconds)",
+    )
+    generic.add_argument(
+        "--gap-minutes",
+        type=float,
+        default=SESSION_GAP_SECONDS / 60,
+        help="inactivity that ends a user's session (30, as GRU4Rec and session-rec)",
+    )
     generic.add_argument("--separator", default=",", help="CSV field separator (,)")
     robust = p.add_argument_group("bad input")
     robust.add_argument("--strict", action="store_true", help="fail on the first malformed row instead of skipping it")
-    robust.add_argument("--max-bad-fraction", type=float, default=MAX_BAD_FRACTION,
-                        help=f"fail if more rows than this share are malformed ({MAX_BAD_FRACTION})")
-    robust.add_argument("--drop-duplicates", action="store_true",
-                        help="drop exact duplicate events (default: keep and count them, as the papers did)")
+    robust.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=MAX_BAD_FRACTION,
+        help=f"fail if more rows than this share are malformed ({MAX_BAD_FRACTION})",
+    )
+    robust.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="drop exact duplicate events (default: keep and count them, as the papers did)",
+    )
     p.set_defaults(func=cmd_prepare)
 
-    s = commands.add_parser("stats", help="counts of a split directory (and the per-step counts of stats.json)",
-                            description="Print a split directory's counts: sessions, cases, items; and, for a "
-                                        "prepared split, the counts after every recipe step and the skipped rows.")
+    s = commands.add_parser(
+        "stats",
+        help="counts of a split directory (and the per-step counts of stats.json)",
+        description="Print a split directory's counts: sessions, cases, items; and, for a "
+        "prepared split, the counts after every recipe step and the skipped rows.",
+    )
     s.add_argument("dir", help="split directory (prepared, or ../shared/data/benchmarks/<name>)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_stats)
 
     from nextclick.data.bench_prepare import add_bench_arguments, cmd_bench_prepare
 
-    b = commands.add_parser("bench-prepare", help="time `data prepare srgnn` on a generated 10M-click Yoochoose log",
-                            description="Generate a deterministic Yoochoose-format log and time its preparation "
-                                        "with the srgnn recipe (seconds, peak memory); write a JSON result.")
+    b = commands.add_parser(
+        "bench-prepare",
+        help="time `data prepare srgnn` on a generated 10M-click Yoochoose log",
+        description="Generate a deterministic Yoochoose-format log and time its preparation "
+        "with the srgnn recipe (seconds, peak memory); write a JSON result.",
+    )
     add_bench_arguments(b)
     b.set_defaults(func=cmd_bench_prepare)
 
@@ -145,16 +185,26 @@ def run_prepare(
     started = time.perf_counter()
 
     bar(f"read {input_path.name}")
-    log = read_log(input_path, log_format, columns=columns, strict=strict,
-                   max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates)
+    log = read_log(
+        input_path,
+        log_format,
+        columns=columns,
+        strict=strict,
+        max_bad_fraction=max_bad_fraction,
+        drop_duplicates=drop_duplicates,
+    )
     timings["read_seconds"] = round(time.perf_counter() - started, 3)
     split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
     timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
 
     bar(f"write {out_dir}")
     before_write = time.perf_counter()
-    extra = {"recipe": recipe, "input": str(input_path), "log_format": log.log_format,
-             **({"fraction": str(stats["fraction"]["fraction"])} if "fraction" in stats else {})}
+    extra = {
+        "recipe": recipe,
+        "input": str(input_path),
+        "log_format": log.log_format,
+        **({"fraction": str(stats["fraction"]["fraction"])} if "fraction" in stats else {}),
+    }
     save_split(split, out_dir, extra=extra)
     timings["write_seconds"] = round(time.perf_counter() - before_write, 3)
     timings["total_seconds"] = round(time.perf_counter() - started, 3)
@@ -170,8 +220,13 @@ def _stage_bar(*, enabled: bool):
         return lambda stage: None
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc="prepare", unit=" steps", file=sys.stderr,
-               bar_format="{desc}: {n_fmt} steps [{elapsed}] {postfix}")
+    bar = tqdm(
+        total=None,
+        desc="prepare",
+        unit=" steps",
+        file=sys.stderr,
+        bar_format="{desc}: {n_fmt} steps [{elapsed}] {postfix}",
+    )
 
     def advance(stage: str | None) -> None:
         if stage is None:
@@ -188,23 +243,42 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     columns = None
     if args.log_format in ("csv", "parquet") or args.session_column or args.user_column:
         session = args.session_column or (None if args.user_column else "session_id")
-        columns = GenericColumns(item=args.item_column, time=args.time_column, session=session,
-                                 user=args.user_column, gap_seconds=args.gap_minutes * 60,
-                                 time_format=args.time_format, separator=_separator(args.separator))
+        columns = GenericColumns(
+            item=args.item_column,
+            time=args.time_column,
+            session=session,
+            user=args.user_column,
+            gap_seconds=args.gap_minutes * 60,
+            time_format=args.time_format,
+            separator=_separator(args.separator),
+        )
     split, stats = run_prepare(
-        args.input, args.recipe, args.out, log_format=args.log_format, columns=columns, fraction=args.fraction,
-        test_days=args.test_days, strict=args.strict, max_bad_fraction=args.max_bad_fraction,
-        drop_duplicates=args.drop_duplicates, force=args.force, progress=False if args.quiet else None,
+        args.input,
+        args.recipe,
+        args.out,
+        log_format=args.log_format,
+        columns=columns,
+        fraction=args.fraction,
+        test_days=args.test_days,
+        strict=args.strict,
+        max_bad_fraction=args.max_bad_fraction,
+        drop_duplicates=args.drop_duplicates,
+        force=args.force,
+        progress=False if args.quiet else None,
     )
     if not args.quiet:
         result = stats["result"]
         skipped = sum(stats["reader"].get("skipped", {}).values())
-        print(f"wrote {args.out}: {result['train_sessions']:,} training sessions ({result['train_cases']:,} cases), "
-              f"{result['test_cases']:,} test cases, {result['items']:,} items "
-              f"[{stats['timings']['total_seconds']:.1f} s]")
+        print(
+            f"wrote {args.out}: {result['train_sessions']:,} training sessions ({result['train_cases']:,} cases), "
+            f"{result['test_cases']:,} test cases, {result['items']:,} items "
+            f"[{stats['timings']['total_seconds']:.1f} s]"
+        )
         if skipped or stats["reader"].get("duplicate_clicks"):
-            print(f"  skipped rows: {stats['reader'].get('skipped', {})}; duplicate events kept: "
-                  f"{stats['reader'].get('duplicate_clicks', 0):,} (see stats.json)")
+            print(
+                f"  skipped rows: {stats['reader'].get('skipped', {})}; duplicate events kept: "
+                f"{stats['reader'].get('duplicate_clicks', 0):,} (see stats.json)"
+            )
     return 0
 
 
@@ -223,6 +297,8 @@ def _separator(text: str) -> str:
 def split_statistics(directory: str | os.PathLike) -> dict:
     """The counts of a split directory, plus its stats.json when there is one."""
     directory = Path(directory)
+    if not (directory / "train.txt").is_file():
+        raise DataError(f"{directory} holds no split (no train.txt); prepare one with `nextclick data prepare`")
     split = load_split(directory)
     summary = {"split": str(directory), **split.stats()}
     stats_file = directory / "stats.json"
@@ -241,8 +317,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     protocol = summary["protocol"]
     print(f"{summary['split']}  (protocol {protocol['name']}, prefixes of length >= {protocol['min_prefix']})")
-    for key in ("train_sessions", "train_clicks", "train_cases", "test_cases", "items", "train_items",
-                "test_items_unseen_in_train"):
+    for key in (
+        "train_sessions",
+        "train_clicks",
+        "train_cases",
+        "test_cases",
+        "items",
+        "train_items",
+        "test_items_unseen_in_train",
+    ):
         print(f"  {key.replace('_', ' '):<30}{summary[key]:>12,}")
     recorded = summary.get("stats.json", {})
     if "steps" in recorded:
@@ -251,13 +334,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for step in recorded["steps"]:
             print(f"  {step['step']:<66}{step['sessions']:>11,}{step['clicks']:>12,}{step['items']:>9,}")
         split_info = recorded.get("split", {})
-        print(f"  split at {split_info.get('split_time')} ({split_info.get('test_days')} days before the latest "
-              f"session); {split_info.get('sessions_at_split_time_dropped', 0):,} sessions at the split dropped; "
-              f"{split_info.get('test_clicks_on_unseen_items_removed', 0):,} unseen test clicks removed")
+        print(
+            f"  split at {split_info.get('split_time')} ({split_info.get('test_days')} days before the latest "
+            f"session); {split_info.get('sessions_at_split_time_dropped', 0):,} sessions at the split dropped; "
+            f"{split_info.get('test_clicks_on_unseen_items_removed', 0):,} unseen test clicks removed"
+        )
         reader = recorded.get("reader", {})
-        print(f"  read {reader.get('rows', 0):,} rows; skipped {reader.get('skipped') or 'none'}; "
-              f"duplicate events {reader.get('duplicate_clicks', 0):,}; "
-              f"clicks out of time order {reader.get('clicks_out_of_time_order', 0):,}")
+        print(
+            f"  read {reader.get('rows', 0):,} rows; skipped {reader.get('skipped') or 'none'}; "
+            f"duplicate events {reader.get('duplicate_clicks', 0):,}; "
+            f"clicks out of time order {reader.get('clicks_out_of_time_order', 0):,}"
+        )
     elif recorded:
-        print("stats.json: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in recorded.items()))
+        print(
+            "stats.json: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in recorded.items())
+        )
     return 0

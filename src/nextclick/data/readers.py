@@ -156,7 +156,12 @@ def read_diginetica(path: str | os.PathLike, **options) -> ClickLog:
     """CIKM Cup 2016 `train-item-views.csv`. `time` is the event date (midnight UTC); `timeframe` the
     within-session clock. `user_id` is not needed by any recipe and may be `NA`."""
     path = _checked_file(path)
-    header = _header(path, ";", required=("session_id", "item_id", "timeframe", "eventdate"), form="Diginetica")
+    header = _header(
+        path,
+        ";",
+        required=("session_id", "item_id", "timeframe", "eventdate"),
+        form="expected Diginetica's session_id;user_id;item_id;timeframe;eventdate",
+    )
     raw = _scan_text_fields(path, header, ";", has_header=True)
     date = pl.col("eventdate").str.to_date("%Y-%m-%d", strict=False)
     typed = {
@@ -172,8 +177,12 @@ def read_diginetica(path: str | os.PathLike, **options) -> ClickLog:
     ]
     clicks, report = _validated(raw, header, typed, checks, path, ";", has_header=True, **_validation(options))
     return _finish(
-        clicks, "diginetica", path, report,
-        identity=["session", "item", "timeframe", "time"], order=["time", "timeframe"],
+        clicks,
+        "diginetica",
+        path,
+        report,
+        identity=["session", "item", "timeframe", "time"],
+        order=["time", "timeframe"],
         drop_duplicates=options.get("drop_duplicates", False),
     )
 
@@ -196,8 +205,12 @@ def read_yoochoose(path: str | os.PathLike, **options) -> ClickLog:
     ]
     clicks, report = _validated(raw, names, typed, checks, path, ",", has_header=has_header, **_validation(options))
     log = _finish(
-        clicks, "yoochoose", path, report,
-        identity=["session", "item", "time_ms"], order=["time_ms"],
+        clicks,
+        "yoochoose",
+        path,
+        report,
+        identity=["session", "item", "time_ms"],
+        order=["time_ms"],
         drop_duplicates=options.get("drop_duplicates", False),
     )
     whole_seconds = (pl.col("time_ms") // 1000).cast(pl.Float64)
@@ -219,7 +232,12 @@ def read_retailrocket(
     The clicks come out in that order, which is the order DSAN's second script reads them in.
     """
     path = _checked_file(path)
-    header = _header(path, ",", required=("timestamp", "visitorid", "event", "itemid"), form="Retailrocket")
+    header = _header(
+        path,
+        ",",
+        required=("timestamp", "visitorid", "event", "itemid"),
+        form="expected Retailrocket's timestamp,visitorid,event,itemid,transactionid",
+    )
     raw = _scan_text_fields(path, header, ",", has_header=True)
     event = pl.col("event").str.strip_chars()
     typed = {
@@ -239,9 +257,7 @@ def read_retailrocket(
     report["duplicate_clicks"] = _count_duplicates(events, ["user", "event", "item", "time_ms"])
     if options.get("drop_duplicates"):
         events = _drop_duplicates(events, ["user", "event", "item", "time_ms"], report)
-    report["events"] = {
-        name: int(count) for name, count in events.group_by("event").len().sort("event").iter_rows()
-    }
+    report["events"] = {name: int(count) for name, count in events.group_by("event").len().sort("event").iter_rows()}
     sessionized = sessionize_by_gap(events, SESSION_GAP_SECONDS, across_users=user_boundary_quirk)
     clicks = sessionized.filter(pl.col("event").is_in(list(keep_events))).select("session", "item", "time", "user")
     report["kept_events"] = list(keep_events)
@@ -257,12 +273,13 @@ def read_retailrocket(
 
 
 def read_generic(
-    path: str | os.PathLike, columns: GenericColumns = GenericColumns(), *, parquet: bool | None = None, **options
+    path: str | os.PathLike, columns: GenericColumns | None = None, *, parquet: bool | None = None, **options
 ) -> ClickLog:
     """A CSV (with a header) or Parquet log with the named columns (`parquet=None`: by file suffix).
     With a session column the rows keep the file order; with a user column, sessions are cut after
     `columns.gap_seconds` of inactivity, separately per user (no session-rec quirk), and rows come out
     ordered by (user, time)."""
+    columns = columns or GenericColumns()
     is_parquet = Path(path).suffix.lower() in (".parquet", ".pq") if parquet is None else parquet
     path = _checked_file(path, text=not is_parquet)
     id_names = [name for name in (columns.session, columns.user) if name is not None]
@@ -272,7 +289,12 @@ def read_generic(
         separator = ","
     else:
         separator = columns.separator
-        header = _header(path, separator, required=required, form="the given columns")
+        header = _header(
+            path,
+            separator,
+            required=required,
+            form="name the columns with --session-column/--user-column, --item-column, --time-column",
+        )
         raw = _scan_text_fields(path, header, separator, has_header=True)
     schema = raw.collect_schema()
     typed = {"item": _integer(columns.item, schema[columns.item])}
@@ -287,19 +309,28 @@ def read_generic(
         (_INTEGER, _any_null(ids)),
         (_TIME, typed["time"].is_null() | typed["time"].is_nan()),
     ]
-    clicks, report = _validated(raw, header, typed, checks, path, separator, has_header=not is_parquet, **_validation(options))
+    clicks, report = _validated(
+        raw, header, typed, checks, path, separator, has_header=not is_parquet, **_validation(options)
+    )
     if columns.session is None:
         report["duplicate_clicks"] = _count_duplicates(clicks, ["user", "item", "time"])
         if options.get("drop_duplicates"):
             clicks = _drop_duplicates(clicks, ["user", "item", "time"], report)
-        clicks = sessionize_by_gap(clicks, columns.gap_seconds, across_users=False).select("session", "item", "time", "user")
+        clicks = sessionize_by_gap(clicks, columns.gap_seconds, across_users=False).select(
+            "session", "item", "time", "user"
+        )
         report["sessions"] = clicks["session"].n_unique()
         report["gap_seconds"] = columns.gap_seconds
         return ClickLog(clicks, "generic", str(path), report)
     keep = ["session", "item", "time"] + (["user"] if columns.user is not None else [])
     return _finish(
-        clicks.select(keep), "generic", path, report,
-        identity=keep, order=["time"], drop_duplicates=options.get("drop_duplicates", False),
+        clicks.select(keep),
+        "generic",
+        path,
+        report,
+        identity=keep,
+        order=["time"],
+        drop_duplicates=options.get("drop_duplicates", False),
     )
 
 
@@ -357,7 +388,7 @@ def _header(path: Path, separator: str, *, required: tuple[str, ...], form: str)
         found = ", ".join(repr(n) for n in names[:8]) + (" ..." if len(names) > 8 else "")
         raise DataError(
             f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-            f"in the header (found {found}; separator {separator!r}; expected {form} columns)"
+            f"in the header (found {found}; separator {separator!r}; {form})"
         )
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
@@ -418,7 +449,11 @@ def _seconds(name: str, dtype: pl.DataType, time_format: str) -> pl.Expr:
     if isinstance(dtype, pl.Date):
         return column.cast(pl.Int64).cast(pl.Float64) * 86_400.0
     if time_format in ("seconds", "milliseconds"):
-        number = column.cast(pl.Float64, strict=False) if dtype.is_numeric() else column.str.strip_chars().cast(pl.Float64, strict=False)
+        number = (
+            column.cast(pl.Float64, strict=False)
+            if dtype.is_numeric()
+            else column.str.strip_chars().cast(pl.Float64, strict=False)
+        )
         return number / 1000.0 if time_format == "milliseconds" else number
     parsed = column.cast(pl.String).str.strip_chars().str.to_datetime(time_format, strict=False, time_unit="ms")
     return parsed.dt.epoch("ms").cast(pl.Float64) / 1000.0
@@ -429,7 +464,10 @@ def _any_null(columns: list) -> pl.Expr:
 
 
 def _validation(options: dict) -> dict:
-    return {"strict": options.get("strict", False), "max_bad_fraction": options.get("max_bad_fraction", MAX_BAD_FRACTION)}
+    return {
+        "strict": options.get("strict", False),
+        "max_bad_fraction": options.get("max_bad_fraction", MAX_BAD_FRACTION),
+    }
 
 
 def _validated(
@@ -449,7 +487,11 @@ def _validated(
     schema = raw.collect_schema()
     text_columns = [name for name in names if schema[name] == pl.String]
     blank = pl.all_horizontal([pl.col(name).is_null() for name in names])
-    invalid_utf8 = pl.any_horizontal([pl.col(name).str.contains("\ufffd", literal=True) for name in text_columns]) if text_columns else pl.lit(False)
+    invalid_utf8 = (
+        pl.any_horizontal([pl.col(name).str.contains("\ufffd", literal=True) for name in text_columns])
+        if text_columns
+        else pl.lit(False)
+    )
     reason = pl.when(blank).then(pl.lit(_BLANK))
     reason = reason.when(invalid_utf8.fill_null(False)).then(pl.lit(_ENCODING))
     reason = reason.when(pl.col(_EXTRA_COLUMN).is_not_null()).then(pl.lit(_EXTRA))
@@ -458,10 +500,15 @@ def _validated(
     reason = reason.otherwise(pl.lit(0)).cast(pl.Int8)
     # the raw fields of bad rows only, to quote the first one of each kind in messages
     raw_line = pl.when(reason > 0).then(
-        pl.concat_str([pl.col(name).cast(pl.String) for name in names + [_EXTRA_COLUMN]], separator=separator, ignore_nulls=True)
+        pl.concat_str(
+            [pl.col(name).cast(pl.String) for name in names + [_EXTRA_COLUMN]], separator=separator, ignore_nulls=True
+        )
     )
     query = raw.with_row_index("__row__").select(
-        "__row__", reason.alias("__reason__"), raw_line.alias(_RAW_COLUMN), *[expr.alias(key) for key, expr in typed.items()]
+        "__row__",
+        reason.alias("__reason__"),
+        raw_line.alias(_RAW_COLUMN),
+        *[expr.alias(key) for key, expr in typed.items()],
     )
     try:
         frame = query.collect(engine="streaming")
@@ -477,7 +524,13 @@ def _validated(
         firsts = bad.group_by("__reason__").agg(pl.col("__row__").first(), pl.col(_RAW_COLUMN).first()).sort("__row__")
         for code, row, text in firsts.iter_rows():
             first_skipped[SKIP_REASONS[code][0]] = f"line {row + first_line}: {text!r}"
-    report = {"file": str(path), "bytes": path.stat().st_size, "rows": rows, "skipped": skipped, "first_skipped": first_skipped}
+    report = {
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "rows": rows,
+        "skipped": skipped,
+        "first_skipped": first_skipped,
+    }
     errors = bad.filter(pl.col("__reason__") != _BLANK)  # blank lines are harmless: counted, never fatal
     if errors.height and (strict or errors.height > max_bad_fraction * max(rows, 1)):
         first = errors.row(0, named=True)
@@ -511,7 +564,14 @@ def _drop_duplicates(frame: pl.DataFrame, identity: list[str], report: dict) -> 
 
 
 def _finish(
-    clicks: pl.DataFrame, log_format: str, path: Path, report: dict, *, identity: list[str], order: list[str], drop_duplicates: bool
+    clicks: pl.DataFrame,
+    log_format: str,
+    path: Path,
+    report: dict,
+    *,
+    identity: list[str],
+    order: list[str],
+    drop_duplicates: bool,
 ) -> ClickLog:
     """Count duplicates, out-of-order clicks and scattered sessions of a log that names its sessions."""
     report["duplicate_clicks"] = _count_duplicates(clicks, identity)

@@ -213,7 +213,8 @@ def prepare(
         train, fraction_info = keep_most_recent_cases(train, fraction, recipe.min_prefix)
 
     split = Split(
-        name=name or f"{recipe.name}-{log.log_format}" + (f"-{fraction.numerator}_{fraction.denominator}" if fraction else ""),
+        name=name
+        or f"{recipe.name}-{log.log_format}" + (f"-{fraction.numerator}_{fraction.denominator}" if fraction else ""),
         train=train,
         test=Cases.every_prefix(test, recipe.min_prefix),
         vocab=vocab,
@@ -234,7 +235,9 @@ def prepare(
     return split, stats
 
 
-def _checked_arguments(log: ClickLog, recipe: Recipe | str, fraction, test_days) -> tuple[Recipe, Fraction | None, float]:
+def _checked_arguments(
+    log: ClickLog, recipe: Recipe | str, fraction, test_days
+) -> tuple[Recipe, Fraction | None, float]:
     if isinstance(recipe, str):
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
@@ -258,11 +261,14 @@ def _sessions_of(log: ClickLog, recipe: Recipe, steps: _Steps) -> tuple[Sessions
     order = recipe.click_order.get(log.log_format, ())
     latest = log.log_format == "generic"
     clicks = log.clicks
-    steps.rows.append({
-        "step": "read", **_frame_counts(clicks),
-        "click_order": list(order) or "file order",
-        "session_time": "latest click" if latest else "time of the last row in file order",
-    })
+    steps.rows.append(
+        {
+            "step": "read",
+            **_frame_counts(clicks),
+            "click_order": list(order) or "file order",
+            "session_time": "latest click" if latest else "time of the last row in file order",
+        }
+    )
     if recipe.retailrocket_stage_a and log.log_format == "retailrocket":
         clicks = _retailrocket_stage_a(clicks, steps.rows)
     return group_into_sessions(clicks, order, session_time="latest" if latest else "last_row")
@@ -272,7 +278,9 @@ def _sessions_of(log: ClickLog, recipe: Recipe, steps: _Steps) -> tuple[Sessions
 # steps (each small and pure)
 
 
-def group_into_sessions(clicks: pl.DataFrame, order: tuple[str, ...], *, session_time: str) -> tuple[Sessions, np.ndarray]:
+def group_into_sessions(
+    clicks: pl.DataFrame, order: tuple[str, ...], *, session_time: str
+) -> tuple[Sessions, np.ndarray]:
     """Clicks table -> (Sessions of item codes, item id of each code).
 
     Sessions come in order of first appearance in the file (the scripts' dict order); clicks inside a
@@ -286,7 +294,9 @@ def group_into_sessions(clicks: pl.DataFrame, order: tuple[str, ...], *, session
         .agg(first_row=pl.col("row").min(), length=pl.len(), time=time_of_session)
         .sort("first_row")
     )
-    contiguous = numbered.select((pl.col("session") != pl.col("session").shift(1)).fill_null(True).sum()).item() == len(per_session)
+    contiguous = numbered.select((pl.col("session") != pl.col("session").shift(1)).fill_null(True).sum()).item() == len(
+        per_session
+    )
     if order or not contiguous:  # otherwise the file order already is the session order
         first_row = pl.col("row").min().over("session")
         numbered = numbered.with_columns(first_row=first_row).sort(["first_row", *order, "row"])
@@ -394,7 +404,9 @@ def _retailrocket_stage_a(clicks: pl.DataFrame, rows: list[dict]) -> pl.DataFram
     sessions whose last view lies before (first view + 1000 days) (preprocess_slices, one slice).
     Appends a count row per step to `rows`."""
     several = clicks.filter(pl.len().over("session") > 1)
-    rows.append({"step": "Stage A: drop sessions with a single view", **_frame_counts(several), **_removed(rows[-1], several)})
+    rows.append(
+        {"step": "Stage A: drop sessions with a single view", **_frame_counts(several), **_removed(rows[-1], several)}
+    )
     start = several["time"].min()
     last_view = pl.col("time").max().over("session")
     window = several.filter(last_view < start + RETAILROCKET_SLICE_DAYS * DAY_SECONDS)
@@ -420,7 +432,10 @@ def _frame_counts(clicks: pl.DataFrame) -> dict:
 
 
 def _removed(previous: dict, clicks: pl.DataFrame) -> dict:
-    return {"removed_sessions": previous["sessions"] - clicks["session"].n_unique(), "removed_clicks": previous["clicks"] - clicks.height}
+    return {
+        "removed_sessions": previous["sessions"] - clicks["session"].n_unique(),
+        "removed_clicks": previous["clicks"] - clicks.height,
+    }
 
 
 def _result_counts(split: Split, test_sessions: Sessions) -> dict:
@@ -432,7 +447,9 @@ def _result_counts(split: Split, test_sessions: Sessions) -> dict:
         test_sessions_with_cases=int(np.count_nonzero(test_lengths > split.protocol.min_prefix)),
         test_clicks=int(test_lengths.sum()),
         clicks=int(len(split.train.items) + test_lengths.sum()),
-        average_session_length=round(float((len(split.train.items) + test_lengths.sum()) / max(len(split.train) + len(test_sessions), 1)), 4),
+        average_session_length=round(
+            float((len(split.train.items) + test_lengths.sum()) / max(len(split.train) + len(test_sessions), 1)), 4
+        ),
         min_prefix=split.protocol.min_prefix,
     )
     return counts
