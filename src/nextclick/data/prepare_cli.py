@@ -180,7 +180,8 @@ def run_prepare(
         raise DataError(f"no such file: {input_path}")
     if progress is None:
         progress = input_path.stat().st_size >= PROGRESS_MIN_BYTES
-    bar = _stage_bar(enabled=progress)
+    # read, group, filter, split, [fraction,] write
+    bar = _stage_bar(enabled=progress, stages=6 if fraction else 5)
     timings = {}
     started = time.perf_counter()
 
@@ -214,26 +215,21 @@ def run_prepare(
     return split, stats
 
 
-def _stage_bar(*, enabled: bool):
-    """A tqdm bar over the preparation stages; call with a stage name, and with None at the end."""
+def _stage_bar(*, enabled: bool, stages: int):
+    """A tqdm bar over the preparation stages (polars parses a file in one call, so the stages are the
+    units of progress); call it with each stage's name as the stage starts, and with None at the end."""
     if not enabled:
         return lambda stage: None
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=None,
-        desc="prepare",
-        unit=" steps",
-        file=sys.stderr,
-        bar_format="{desc}: {n_fmt} steps [{elapsed}] {postfix}",
-    )
+    bar = tqdm(total=stages, file=sys.stderr, bar_format="prepare [{elapsed}] {n_fmt}/{total_fmt} {desc}")
 
     def advance(stage: str | None) -> None:
         if stage is None:
-            bar.set_postfix_str("done")
+            bar.set_description_str("done", refresh=False)
             bar.close()
             return
-        bar.set_postfix_str(stage)
+        bar.set_description_str(stage, refresh=False)
         bar.update(1)
 
     return advance

@@ -67,7 +67,6 @@ SKIP_REASONS = {
 }
 _BLANK, _ENCODING, _EXTRA, _MISSING, _INTEGER, _TIME, _EVENT = range(1, 8)
 _EXTRA_COLUMN = "__extra_fields__"
-_RAW_COLUMN = "__raw_line__"
 
 
 @dataclass(frozen=True)
@@ -483,7 +482,45 @@ def _validated(
     max_bad_fraction: float,
 ) -> tuple[pl.DataFrame, dict]:
     """Parse every row, give each bad row its first skip reason, count the reasons, and return the good
-    rows' typed columns in file order. One streaming pass over the file."""
+    rows' typed columns in file order. One streaming pass over a clean file; a second one, only when
+    there are bad rows, fetches the text of the first bad row of each kind for the report."""
+    reason = _skip_reason(raw, names, checks)
+    query = raw.select(reason.alias("__reason__"), *[expr.alias(key) for key, expr in typed.items()])
+    try:
+        frame = query.collect(engine="streaming")
+    except pl.exceptions.PolarsError as error:
+        raise DataError(f"{path}: cannot parse as a {separator!r}-separated text log: {error}") from None
+    first_line = 2 if has_header else 1  # line number of row 0 (Parquet: row number, from 1)
+    rows = frame.height
+    bad = frame.select("__reason__").with_row_index("__row__").filter(pl.col("__reason__") > 0)
+    first_bad = bad.group_by("__reason__").agg(pl.col("__row__").first(), pl.len()).sort("__row__")
+    quoted = _row_texts(raw, names, separator, first_bad["__row__"].to_list()) if bad.height else {}
+    report = {
+        "file": str(path),
+        "bytes": path.stat().st_size,
+        "rows": rows,
+        "skipped": {SKIP_REASONS[code][0]: int(n) for code, _, n in first_bad.sort("__reason__").iter_rows()},
+        "first_skipped": {
+            SKIP_REASONS[code][0]: f"line {row + first_line}: {quoted.get(row)!r}"
+            for code, row, _ in first_bad.iter_rows()
+        },
+    }
+    errors = bad.filter(pl.col("__reason__") != _BLANK)  # blank lines are harmless: counted, never fatal
+    if errors.height and (strict or errors.height > max_bad_fraction * max(rows, 1)):
+        row, code = errors.row(0)  # the first bad row of its kind, so already quoted
+        text = quoted[row]
+        limit = "--strict allows none" if strict else f"more than the {max_bad_fraction:.0%} a real log could lose"
+        raise DataError(
+            f"{path}:{row + first_line}: {SKIP_REASONS[code][1]}: {text!r} "
+            f"({errors.height:,} of {rows:,} rows are bad, {limit}; is this the right --format?)"
+        )
+    good = frame.filter(pl.col("__reason__") == 0).drop("__reason__")
+    _require_clicks(good, path, "no valid click rows" if rows else "no click rows (only a header?)")
+    return good, report
+
+
+def _skip_reason(raw: pl.LazyFrame, names: list[str], checks: list[tuple[int, pl.Expr]]) -> pl.Expr:
+    """Int8 per row: 0 for a good row, else the code of the first check it fails (SKIP_REASONS)."""
     schema = raw.collect_schema()
     text_columns = [name for name in names if schema[name] == pl.String]
     blank = pl.all_horizontal([pl.col(name).is_null() for name in names])
@@ -497,51 +534,15 @@ def _validated(
     reason = reason.when(pl.col(_EXTRA_COLUMN).is_not_null()).then(pl.lit(_EXTRA))
     for code, is_bad in checks:
         reason = reason.when(is_bad.fill_null(True)).then(pl.lit(code))
-    reason = reason.otherwise(pl.lit(0)).cast(pl.Int8)
-    # the raw fields of bad rows only, to quote the first one of each kind in messages
-    raw_line = pl.when(reason > 0).then(
-        pl.concat_str(
-            [pl.col(name).cast(pl.String) for name in names + [_EXTRA_COLUMN]], separator=separator, ignore_nulls=True
-        )
-    )
-    query = raw.with_row_index("__row__").select(
-        "__row__",
-        reason.alias("__reason__"),
-        raw_line.alias(_RAW_COLUMN),
-        *[expr.alias(key) for key, expr in typed.items()],
-    )
-    try:
-        frame = query.collect(engine="streaming")
-    except pl.exceptions.PolarsError as error:
-        raise DataError(f"{path}: cannot parse as a {separator!r}-separated text log: {error}") from None
-    first_line = 2 if has_header else 1  # line number of row 0 (Parquet: row number, from 1)
-    rows = frame.height
-    counts = frame.group_by("__reason__").len()
-    skipped = {SKIP_REASONS[code][0]: int(n) for code, n in counts.sort("__reason__").iter_rows() if code != 0}
-    first_skipped = {}
-    bad = frame.filter(pl.col("__reason__") > 0)
-    if bad.height:
-        firsts = bad.group_by("__reason__").agg(pl.col("__row__").first(), pl.col(_RAW_COLUMN).first()).sort("__row__")
-        for code, row, text in firsts.iter_rows():
-            first_skipped[SKIP_REASONS[code][0]] = f"line {row + first_line}: {text!r}"
-    report = {
-        "file": str(path),
-        "bytes": path.stat().st_size,
-        "rows": rows,
-        "skipped": skipped,
-        "first_skipped": first_skipped,
-    }
-    errors = bad.filter(pl.col("__reason__") != _BLANK)  # blank lines are harmless: counted, never fatal
-    if errors.height and (strict or errors.height > max_bad_fraction * max(rows, 1)):
-        first = errors.row(0, named=True)
-        limit = "--strict allows none" if strict else f"more than the {max_bad_fraction:.0%} a real log could lose"
-        raise DataError(
-            f"{path}:{first['__row__'] + first_line}: {SKIP_REASONS[first['__reason__']][1]}: {first[_RAW_COLUMN]!r} "
-            f"({errors.height:,} of {rows:,} rows are bad, {limit}; is this the right --format?)"
-        )
-    good = frame.filter(pl.col("__reason__") == 0).drop("__row__", "__reason__", _RAW_COLUMN)
-    _require_clicks(good, path, "no valid click rows" if rows else "no click rows (only a header?)")
-    return good, report
+    return reason.otherwise(pl.lit(0)).cast(pl.Int8)
+
+
+def _row_texts(raw: pl.LazyFrame, names: list[str], separator: str, rows: list[int]) -> dict[int, str]:
+    """The fields of the given rows joined back into a line (invalid bytes shown as U+FFFD)."""
+    fields = [pl.col(name).cast(pl.String) for name in names + [_EXTRA_COLUMN]]
+    line = pl.concat_str(fields, separator=separator, ignore_nulls=True)
+    wanted = raw.with_row_index("__row__").filter(pl.col("__row__").is_in(rows)).select("__row__", line.alias("line"))
+    return dict(wanted.collect(engine="streaming").iter_rows())
 
 
 def _require_clicks(clicks: pl.DataFrame, path: Path, why: str) -> None:
