@@ -63,9 +63,8 @@ class SessionPop(Pop):
     citation = "Session popularity (NARM, CIKM 2017, section 4.2)"
 
     def score(self, batch: Batch) -> torch.Tensor:
-        base = self._global_scores() / (float(np.max(self.popularity)) + 1.0)  # each < 1
-        scores = base.unsqueeze(0).repeat(len(batch), 1)  # (B, n+1) float64
-        in_session = torch.zeros_like(scores)
-        in_session.scatter_add_(1, batch.items, torch.ones_like(batch.items, dtype=scores.dtype))
-        in_session[:, 0] = 0.0  # padding clicks are not items
-        return scores + in_session
+        base = self._global_scores() / (float(np.max(self.popularity)) + 1.0)  # each < 1, padding -inf
+        scores = base.unsqueeze(0).expand(len(batch), -1).clone()  # (B, n+1) float64: exact tie-breaks
+        # + in-session click counts; padding clicks land on column 0, which stays -inf
+        scores.scatter_add_(1, batch.items, torch.ones(batch.items.shape, dtype=scores.dtype))
+        return scores
