@@ -108,6 +108,7 @@ def run_benchmark(
         command = [sys.executable, "-m", "nextclick.data.bench_prepare", "--child", str(log_path), str(out_dir), recipe]
         if fraction:
             command.append(fraction)
+        load_before = os.getloadavg()[0]  # the machine is shared: other jobs slow the run down
         started = time.perf_counter()
         child = subprocess.run(command, capture_output=True, text=True)
         process_seconds = time.perf_counter() - started
@@ -141,7 +142,7 @@ def run_benchmark(
         "within_targets": measured["timings"]["total_seconds"] < TARGET_SECONDS and peak < TARGET_PEAK_BYTES,
         "split": measured["result"],
         "steps": measured["steps"],
-        "machine": machine_info(),
+        "machine": {**machine_info(), "load_average_1m_before": round(load_before, 2)},
         "git_commit": _git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
