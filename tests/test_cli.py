@@ -14,7 +14,7 @@ def run(capsys, *argv):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "demo"):
+    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
@@ -68,3 +68,12 @@ def test_bad_input_gives_a_one_line_error(tmp_path, capsys, argv, message):
 def test_datasets_lists_the_synthetic_set(capsys):
     code, out, _ = run(capsys, "datasets")
     assert code == 0 and "synthetic" in out
+
+
+def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
+    code, out, _ = run(capsys, "speed", "dsan", "--set", "embedding_dim=8", "--batches", "2", "--reference-batches", "1",
+                       "--threads", "1", "--results-dir", str(tmp_path))
+    assert code == 0 and "cases/s" in out
+    result = json.loads((tmp_path / "synthetic" / "dsan.speed.json").read_text())
+    assert result["fast_path"]["cases"] == 1024 and result["reference_path"]["cases"] == 512
+    assert result["machine"]["threads"] == 1

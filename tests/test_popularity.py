@@ -32,3 +32,12 @@ def test_spop_never_scores_padding():
     model = fitted("s-pop")
     scores = model.score(batch_from_prefixes([np.array([2]), np.array([1, 2, 3])]))
     assert torch.isinf(scores[:, 0]).all() and (scores[:, 0] < 0).all()
+
+
+def test_spop_dsan_code_variant_ranks_only_prefix_items_by_global_popularity():
+    train = Cases.every_prefix(Sessions.from_lists([[1, 2, 1], [1, 2, 3], [3, 1, 2], [4, 6]]), 1)
+    model = build("s-pop", 6, {"variant": "dsan-code"}).fit(train)
+    scores = model.score(batch_from_prefixes([np.array([4, 3, 4])]))[0]
+    # item 3 (2 training clicks) above item 4 (1 click) although 4 occurs twice in the session
+    assert scores[3] > scores[4] > scores[1]
+    assert scores[1] == scores[2] == scores[5]  # everything outside the prefix ties at the bottom

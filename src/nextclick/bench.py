@@ -48,6 +48,8 @@ def machine_info(threads: int | None = None) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": "cpu",
+        # other work on the machine slows a run down: record it so numbers can be read fairly
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
@@ -153,3 +155,68 @@ def run_bench(
     checkpoint.atomic_write_json(path, result)
     np.savez_compressed(path.with_suffix(".ranks.npz"), ranks=test_eval.ranks.astype(np.int32))
     return result, path
+
+
+def measure_training_speed(
+    model_name: str,
+    dataset: str | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    batches: int = 30,
+    warmup: int = 3,
+    reference_batches: int = 0,
+    threads: int | None = None,
+    seed: int = 1,
+    data_root: str | None = None,
+    command: list[str] | None = None,
+) -> dict:
+    """Training cases/s over `batches` real random batches (after `warmup`), measured the way the
+    trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
+    the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
+    to the longest training prefix, which is the official DSAN code's layout."""
+    from nextclick.data.batches import make_batch
+
+    threads = set_threads(threads)
+    split = resolve(dataset, data_root)
+    cases = split.train_cases()
+    order = np.random.default_rng(seed).permutation(len(cases))
+
+    def timed(model, n, pad_to=None) -> dict:
+        optimizer = model.optimizer()
+        model.train()
+        seen, seconds = 0, 0.0
+        for step in range(warmup + n):
+            start = time.perf_counter()
+            batch = make_batch(cases, order[step * 512 : (step + 1) * 512])
+            if pad_to is not None:
+                from nextclick.data.batches import Batch
+
+                extra = pad_to - batch.items.shape[1]
+                batch = Batch(torch.nn.functional.pad(batch.items, (extra, 0)), batch.lengths, batch.labels, batch.full_lengths)
+            loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step >= warmup:
+                seconds += time.perf_counter() - start
+                seen += len(batch)
+        return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1)}
+
+    torch.manual_seed(seed)
+    model = build(model_name, split.n_items, overrides)
+    result = {
+        "model": model.name,
+        "dataset": split.name,
+        "what": "training cases/s: batch building + forward + backward + optimizer step, batch 512, random batches",
+        "config": asdict(model.config),
+        "fast_path": timed(model, batches),
+    }
+    if reference_batches:
+        torch.manual_seed(seed)
+        reference = build(model_name, split.n_items, {**(overrides or {}), "group_by_length": False})
+        longest = int(cases.length.max())
+        result["reference_path"] = {"padded_to": longest, **timed(reference, reference_batches, pad_to=longest)}
+        result["speedup"] = round(result["fast_path"]["cases_per_second"] / result["reference_path"]["cases_per_second"], 1)
+    result.update(machine=machine_info(threads), git_commit=git_commit(),
+                  command=shlex.join(command if command is not None else sys.argv))
+    return result

@@ -210,6 +210,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_speed(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.bench import measure_training_speed, result_path
+
+    result = measure_training_speed(
+        args.model, args.dataset, overrides=_parse_overrides(args.set), batches=args.batches,
+        reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
+        command=["nextclick", *sys.argv[1:]],
+    )
+    path = result_path(args.results_dir, result["dataset"], result["model"], args.variant).with_suffix(".speed.json")
+    checkpoint.atomic_write_json(path, result)
+    fast = result["fast_path"]
+    print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s "
+          f"({result['machine']['threads']} threads, load {result['machine']['load_average_1m']})")
+    if "reference_path" in result:
+        ref = result["reference_path"]
+        print(f"reference layout (padded to {ref['padded_to']}): {ref['cases_per_second']:.1f} cases/s; "
+              f"speed-up x{result['speedup']}")
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Train DSAN briefly on the synthetic data and report test metrics next to S-POP."""
     from nextclick.train import set_threads
@@ -283,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default=None, help="name suffix for a non-default configuration (results/<d>/<model>-<variant>.json)")
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/<d>/<model>.speed.json")
+    p.add_argument("model", help="model name")
+    _add_data_options(p)
+    p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
+    p.add_argument("--batches", type=int, default=30, help="timed batches of 512 (30)")
+    p.add_argument("--reference-batches", type=int, default=0,
+                   help="also time this many batches in the official code's layout (padded to the longest prefix)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--variant", default=None, help="name suffix for the result file")
+    p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
+    p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("demo", help="the README's first command: train on the synthetic data and print test metrics")
     p.add_argument("--model", default="dsan", help="model to train next to S-POP (dsan)")

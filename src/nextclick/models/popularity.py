@@ -11,6 +11,7 @@ leak we do not reproduce; dsan_reference.md 5.1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,6 +36,10 @@ class PopConfig:
 @dataclass(frozen=True)
 class SessionPopConfig:
     max_length: int | None = None  # None: the whole prefix counts (NARM's S-POP)
+    # "canonical": in-session count, ties by popularity, then the catalogue by popularity (NARM 4.2).
+    # "dsan-code": the DSAN repository's pop.py (dsan_reference.md 5.1): only the distinct items of the
+    # last 20 clicks, ranked by global popularity, no fallback (its test-click counting is not copied).
+    variant: Literal["canonical", "dsan-code"] = "canonical"
 
 
 class Pop(StatisticalModel):
@@ -63,8 +68,20 @@ class SessionPop(Pop):
     citation = "Session popularity (NARM, CIKM 2017, section 4.2)"
 
     def score(self, batch: Batch) -> torch.Tensor:
+        if self.config.variant == "dsan-code":
+            return self._dsan_code_scores(batch)
         base = self._global_scores() / (float(np.max(self.popularity)) + 1.0)  # each < 1, padding -inf
         scores = base.unsqueeze(0).expand(len(batch), -1).clone()  # (B, n+1) float64: exact tie-breaks
         # + in-session click counts; padding clicks land on column 0, which stays -inf
         scores.scatter_add_(1, batch.items, torch.ones(batch.items.shape, dtype=scores.dtype))
+        return scores
+
+    def _dsan_code_scores(self, batch: Batch) -> torch.Tensor:
+        """Prefix items (last 20) by global popularity; every other item ties at the bottom, so under
+        pessimistic ranking a target outside the prefix is a miss, as in the DSAN code."""
+        recent = batch.items[:, -20:]
+        popularity = self._global_scores()
+        scores = torch.full((len(batch), self.n_items + 1), -1.0, dtype=torch.float64)
+        scores.scatter_(1, recent, popularity[recent])
+        scores[:, 0] = -torch.inf
         return scores
