@@ -232,6 +232,12 @@ def cmd_speed(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from nextclick import report
+
+    return report.main(args.arguments or ["--help"])
+
+
 def cmd_demo(args) -> int:
     """Train DSAN briefly on the synthetic data and report test metrics next to S-POP."""
     from nextclick.train import set_threads
@@ -324,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoints and results")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", add_help=False, help="markdown tables and PNG plots made from results/*.json alone")
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help="see `nextclick report --help`")
+    p.set_defaults(func=cmd_report)
 
     for register in _extension_commands():
         register(sub)
