@@ -79,9 +79,10 @@ class Attention:
 
 
 def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
-    """Indices of the batch grouped by kept length in power-of-two bands (1, 2, 3-4, 5-8, ...),
-    so each group pads to at most twice its shortest member."""
-    band = torch.ceil(torch.log2(lengths.clamp(min=1).double())).long()
+    """Indices of the batch grouped by kept length in bands 1-4, 5-8, 9-16, ..., so each group pads
+    to at most twice its shortest member (short sessions share one group: padding them to 4 costs
+    less than another pass of the attention)."""
+    band = torch.ceil(torch.log2(lengths.clamp(min=4).double())).long()
     return [torch.nonzero(band == b).squeeze(1) for b in torch.unique(band)]
 
 

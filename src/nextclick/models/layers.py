@@ -37,17 +37,38 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=dim)
 
 
-class _FastEntmaxBisect(EntmaxBisectFunction):
-    """The same bisection as `entmax.entmax_bisect`, stopped once float32 cannot move tau any more.
+class _FastEntmaxBisect(torch.autograd.Function):
+    """The bisection of `entmax.entmax_bisect`, with its per-step overhead removed: the exponent
+    1/(alpha-1) is computed once instead of at every step, and the loop stops after `n_iter` = 30
+    halvings, when the bracket is below 2^-30 of its start and float32 can no longer move tau (the
+    reference runs 50). Tests check values and gradients against the reference within 1e-5.
+    The backward pass is the package's own closed form."""
 
-    Each step halves the bracket; after `n_iter` = 30 steps the bracket is below 2^-30 of its start,
-    smaller than float32's resolution, so later steps of the reference's 50 change nothing measurable
-    (tests check values and gradients against the reference within 1e-5). The backward pass is the
-    package's own closed form."""
+    @staticmethod
+    def forward(ctx, X, alpha, dim=-1, n_iter=30):
+        shape = list(X.shape)
+        shape[dim] = 1
+        alpha = alpha.expand(*shape)
+        alpha_minus_one = alpha - 1
+        exponent = 1.0 / alpha_minus_one
+        max_value = X.max(dim=dim, keepdim=True).values * alpha_minus_one
+        X = X * alpha_minus_one
+        tau_low = max_value - 1.0  # (alpha-1) * max - 1 ** (alpha-1)
+        bracket = (max_value - (1.0 / X.shape[dim]) ** alpha_minus_one) - tau_low
+        for _ in range(n_iter):
+            bracket = bracket / 2
+            tau = tau_low + bracket
+            p = torch.clamp(X - tau, min=0) ** exponent
+            tau_low = torch.where(p.sum(dim=dim, keepdim=True) >= 1, tau, tau_low)
+        p = p / p.sum(dim=dim, keepdim=True)
+        ctx.save_for_backward(p)
+        ctx.alpha, ctx.dim = alpha, dim
+        return p
 
-    @classmethod
-    def forward(cls, ctx, X, alpha, dim=-1, n_iter=30, ensure_sum_one=True):
-        return super().forward(ctx, X, alpha, dim, n_iter, ensure_sum_one)
+    @staticmethod
+    def backward(ctx, dY):
+        dX, d_alpha, *_ = EntmaxBisectFunction.backward(ctx, dY)
+        return dX, d_alpha, None, None
 
 
 def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -1, fast: bool = False) -> torch.Tensor:
