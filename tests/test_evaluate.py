@@ -91,7 +91,7 @@ def test_evaluating_diginetica_never_builds_the_full_score_matrix(benchmarks_dir
     code = (
         "import resource, torch; from nextclick.data.benchmarks import load_split; "
         "from nextclick.models import build; from nextclick.evaluate import evaluate; "
-        f"s = load_split(r'{benchmarks_dir / 'diginetica'}'); m = build('s-pop', s.n_items).fit(s.train_cases()); "
+        f"s = load_split(r'{benchmarks_dir / 'diginetica'}'); m = build('pop', s.n_items).fit(s.train_cases()); "
         "r = evaluate(m.score, s.test); "
         "print(len(r.ranks), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
