@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,3 +16,22 @@ def benchmarks_dir():
     if root is None or not (root / "benchmarks").is_dir():
         pytest.skip("published splits not found (set NEXTCLICK_DATA or put ../shared/data beside the checkout)")
     return root / "benchmarks"
+
+
+def _raw(name: str) -> Path:
+    base = data_dir()
+    if base is None or not (base / "raw" / name).is_file():
+        pytest.skip(f"shared data absent: raw/{name} not found (set $NEXTCLICK_DATA or place ../shared/data)")
+    return base / "raw" / name
+
+
+@pytest.fixture(scope="module")
+def diginetica_path() -> Path:
+    """The real Diginetica train-item-views.csv sample in ../shared/data/raw."""
+    return _raw("diginetica_sample_train-item-views.csv")
+
+
+@pytest.fixture(scope="module")
+def yoochoose_path() -> Path:
+    """The real Yoochoose yoochoose-clicks.dat sample in ../shared/data/raw."""
+    return _raw("yoochoose_sample_clicks.dat")

@@ -11,28 +11,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from nextclick.data.benchmarks import DataError, data_dir
+from nextclick.data.benchmarks import DataError
 from nextclick.data.readers import GenericColumns, guess_format, read_log, read_retailrocket, sessionize_by_gap
 from nextclick.data.recipes import prepare
 
 DIGINETICA_HEADER = "session_id;user_id;item_id;timeframe;eventdate\n"
 
 
-def _raw(name: str) -> Path:
-    base = data_dir()
-    if base is None or not (base / "raw" / name).is_file():
-        pytest.skip(f"shared data absent: raw/{name} not found (set $NEXTCLICK_DATA or place ../shared/data)")
-    return base / "raw" / name
-
-
-@pytest.fixture(scope="module")
-def diginetica_path() -> Path:
-    return _raw("diginetica_sample_train-item-views.csv")
-
-
-@pytest.fixture(scope="module")
-def yoochoose_path() -> Path:
-    return _raw("yoochoose_sample_clicks.dat")
 
 
 def _write(path: Path, text: str | bytes) -> Path:

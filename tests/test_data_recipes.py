@@ -29,21 +29,6 @@ from nextclick.data.recipes import prepare
 DAY = 86_400
 
 
-def _raw(name: str) -> Path:
-    base = data_dir()
-    if base is None or not (base / "raw" / name).is_file():
-        pytest.skip(f"shared data absent: raw/{name} not found (set $NEXTCLICK_DATA or place ../shared/data)")
-    return base / "raw" / name
-
-
-@pytest.fixture(scope="module")
-def diginetica_path() -> Path:
-    return _raw("diginetica_sample_train-item-views.csv")
-
-
-@pytest.fixture(scope="module")
-def yoochoose_path() -> Path:
-    return _raw("yoochoose_sample_clicks.dat")
 
 
 # ---------------------------------------------------------------------------------------------------
