@@ -14,7 +14,7 @@ def run(capsys, *argv):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo"):
+    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo", "report", "curve"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
@@ -77,3 +77,33 @@ def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
     result = json.loads((tmp_path / "synthetic" / "dsan.speed.json").read_text())
     assert result["fast_path"]["cases"] == 1024 and result["reference_path"]["cases"] == 512
     assert result["machine"]["threads"] == 1
+
+
+def test_curve_reports_test_metrics_of_every_kept_epoch_beside_validation(tmp_path, capsys):
+    run_dir = tmp_path / "narm"
+    code, _, _ = run(capsys, "train", "narm", "-o", str(run_dir), "--epochs", "2", "--keep-epochs", "-q",
+                     "--set", "hidden_size=16", "--set", "embedding_size=8", "--threads", "1")
+    assert code == 0
+    assert sorted(p.name for p in (run_dir / "epochs").iterdir()) == ["epoch_0.safetensors", "epoch_1.safetensors"]
+    code, out, _ = run(capsys, "curve", str(run_dir), "-q", "--threads", "1")
+    assert code == 0 and "selected on validation" in out
+    curve = json.loads((run_dir / "test_curve.json").read_text())
+    assert [row["epoch"] for row in curve["epochs"]] == [0, 1]
+    assert all(0 <= row["test"]["HR@20"] <= 1 and "HR@20" in row["valid"] for row in curve["epochs"])
+    assert curve["selected_on_validation"] in (0, 1) and "for reading only" in curve["what"]
+
+
+def test_curve_without_kept_epochs_is_a_clear_error(tmp_path, capsys):
+    run_dir = tmp_path / "pop"
+    assert run(capsys, "train", "pop", "-o", str(run_dir), "-q")[0] == 0
+    code, _, err = run(capsys, "curve", str(run_dir), "-q")
+    assert code == 2 and "--keep-epochs" in err
+
+
+def test_bench_can_select_on_random_training_cases_as_the_official_codes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "bench", "s-pop", "--validation", "random-cases", "-q")
+    assert code == 0
+    result = json.loads((tmp_path / "results" / "synthetic" / "s-pop.json").read_text())
+    assert result["validation"] == "random-cases"
+    assert result["train_options"]["validation"] == "random-cases"

@@ -57,3 +57,17 @@ def test_validation_is_the_last_tenth_of_training_sessions_in_file_order():
     assert len(fit.sessions) == 18 and len(valid.sessions) == 2
     assert valid.sessions.to_lists() == [[19, 20, 21], [20, 21, 22]]
     assert len(fit) == 18 * 2 and len(valid) == 2 * 2
+
+
+def test_random_case_validation_partitions_the_training_cases_reproducibly():
+    train = Sessions.from_lists([[i, i + 1, i + 2, i + 3] for i in range(1, 41)])
+    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
+    split = Split("toy", train, test, Vocab.identity(50), Protocol("toy", min_prefix=1))
+    fit, valid = split.carve_random_cases(0.1, seed=3)
+    everything = split.train_cases()
+    assert len(valid) == round(0.1 * len(everything)) and len(fit) + len(valid) == len(everything)
+    pairs = lambda cases: set(zip(cases.session.tolist(), cases.length.tolist()))
+    assert pairs(fit) | pairs(valid) == pairs(everything) and not pairs(fit) & pairs(valid)
+    again_fit, again_valid = split.carve_random_cases(0.1, seed=3)
+    assert pairs(again_valid) == pairs(valid)
+    assert valid.labels.tolist() == [train.to_lists()[s][k] for s, k in zip(valid.session, valid.length)]

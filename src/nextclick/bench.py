@@ -9,6 +9,7 @@ since they have no epochs to select.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -75,8 +76,14 @@ def fit_and_select(
     model: Recommender, split: Split, options: TrainOptions, valid_fraction: float = 0.1
 ) -> tuple[Recommender, dict]:
     """Train with validation-based selection; returns the model to test and a record of the fit."""
-    fit_cases, valid_cases = split.carve_validation(valid_fraction)
-    record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases)}
+    if options.validation == "random-cases":
+        fit_cases, valid_cases = split.carve_random_cases(valid_fraction, seed=options.seed)
+    elif options.validation == "last-sessions":
+        fit_cases, valid_cases = split.carve_validation(valid_fraction)
+    else:
+        raise ValueError(f"validation must be 'last-sessions' or 'random-cases', got {options.validation!r}")
+    record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
+                              "validation": options.validation}
     if model.neural:
         result: TrainResult = train_model(model, fit_cases, valid_cases, options)
         record.update(
@@ -220,3 +227,47 @@ def measure_training_speed(
     result.update(machine=machine_info(threads), git_commit=git_commit(),
                   command=shlex.join(command if command is not None else sys.argv))
     return result
+
+
+def test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: str | None = None,
+               threads: int | None = None, progress: bool = True) -> dict:
+    """Test metrics of every epoch a `keep_epochs` run kept, beside that epoch's validation metrics.
+
+    For reading only: it shows how far validation-based selection lands from the best epoch on test
+    (what the papers' codes report). Nothing here feeds back into selection."""
+    from nextclick.train import epoch_weights_path, kept_epochs
+
+    threads = set_threads(threads)
+    run_dir = Path(run_dir)
+    epochs = kept_epochs(run_dir)
+    if not epochs:
+        raise FileNotFoundError(f"{run_dir} kept no epoch weights (train or bench with --keep-epochs)")
+    model, _, meta = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epochs[0]))
+    split = resolve(dataset or meta.get("dataset"), data_root)
+    if split.n_items != model.n_items:
+        raise ValueError(f"{run_dir} has {model.n_items} items but {split.name} has {split.n_items}")
+    valid_by_epoch = {}
+    log = run_dir / "train.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            valid_by_epoch[record["epoch"]] = record.get("valid", {})
+    rows = []
+    for epoch in epochs:
+        model, _, _ = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epoch))
+        evaluation = evaluate(model.score, split.test, batch_size=500, max_length=model.max_length,
+                              progress=progress, description=f"test, epoch {epoch}")
+        rows.append({"epoch": epoch, "valid": valid_by_epoch.get(epoch, {}),
+                     "test": {k: round(v, 6) for k, v in evaluation.metrics.items()}})
+    metrics = meta.get("select_metric", "HR@20")
+    return {
+        "what": "test metrics of every kept epoch, for reading only: results use the epoch selected on validation",
+        "model": meta["model"],
+        "dataset": split.name,
+        "run": str(run_dir),
+        "selected_on_validation": max(rows, key=lambda r: r["valid"].get(metrics, -1.0))["epoch"] if valid_by_epoch else None,
+        "best_on_test": {m: max(rows, key=lambda r: r["test"][m])["epoch"] for m in ("HR@20", "MRR@20")},
+        "epochs": rows,
+        "machine": machine_info(threads),
+        "git_commit": git_commit(),
+    }

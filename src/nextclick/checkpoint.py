@@ -111,8 +111,9 @@ def save(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, 
     return directory
 
 
-def load(directory: str | os.PathLike) -> tuple[Recommender, Vocab, dict]:
-    """(model with weights, vocab, config.json contents) from a checkpoint directory."""
+def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[Recommender, Vocab, dict]:
+    """(model with weights, vocab, config.json contents) from a checkpoint directory; `weights` names
+    another weights file of the same model (an epoch kept by `keep_epochs`) instead of model.safetensors."""
     from nextclick.models import model_class
 
     directory = Path(directory)
@@ -134,11 +135,12 @@ def load(directory: str | os.PathLike) -> tuple[Recommender, Vocab, dict]:
     vocab = Vocab(load_tensors(directory / "vocab.safetensors")["ids"].numpy())
     if vocab.n_items != model.n_items:
         raise CheckpointError(f"{directory}: vocab has {vocab.n_items} items, model expects {model.n_items}")
-    tensors = load_tensors(directory / "model.safetensors")
+    weights_path = Path(weights) if weights is not None else directory / "model.safetensors"
+    tensors = load_tensors(weights_path)
     try:
         model.load_state_tensors(tensors)
     except (KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{directory}/model.safetensors does not fit {meta['model']}: {error}") from None
+        raise CheckpointError(f"{weights_path} does not fit {meta['model']}: {error}") from None
     if getattr(model, "neural", False):
         model.eval()
     return model, vocab, meta

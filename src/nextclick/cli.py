@@ -49,6 +49,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-buckets", type=int, default=0,
                         help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")
     parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    parser.add_argument("--validation", choices=("last-sessions", "random-cases"), default="last-sessions",
+                        help="validation data carved from training: the last 10%% of sessions (default), or a "
+                             "random 10%% of cases as NARM's and SR-GNN's official codes")
+    parser.add_argument("--keep-epochs", action="store_true",
+                        help="keep every epoch's weights under <checkpoint dir>/epochs/ (for `nextclick curve`)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -59,6 +64,7 @@ def _train_options(args) -> "TrainOptions":
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
         select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
         progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
+        keep_epochs=args.keep_epochs, validation=args.validation,
     )
 
 
@@ -235,7 +241,24 @@ def cmd_speed(args) -> int:
 def cmd_report(args) -> int:
     from nextclick import report
 
-    return report.main(args.arguments or ["--help"])
+    return report.run(args)
+
+
+def cmd_curve(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.bench import test_curve
+
+    curve = test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads, progress=not args.quiet)
+    out = Path(args.out) if args.out else Path(args.run) / "test_curve.json"
+    checkpoint.atomic_write_json(out, curve)
+    print(f"{'epoch':>5}  {'valid HR@20':>11}  {'valid MRR@20':>12}  {'test HR@20':>10}  {'test MRR@20':>11}")
+    for row in curve["epochs"]:
+        valid, test = row["valid"], row["test"]
+        mark = "  <- selected on validation" if row["epoch"] == curve["selected_on_validation"] else ""
+        print(f"{row['epoch']:>5}  {valid.get('HR@20', float('nan')):>11.4f}  {valid.get('MRR@20', float('nan')):>12.4f}"
+              f"  {test['HR@20']:>10.4f}  {test['MRR@20']:>11.4f}{mark}")
+    print(f"wrote {out} (for reading only: results use the validation-selected epoch)")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -334,9 +357,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", add_help=False, help="markdown tables and PNG plots made from results/*.json alone")
-    p.add_argument("arguments", nargs=argparse.REMAINDER, help="see `nextclick report --help`")
+    from nextclick.report import add_arguments as add_report_arguments
+
+    p = sub.add_parser("report", help="markdown tables and PNG plots made from results/*.json alone")
+    add_report_arguments(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("curve", help="test metrics of every epoch a --keep-epochs run kept, beside validation "
+                                     "(for reading; selection stays on validation)")
+    p.add_argument("run", help="checkpoint directory of a run trained with --keep-epochs")
+    _add_data_options(p)
+    p.add_argument("--out", default=None, help="JSON output (default: <run>/test_curve.json)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_curve)
 
     for register in _extension_commands():
         register(sub)

@@ -186,14 +186,15 @@ def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nextclick.report", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
     parser.add_argument("--by-length", metavar="PNG", default=None, help="also plot metrics by prefix length")
     parser.add_argument("--history", metavar="PNG", default=None, help="also plot validation curves")
     parser.add_argument("--every-length", action="store_true", help="table rows per length, not pooled ranges")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     metrics = tuple(args.metrics.split(","))
     results = load(args.results)
     print(summary_table(results))
@@ -204,6 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.history:
         print(f"wrote {plot_history(results, args.history, metrics[0])}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nextclick.report", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

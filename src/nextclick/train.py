@@ -27,6 +27,7 @@ from nextclick.data.sessions import Cases
 from nextclick.evaluate import DEFAULT_KS, evaluate
 
 TRAINING_DIR = "training"
+EPOCHS_DIR = "epochs"
 
 
 @dataclass
@@ -45,6 +46,10 @@ class TrainOptions:
     log_path: str | None = None  # default: <checkpoint_dir>/train.jsonl
     length_buckets: int = 0  # >0: group this many batches by prefix length (faster, less random)
     max_batches: int | None = None  # cap per epoch (smoke tests)
+    # which training data selects the epoch: the last 10% of sessions (ours), or a random 10% of
+    # cases (NARM's and SR-GNN's official codes); see Split.carve_validation / carve_random_cases
+    validation: str = "last-sessions"
+    keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
 
 
 @dataclass
@@ -226,6 +231,8 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             progress["bad_epochs"] += 1
         progress["epoch"] = epoch
         progress["history"].append(record)
+        if directory is not None and options.keep_epochs:
+            checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
         if directory is not None:
             save_training_state(directory, model, optimizer, scheduler, progress)
         _log(log_path, record)
@@ -244,6 +251,16 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         train_seconds=progress["train_seconds"],
         train_cases=progress["train_cases"],
     )
+
+
+def epoch_weights_path(directory: str | Path, epoch: int) -> Path:
+    return Path(directory) / EPOCHS_DIR / f"epoch_{epoch}.safetensors"
+
+
+def kept_epochs(directory: str | Path) -> list[int]:
+    """The epochs whose weights a `keep_epochs` run left in `directory`, in order."""
+    found = Path(directory, EPOCHS_DIR).glob("epoch_*.safetensors")
+    return sorted(int(path.stem.split("_", 1)[1]) for path in found if path.stem.split("_", 1)[1].isdigit())
 
 
 def set_threads(threads: int | None = None) -> int:

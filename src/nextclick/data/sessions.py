@@ -225,6 +225,20 @@ class Split:
         min_prefix = self.protocol.min_prefix
         return Cases.every_prefix(fit, min_prefix), Cases.every_prefix(valid, min_prefix)
 
+    def carve_random_cases(self, fraction: float = 0.1, seed: int = 0) -> tuple[Cases, Cases]:
+        """(training cases, validation cases) with a random `fraction` of all training *cases* held
+        out, as NARM's and SR-GNN's official codes do (`valid_portion=0.1`): training keeps cases of
+        the most recent sessions, but a session's prefixes can fall on both sides, so validation
+        scores read optimistic. Offered for fidelity to those codes; `carve_validation` is the default."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError("validation fraction must be in (0, 1)")
+        cases = self.train_cases()
+        order = np.random.default_rng(seed).permutation(len(cases))
+        n_valid = max(1, int(round(len(cases) * fraction)))
+        valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        return (Cases(cases.sessions, cases.session[fit], cases.length[fit]),
+                Cases(cases.sessions, cases.session[valid], cases.length[valid]))
+
     def stats(self) -> dict:
         train_lengths = self.train.lengths
         test_items = np.union1d(self.test.labels, self.test.sessions.items)
