@@ -7,6 +7,9 @@
 It fits the model on the synthetic training sessions, then checks: it beats POP's test HR@20; scores are
 (B, n_items + 1) with -inf in the padding column; a checkpoint round trip through
 `nextclick.checkpoint.save`/`load` gives identical scores.
+
+Neural models use `check_short_training(model, directory)`: one epoch on the synthetic training
+split beats POP on validation by a margin, and the checkpoint round trip is exact.
 """
 
 from __future__ import annotations
@@ -27,6 +30,33 @@ from nextclick.models import build
 @functools.lru_cache(maxsize=1)
 def synthetic():
     return generate().split
+
+
+@functools.lru_cache(maxsize=1)
+def synthetic_validation():
+    """(split, fit cases, validation cases, POP's validation HR@20) on the synthetic data."""
+    split = synthetic()
+    fit, valid = split.carve_validation()
+    pop = build("pop", split.n_items).fit(fit)
+    return split, fit, valid, evaluate(pop.score, valid).metrics["HR@20"]
+
+
+def check_short_training(model, directory: Path, epochs: int = 1, margin: float = 0.05):
+    """Train neural `model` briefly on synthetic data: it must beat POP on validation by `margin`,
+    and its checkpoint must load back to identical scores."""
+    from nextclick.train import TrainOptions, train_model
+
+    split, fit, valid, pop_hr = synthetic_validation()
+    train_model(model, fit, valid, TrainOptions(epochs=epochs, progress=False, quiet=True))
+    hr = evaluate(model.score, valid, max_length=model.max_length).metrics["HR@20"]
+    assert hr > pop_hr + margin, (model.name, hr, pop_hr)
+
+    path = checkpoint.save(directory / model.name, model, split.vocab, split.protocol, split.name)
+    loaded, _, meta = checkpoint.load(path)
+    assert meta["model"] == model.name and loaded.config == model.config
+    batch = make_batch(valid, np.arange(200), model.max_length)
+    torch.testing.assert_close(model.score(batch), loaded.score(batch), rtol=0, atol=0)
+    return model
 
 
 @functools.lru_cache(maxsize=1)

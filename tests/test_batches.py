@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 
 from nextclick.data.batches import batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases, Sessions

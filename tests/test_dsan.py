@@ -1,6 +1,5 @@
 """DSAN: shapes, masking, alpha range, and the fast paths agreeing with the reference paths."""
 
-import numpy as np
 import pytest
 import torch
 from entmax import entmax_bisect

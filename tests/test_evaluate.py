@@ -84,7 +84,6 @@ def test_paired_t_test_detects_a_consistent_difference():
 
 def test_evaluating_diginetica_never_builds_the_full_score_matrix(benchmarks_dir):
     """60,858 x 43,097 float32 would be 10.5 GB; evaluation holds one batch at a time."""
-    import resource
     import subprocess
     import sys
 

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from nextclick import checkpoint
-from nextclick.data.batches import batch_from_prefixes, make_batch
-from nextclick.data.synthetic import generate
-from nextclick.evaluate import evaluate
+from nextclick.data.batches import batch_from_prefixes
 from nextclick.models import REGISTRY, build
 from nextclick.models.narm import NARM, NARMConfig
-from nextclick.models.popularity import Pop
-from nextclick.train import TrainOptions, train_model
+from model_contract import check_short_training, synthetic_validation
 
 N_ITEMS = 30
 
@@ -99,34 +95,7 @@ def test_official_init_scales():
     torch.testing.assert_close(recurrent @ recurrent.T, torch.eye(100), atol=1e-4, rtol=0)
 
 
-@pytest.fixture()
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    split = generate().split
-    fit, valid = split.carve_validation()
-    return split, fit, valid
-
-
-def test_beats_pop_on_synthetic(synthetic, one_thread, tmp_path):
-    split, fit, valid = synthetic
-    pop = Pop(split.n_items).fit(fit)
-    pop_hr = evaluate(pop.score, valid).metrics["HR@20"]
+def test_beats_pop_on_synthetic(tmp_path):
     torch.manual_seed(0)
-    model = NARM(split.n_items, NARMConfig(batch_size=256, lr=5e-3))
-    train_model(model, fit, valid, TrainOptions(epochs=1, progress=False, quiet=True))
-    hr = evaluate(model.score, valid, max_length=model.max_length).metrics["HR@20"]
-    assert hr > pop_hr + 0.05, (hr, pop_hr)
-
-    directory = checkpoint.save(tmp_path / "narm", model, split.vocab, split.protocol, split.name)
-    loaded, vocab, meta = checkpoint.load(directory)
-    assert meta["model"] == "narm" and loaded.config == model.config
-    batch = make_batch(valid, np.arange(200), model.max_length)
-    torch.testing.assert_close(model.score(batch), loaded.score(batch), rtol=0, atol=0)
+    split = synthetic_validation()[0]
+    check_short_training(NARM(split.n_items, NARMConfig(batch_size=256, lr=5e-3)), tmp_path)

@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from nextclick import checkpoint
-from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
-from nextclick.data.synthetic import generate
-from nextclick.evaluate import evaluate
+from nextclick.data.batches import Batch, batch_from_prefixes
 from nextclick.models import REGISTRY, build
-from nextclick.models.popularity import Pop
 from nextclick.models.sriem import SRIEM, SRIEMConfig, bce_over_softmax
-from nextclick.train import TrainOptions, train_model
+from model_contract import check_short_training, synthetic_validation
 
 N_ITEMS = 30
 VARIANTS = {"paper": SRIEMConfig(embedding_size=16, attention_size=8),
@@ -140,36 +136,9 @@ def test_bce_matches_direct_formula():
     assert torch.isfinite(loss) and torch.isfinite(confident.grad).all()
 
 
-@pytest.fixture()
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other jobs for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def synthetic():
-    split = generate().split
-    fit, valid = split.carve_validation()
-    pop_hr = evaluate(Pop(split.n_items).fit(fit).score, valid).metrics["HR@20"]
-    return split, fit, valid, pop_hr
-
-
 @pytest.mark.parametrize("variant", ["paper", "code"])
-def test_beats_pop_on_synthetic(synthetic, variant, one_thread, tmp_path):
-    split, fit, valid, pop_hr = synthetic
+def test_beats_pop_on_synthetic(variant, tmp_path):
     torch.manual_seed(0)
     base = SRIEMConfig() if variant == "paper" else SRIEMConfig.code()
     config = SRIEMConfig(**{**base.__dict__, "embedding_size": 64, "attention_size": 32, "batch_size": 256, "lr": 5e-3})
-    model = SRIEM(split.n_items, config)
-    train_model(model, fit, valid, TrainOptions(epochs=1, progress=False, quiet=True))
-    hr = evaluate(model.score, valid, max_length=model.max_length).metrics["HR@20"]
-    assert hr > pop_hr + 0.05, (hr, pop_hr)
-
-    directory = checkpoint.save(tmp_path / "sriem", model, split.vocab, split.protocol, split.name)
-    loaded, _, meta = checkpoint.load(directory)
-    assert meta["model"] == "sr-iem" and loaded.config == model.config
-    batch = make_batch(valid, np.arange(200), model.max_length)
-    torch.testing.assert_close(model.score(batch), loaded.score(batch), rtol=0, atol=0)
+    check_short_training(SRIEM(synthetic_validation()[0].n_items, config), tmp_path)
