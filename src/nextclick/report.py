@@ -89,15 +89,22 @@ def length_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRI
 
 def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "HR@20", "MRR@10", "MRR@20"),
                   percent: bool = True) -> str:
-    """Markdown: one row per result with test metrics, selected epoch, and training speed."""
+    """Markdown: one row per result with test metrics, the selected epoch (neural models), the time to
+    fit (training for neural models, refit on all training sessions for statistical ones), training
+    cases/s and seconds per epoch where there are epochs, and the seconds to score the test set."""
     scale = 100.0 if percent else 1.0
-    header = ["dataset", "model"] + list(metrics) + ["selected epoch", "epochs run", "train cases/s", "s/epoch"]
+    header = ["dataset", "model"] + list(metrics) + ["selected epoch", "fit s", "train cases/s", "s/epoch", "test s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def number(value, digits: int = 0) -> str:
+        return "—" if value is None else f"{value:,.{digits}f}"
+
     for r in results:
         cells = [r.get("dataset", "?"), r.get("_label", label(r))]
         cells += [f"{r['test'][m] * scale:.2f}" for m in metrics]
-        cells += [str(r.get("selected_epoch", "")), str(r.get("epochs_run", "")),
-                  f"{r.get('train_cases_per_second', 0):,.0f}", f"{r.get('seconds_per_epoch', 0):,.0f}"]
+        fit = r.get("train_seconds", r.get("fit_seconds"))
+        cells += [str(r.get("selected_epoch", "—")), number(fit, 1), number(r.get("train_cases_per_second")),
+                  number(r.get("seconds_per_epoch")), number(r["test"].get("seconds"), 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -1,0 +1,59 @@
+"""Tables and plots from result files: pooled per-length metrics are exact, tables show what was run."""
+
+import json
+
+import pytest
+
+from nextclick import report
+from nextclick.cli import main
+
+
+def result(model: str, by_length: dict, **extra) -> dict:
+    cases = sum(v["cases"] for v in by_length.values())
+    test = {m: sum(v[m] * v["cases"] for v in by_length.values()) / cases for m in ("HR@20", "MRR@20")}
+    test.update({"HR@10": test["HR@20"] / 2, "MRR@10": test["MRR@20"] / 2, "cases": cases, "seconds": 1.5})
+    return {"model": model, "variant": None, "dataset": "toy", "test": test, "test_by_length": by_length, **extra}
+
+
+BY_LENGTH = {
+    "1": {"cases": 10, "HR@20": 0.5, "MRR@20": 0.2},
+    "2": {"cases": 30, "HR@20": 0.1, "MRR@20": 0.1},
+    "7": {"cases": 20, "HR@20": 0.4, "MRR@20": 0.3},
+    "8": {"cases": 60, "HR@20": 0.2, "MRR@20": 0.0},
+    "20+": {"cases": 5, "HR@20": 1.0, "MRR@20": 1.0},
+}
+
+
+def test_pooled_ranges_are_case_weighted_means():
+    pooled = report.pool(BY_LENGTH)
+    assert list(pooled) == ["1", "2", "6-9", "20+"]  # empty ranges are left out
+    assert pooled["6-9"]["cases"] == 80
+    assert pooled["6-9"]["HR@20"] == pytest.approx((20 * 0.4 + 60 * 0.2) / 80)
+    assert pooled["6-9"]["MRR@20"] == pytest.approx(20 * 0.3 / 80)
+
+
+def test_length_table_has_a_row_per_range_and_the_overall_row():
+    table = report.length_table([result("narm", BY_LENGTH)])
+    lines = table.splitlines()
+    assert lines[0] == "| prefix length | cases | narm HR@20 | narm MRR@20 |"
+    assert lines[4].startswith("| 6-9 | 80 | 25.00 | 7.50 |")
+    assert lines[-1].startswith("| all | 125 |")
+
+
+def test_summary_shows_epochs_for_neural_models_and_fit_time_for_statistical_ones():
+    neural = result("narm", BY_LENGTH, selected_epoch=4, train_seconds=100.0, train_cases_per_second=1234.0,
+                    seconds_per_epoch=20.0)
+    statistical = result("sknn", BY_LENGTH, fit_seconds=0.25)
+    rows = report.summary_table([neural, statistical]).splitlines()[2:]
+    assert rows[0].endswith("| 4 | 100.0 | 1,234 | 20 | 1.5 |")
+    assert rows[1].endswith("| — | 0.2 | — | — | 1.5 |")
+
+
+def test_report_command_writes_the_length_and_history_plots(tmp_path, capsys):
+    history = [{"epoch": e, "valid": {"HR@20": 0.1 * e, "MRR@20": 0.05 * e}} for e in range(3)]
+    path = tmp_path / "narm.json"
+    path.write_text(json.dumps(result("narm", BY_LENGTH, selected_epoch=2, history=history)))
+    code = main(["report", str(path), "--by-length", str(tmp_path / "len.png"), "--history", str(tmp_path / "h.png")])
+    assert code == 0
+    assert (tmp_path / "len.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size > 1000
+    assert "| 6-9 | 80 |" in capsys.readouterr().out
