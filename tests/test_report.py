@@ -57,3 +57,21 @@ def test_report_command_writes_the_length_and_history_plots(tmp_path, capsys):
     assert code == 0
     assert (tmp_path / "len.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size > 1000
     assert "| 6-9 | 80 |" in capsys.readouterr().out
+
+
+def test_comparison_puts_ours_beside_the_published_number_with_the_gap():
+    ours = result("sr-iem", BY_LENGTH)
+    ours["dataset"] = "diginetica"
+    ours["test"].update({"HR@20": 0.5, "MRR@20": 0.18})
+    lines = report.comparison_table([ours, result("unknown-model", BY_LENGTH)]).splitlines()
+    assert len(lines) == 3  # header, rule, and only the model with a published row
+    assert lines[2] == "| diginetica | sr-iem | 50.00 | 52.35 | -2.35 | 18.00 | 17.64 | +0.36 | SR-IEM (SIGIR 2020) Table 2 |"
+
+
+def test_report_skips_files_that_are_not_bench_results(tmp_path, capsys):
+    good, other = tmp_path / "narm.json", tmp_path / "narm.speed.json"
+    good.write_text(json.dumps(result("narm", BY_LENGTH)))
+    other.write_text(json.dumps({"fast_path": {}}))
+    assert main(["report", str(good), str(other)]) == 0
+    assert "skipped" in capsys.readouterr().err
+    assert main(["report", str(other)]) == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,11 +26,15 @@ DEFAULT_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 9), (10, 19), (20, N
 
 
 def load(paths: Iterable[str | Path]) -> list[dict]:
-    """Read results JSON files; each result gets `_path` and a display `_label`."""
+    """Read results JSON files; each result gets `_path` and a display `_label`. Other JSON files a
+    glob may catch (speed measurements, test curves) are skipped with a note on stderr."""
     results = []
     for path in paths:
         path = Path(path)
         result = json.loads(path.read_text())
+        if not isinstance(result, dict) or "test_by_length" not in result or "test" not in result:
+            print(f"skipped {path}: not a `nextclick bench` result", file=sys.stderr)
+            continue
         result["_path"] = str(path)
         result["_label"] = label(result)
         results.append(result)
@@ -107,6 +112,25 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
                   number(r.get("seconds_per_epoch")), number(r["test"].get("seconds"), 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def comparison_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """Markdown: ours next to the published number on the same split (nextclick.published), with the
+    gap in points; results without a published row are left out ("" when none has one)."""
+    from nextclick.published import published
+
+    header = ["dataset", "model"] + [f"{m} {w}" for m in metrics for w in ("ours", "published", "gap")] + ["source"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        row = published(r.get("dataset", ""), r.get("model", ""))
+        if row is None:
+            continue
+        cells = [r["dataset"], r.get("_label", label(r))]
+        for metric in metrics:
+            ours, theirs = r["test"][metric] * 100, row[metric] * 100
+            cells += [f"{ours:.2f}", f"{theirs:.2f}", f"{ours - theirs:+.2f}"]
+        lines.append("| " + " | ".join(cells + [row["source"]]) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def history_table(result: dict, metrics: Sequence[str] = DEFAULT_METRICS, percent: bool = True) -> str:
@@ -196,7 +220,8 @@ def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
-    parser.add_argument("--by-length", metavar="PNG", default=None, help="also plot metrics by prefix length")
+    parser.add_argument("--by-length", metavar="PNG", default=None,
+                        help="also plot metrics by prefix length (one PNG per dataset: PNG's name + _<dataset>)")
     parser.add_argument("--history", metavar="PNG", default=None, help="also plot validation curves")
     parser.add_argument("--every-length", action="store_true", help="table rows per length, not pooled ranges")
 
@@ -204,11 +229,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     metrics = tuple(args.metrics.split(","))
     results = load(args.results)
+    if not results:
+        raise ValueError("no `nextclick bench` result among the given files")
     print(summary_table(results))
     print()
-    print(length_table(results, metrics, bins=None if args.every_length else DEFAULT_BINS))
-    if args.by_length:
-        print(f"\nwrote {plot_by_length(results, args.by_length, metrics)}")
+    comparison = comparison_table(results, metrics)
+    if comparison:
+        print(comparison)
+        print()
+    by_dataset: dict[str, list[dict]] = {}
+    for result in results:
+        by_dataset.setdefault(result.get("dataset", "?"), []).append(result)
+    for dataset, group in by_dataset.items():
+        print(f"{dataset}: test by prefix length\n")
+        print(length_table(group, metrics, bins=None if args.every_length else DEFAULT_BINS))
+        print()
+        if args.by_length:
+            target = Path(args.by_length)
+            if len(by_dataset) > 1:  # one figure per dataset: <name>_<dataset>.png
+                target = target.with_name(f"{target.stem}_{dataset}{target.suffix}")
+            print(f"wrote {plot_by_length(group, target, metrics)}")
     if args.history:
         print(f"wrote {plot_history(results, args.history, metrics[0])}")
     return 0
