@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean report
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# docs/results.md and its figures, made from the committed results/*.json alone
+report: $(STAMP)
+	mkdir -p docs/figures
+	{ echo "# Benchmark results"; echo; \
+	  echo "Made by \`make report\` (\`nextclick report results/*/*.json\`) from the committed result files alone;"; \
+	  echo "percent; validation-selected, test evaluated once. Per-length figures: docs/figures/by_length_<dataset>.png."; \
+	  echo; $(BIN)/nextclick report results/*/*.json --by-length docs/figures/by_length.png \
+	    --history docs/figures/validation_curves.png; } > docs/results.md
 
 clean:
 	rm -rf $(VENV) runs

@@ -248,9 +248,9 @@ def run(args: argparse.Namespace) -> int:
             target = Path(args.by_length)
             if len(by_dataset) > 1:  # one figure per dataset: <name>_<dataset>.png
                 target = target.with_name(f"{target.stem}_{dataset}{target.suffix}")
-            print(f"wrote {plot_by_length(group, target, metrics)}")
+            print(f"wrote {plot_by_length(group, target, metrics)}", file=sys.stderr)
     if args.history:
-        print(f"wrote {plot_history(results, args.history, metrics[0])}")
+        print(f"wrote {plot_history(results, args.history, metrics[0])}", file=sys.stderr)
     return 0
 
 
