@@ -9,6 +9,13 @@ from nextclick.data.benchmarks import data_dir
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _back_to_one_thread():
+    """CLI commands set torch threads to the core count; put it back so later tests stay on one."""
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir():
     root = data_dir()
