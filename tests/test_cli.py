@@ -107,3 +107,21 @@ def test_bench_can_select_on_random_training_cases_as_the_official_codes(tmp_pat
     result = json.loads((tmp_path / "results" / "synthetic" / "s-pop.json").read_text())
     assert result["validation"] == "random-cases"
     assert result["train_options"]["validation"] == "random-cases"
+
+
+def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "bench", "narm", "--epochs", "2", "--refit", "--keep-epochs", "-q", "--threads", "1",
+                     "--set", "hidden_size=16", "--set", "embedding_size=8")
+    assert code == 0
+    result = json.loads((tmp_path / "results" / "synthetic" / "narm.json").read_text())
+    refit = result["refit"]
+    assert refit["epochs"] == result["selected_epoch"] + 1 == len(refit["history"])
+    assert refit["cases"] == result["fit_cases"] + result["valid_cases"]
+    assert all("valid" not in epoch for epoch in refit["history"])
+    run_dir = tmp_path / "runs" / "synthetic" / "narm"
+    assert (run_dir / "selection" / "epochs" / "epoch_0.safetensors").exists()  # the selection run, for `curve`
+    code, out, _ = run(capsys, "curve", str(run_dir / "selection"), "-q", "--threads", "1")
+    assert code == 0 and "selected on validation" in out
+    code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the refit one
+    assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])

@@ -29,7 +29,7 @@ from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender
-from nextclick.train import TrainOptions, TrainResult, set_threads, train_model
+from nextclick.train import TRAINING_DIR, TrainOptions, TrainResult, set_threads, train_model
 
 
 def machine_info(threads: int | None = None) -> dict:
@@ -85,7 +85,11 @@ def fit_and_select(
     record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
                               "validation": options.validation}
     if model.neural:
-        result: TrainResult = train_model(model, fit_cases, valid_cases, options)
+        selection_options = options
+        if options.refit and options.checkpoint_dir:  # the validation-selected model lives in selection/
+            selection_options = replace(options, checkpoint_dir=str(Path(options.checkpoint_dir) / "selection"))
+            checkpoint.save_meta(Path(selection_options.checkpoint_dir), model, split.vocab, split.protocol, split.name)
+        result: TrainResult = train_model(model, fit_cases, valid_cases, selection_options)
         record.update(
             selected_epoch=result.best_epoch,
             epochs_run=result.epochs_run,
@@ -95,6 +99,8 @@ def fit_and_select(
             seconds_per_epoch=round(result.seconds_per_epoch, 2),
             train_cases_per_second=round(result.cases_per_second, 1),
         )
+        if options.refit:
+            model, record["refit"] = refit(model, split, options, epochs=result.best_epoch + 1)
         return model, record
     start = time.perf_counter()
     model.fit(fit_cases, valid_cases, progress=options.progress and not options.quiet)
@@ -109,6 +115,23 @@ def fit_and_select(
     record["fit_seconds"] = round(time.perf_counter() - start, 3)
     record["refit_on_all_training_sessions"] = True
     return model, record
+
+
+def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: int) -> tuple[Recommender, dict]:
+    """Train a fresh copy of `selected`'s model (same config and seed) on *all* training cases for the
+    number of epochs validation chose, and keep the last epoch. The papers' codes train on all
+    training data; this gives the validation-selected model the same data without looking at test."""
+    model = type(selected)(selected.n_items, selected.config)
+    torch.manual_seed(options.seed)
+    directory = Path(options.checkpoint_dir) / "refit" if options.checkpoint_dir else None
+    refit_options = replace(options, epochs=epochs, patience=epochs + 1, keep_epochs=False,
+                            checkpoint_dir=str(directory) if directory else None,
+                            resume=options.resume and directory is not None and (directory / TRAINING_DIR / "state.json").exists())
+    cases = split.train_cases()
+    result = train_model(model, cases, None, refit_options)
+    return model, {"epochs": epochs, "cases": len(cases), "history": result.history,
+                   "train_seconds": round(result.train_seconds, 2),
+                   "train_cases_per_second": round(result.cases_per_second, 1)}
 
 
 def run_bench(

@@ -52,6 +52,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation", choices=("last-sessions", "random-cases"), default="last-sessions",
                         help="validation data carved from training: the last 10%% of sessions (default), or a "
                              "random 10%% of cases as NARM's and SR-GNN's official codes")
+    parser.add_argument("--refit", action="store_true",
+                        help="after selecting the epoch on validation, train afresh on all training cases for that "
+                             "many epochs and test the result (the papers' codes train on all training data)")
     parser.add_argument("--keep-epochs", action="store_true",
                         help="keep every epoch's weights under <checkpoint dir>/epochs/ (for `nextclick curve`)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
@@ -64,7 +67,7 @@ def _train_options(args) -> "TrainOptions":
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
         select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
         progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
-        keep_epochs=args.keep_epochs, validation=args.validation,
+        keep_epochs=args.keep_epochs, validation=args.validation, refit=args.refit,
     )
 
 

@@ -49,6 +49,9 @@ class TrainOptions:
     # which training data selects the epoch: the last 10% of sessions (ours), or a random 10% of
     # cases (NARM's and SR-GNN's official codes); see Split.carve_validation / carve_random_cases
     validation: str = "last-sessions"
+    # bench only: after selection, train afresh on all training cases for the selected number of
+    # epochs and test that model (bench.refit)
+    refit: bool = False
     keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
 
 
@@ -220,7 +223,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             record["valid_seconds"] = round(evaluation.seconds, 2)
             value = evaluation.metrics[options.select_metric]
         else:
-            value = -record["loss"]  # no validation: keep the last epoch with the lowest loss
+            value = float(epoch)  # no validation (a refit on all training cases): keep the last epoch
         improved = value > progress["best_value"]
         if improved:
             progress.update(best_epoch=epoch, best_value=value, best_valid=record.get("valid", {}), bad_epochs=0)
