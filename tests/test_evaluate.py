@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.evaluate import by_length, evaluate, metrics_from_ranks, paired_test, ranks_from_scores
+from nextclick.evaluate import Evaluation, by_length, evaluate, metrics_from_ranks, paired_test, ranks_from_scores
 
 INF = float("inf")
 
@@ -97,3 +97,20 @@ def test_evaluating_diginetica_never_builds_the_full_score_matrix(benchmarks_dir
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert int(out[0]) == 60_858
     assert int(out[1]) < 4 * 1024 * 1024  # KiB: under 4 GB peak
+
+
+def test_repeat_targets_are_the_labels_already_clicked_in_the_prefix():
+    sessions = Sessions.from_lists([[1, 2, 1, 3], [4, 4], [5, 6, 7]])
+    cases = Cases.every_prefix(sessions, 1)
+    labels_and_prefixes = [(int(label), cases.prefix(c).tolist()) for c, label in enumerate(cases.labels)]
+    expected = [label in prefix for label, prefix in labels_and_prefixes]
+    assert cases.repeats().tolist() == expected
+    assert sum(expected) == 2  # 1 after [1, 2]; 4 after [4]
+
+
+def test_evaluation_splits_metrics_into_repeat_and_new_targets():
+    evaluation = Evaluation(np.array([1, 30, 2, 4]), np.array([1, 2, 3, 4]), repeats=np.array([True, True, False, False]))
+    split = evaluation.by_repeat()
+    assert split["repeat"]["cases"] == 2 and split["repeat"]["share"] == 0.5
+    assert split["repeat"]["HR@20"] == 0.5 and split["new"]["HR@20"] == 1.0
+    assert split["new"]["MRR@20"] == pytest.approx((1 / 2 + 1 / 4) / 2)

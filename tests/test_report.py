@@ -75,3 +75,12 @@ def test_report_skips_files_that_are_not_bench_results(tmp_path, capsys):
     assert main(["report", str(good), str(other)]) == 0
     assert "skipped" in capsys.readouterr().err
     assert main(["report", str(other)]) == 2
+
+
+def test_repeat_table_shows_where_the_hits_come_from():
+    with_split = result("s-pop", BY_LENGTH, test_by_repeat={
+        "repeat": {"cases": 25, "share": 0.2, "HR@20": 1.0, "MRR@20": 0.5},
+        "new": {"cases": 100, "share": 0.8, "HR@20": 0.01, "MRR@20": 0.001}})
+    lines = report.repeat_table([with_split, result("old-file", BY_LENGTH)]).splitlines()
+    assert lines[0] == "| model | repeat share | HR@20 repeat | HR@20 new | MRR@20 repeat | MRR@20 new |"
+    assert lines[2] == "| s-pop | 20.0 | 100.00 | 1.00 | 50.00 | 0.10 |" and len(lines) == 3

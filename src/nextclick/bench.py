@@ -170,6 +170,7 @@ def run_bench(
         "split": split.stats(),
         "test": test_eval.summary(),
         "test_by_length": test_eval.by_length(),
+        "test_by_repeat": test_eval.by_repeat(),
         **fit_record,
         "config": asdict(model.config),
         "train_options": {k: v for k, v in asdict(options).items() if k not in ("progress", "quiet")},

@@ -77,6 +77,7 @@ class Evaluation:
     lengths: np.ndarray  # (n_cases,) prefix lengths
     ks: tuple[int, ...] = DEFAULT_KS
     seconds: float = 0.0
+    repeats: np.ndarray | None = None  # (n_cases,) bool: the label was already clicked in the prefix
     metrics: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,17 @@ class Evaluation:
 
     def by_length(self, cap: int = 20) -> dict:
         return by_length(self.ranks, self.lengths, self.ks, cap)
+
+    def by_repeat(self) -> dict:
+        """Metrics on repeat targets (already in the prefix) and on new ones, with each group's share:
+        repeats are easy (S-POP gets nearly all of them), so this shows where a model's hits come from."""
+        if self.repeats is None:
+            return {}
+        out = {}
+        for name, chosen in (("repeat", self.repeats), ("new", ~self.repeats)):
+            out[name] = {"cases": int(chosen.sum()), "share": round(float(chosen.mean()), 6) if len(chosen) else 0.0,
+                         **{k: round(v, 6) for k, v in metrics_from_ranks(self.ranks[chosen], self.ks).items()}}
+        return out
 
     def summary(self) -> dict:
         return {
@@ -121,7 +133,7 @@ def evaluate(
             done += len(batch)
             bar.update(len(batch))
     bar.close()
-    return Evaluation(ranks, cases.length.copy(), tuple(ks), time.perf_counter() - start)
+    return Evaluation(ranks, cases.length.copy(), tuple(ks), time.perf_counter() - start, cases.repeats())
 
 
 def paired_test(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 20) -> dict:

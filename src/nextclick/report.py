@@ -114,6 +114,22 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
     return "\n".join(lines)
 
 
+def repeat_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """Markdown: metrics on repeat targets (already clicked in the prefix) and on new ones, for the
+    results that carry `test_by_repeat` ("" when none does)."""
+    rows = [r for r in results if r.get("test_by_repeat")]
+    if not rows:
+        return ""
+    header = ["model", "repeat share"] + [f"{m} {group}" for m in metrics for group in ("repeat", "new")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        split = r["test_by_repeat"]
+        cells = [r.get("_label", label(r)), f"{split['repeat']['share'] * 100:.1f}"]
+        cells += [f"{split[group][m] * 100:.2f}" for m in metrics for group in ("repeat", "new")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def comparison_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """Markdown: ours next to the published number on the same split (nextclick.published), with the
     gap in points; results without a published row are left out ("" when none has one)."""
@@ -244,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{dataset}: test by prefix length\n")
         print(length_table(group, metrics, bins=None if args.every_length else DEFAULT_BINS))
         print()
+        repeats = repeat_table(group, metrics)
+        if repeats:
+            print(f"{dataset}: test on repeat targets (already in the prefix) and new ones\n")
+            print(repeats)
+            print()
         if args.by_length:
             target = Path(args.by_length)
             if len(by_dataset) > 1:  # one figure per dataset: <name>_<dataset>.png

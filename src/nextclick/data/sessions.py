@@ -116,6 +116,19 @@ class Cases:
     def labels(self) -> np.ndarray:
         return self.sessions.items[self.sessions.offsets[self.session] + self.length]
 
+    def repeats(self) -> np.ndarray:
+        """(n_cases,) bool: the label is an item already clicked in the prefix (a repeat click, which
+        popularity-in-session models catch by construction)."""
+        lengths = self.length
+        case = np.repeat(np.arange(len(self), dtype=np.int64), lengths)  # one row per prefix click
+        first = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=first[1:])
+        position = np.arange(first[-1], dtype=np.int64) - first[case]
+        clicked = self.sessions.items[self.sessions.offsets[self.session][case] + position]
+        found = np.zeros(len(self), dtype=bool)
+        found[case[clicked == self.labels[case]]] = True
+        return found
+
     def select(self, indices: np.ndarray) -> Cases:
         return Cases(self.sessions, self.session[indices], self.length[indices])
 
