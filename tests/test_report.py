@@ -84,3 +84,19 @@ def test_repeat_table_shows_where_the_hits_come_from():
     lines = report.repeat_table([with_split, result("old-file", BY_LENGTH)]).splitlines()
     assert lines[0] == "| model | repeat share | HR@20 repeat | HR@20 new | MRR@20 repeat | MRR@20 new |"
     assert lines[2] == "| s-pop | 20.0 | 100.00 | 1.00 | 50.00 | 0.10 |" and len(lines) == 3
+
+
+def test_older_results_get_the_repeat_split_from_their_ranks_file(tmp_path):
+    import numpy as np
+
+    from nextclick.data.benchmarks import resolve
+
+    test = resolve("synthetic").test
+    old = result("s-pop", BY_LENGTH)
+    old["dataset"] = "synthetic"
+    path = tmp_path / "s-pop.json"
+    path.write_text(json.dumps(old))
+    np.savez_compressed(tmp_path / "s-pop.ranks.npz", ranks=np.where(test.repeats(), 1, 1000).astype(np.int32))
+    loaded = report.load([path])[0]
+    assert loaded["test_by_repeat"]["repeat"]["HR@20"] == 1.0 and loaded["test_by_repeat"]["new"]["HR@20"] == 0.0
+    assert loaded["test_by_repeat"]["repeat"]["cases"] == int(test.repeats().sum())

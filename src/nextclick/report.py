@@ -15,6 +15,7 @@ Per-length metrics are pooled into ranges by case-weighted means, which is exact
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -37,8 +38,36 @@ def load(paths: Iterable[str | Path]) -> list[dict]:
             continue
         result["_path"] = str(path)
         result["_label"] = label(result)
+        if "test_by_repeat" not in result:  # results written before the split existed
+            _repeats_from_ranks(result, path)
         results.append(result)
     return results
+
+
+def _repeats_from_ranks(result: dict, path: Path) -> None:
+    """Fill `test_by_repeat` from the result's per-case ranks (`.ranks.npz`) and its split's test
+    cases, when both are at hand; otherwise leave the result as it is."""
+    import numpy as np
+
+    from nextclick.evaluate import Evaluation
+
+    ranks_path = path.with_suffix(".ranks.npz")
+    if not ranks_path.exists():
+        return
+    try:
+        test = _test_cases(result.get("dataset"))
+    except Exception:  # no data directory here: the table simply lacks this result
+        return
+    ranks = np.load(ranks_path)["ranks"].astype(np.int64)
+    if len(ranks) == len(test):
+        result["test_by_repeat"] = Evaluation(ranks, test.length, repeats=test.repeats()).by_repeat()
+
+
+@functools.lru_cache(maxsize=4)
+def _test_cases(dataset: str):
+    from nextclick.data.benchmarks import resolve
+
+    return resolve(dataset).test
 
 
 def label(result: dict) -> str:
