@@ -29,7 +29,11 @@ report: $(STAMP)
 	  echo "Made by \`make report\` (\`nextclick report results/*/*.json\`) from the committed result files alone;"; \
 	  echo "percent; validation-selected, test evaluated once. Per-length figures: docs/figures/by_length_<dataset>.png."; \
 	  echo; $(BIN)/nextclick report results/*/*.json --by-length docs/figures/by_length.png \
-	    --history docs/figures/validation_curves.png; } > docs/results.md
+	    --history docs/figures/validation_curves.png; \
+	  echo "## The seed models by prefix length (NARM Table 5, SR-IEM Figure 2)"; echo; \
+	  echo "Figures: docs/figures/seed_models_by_length_<dataset>.png."; echo; \
+	  $(BIN)/nextclick report $$(ls results/*/narm*.json results/*/sr-iem*.json 2>/dev/null | grep -v test_curve) \
+	    --by-length docs/figures/seed_models_by_length.png --every-length; } > docs/results.md
 
 clean:
 	rm -rf $(VENV) runs

@@ -55,7 +55,7 @@ def test_report_command_writes_the_length_and_history_plots(tmp_path, capsys):
     path.write_text(json.dumps(result("narm", BY_LENGTH, selected_epoch=2, history=history)))
     code = main(["report", str(path), "--by-length", str(tmp_path / "len.png"), "--history", str(tmp_path / "h.png")])
     assert code == 0
-    assert (tmp_path / "len.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size > 1000
+    assert (tmp_path / "len_toy.png").stat().st_size > 1000 and (tmp_path / "h.png").stat().st_size > 1000
     assert "| 6-9 | 80 |" in capsys.readouterr().out
 
 

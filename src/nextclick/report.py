@@ -266,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
     parser.add_argument("--by-length", metavar="PNG", default=None,
-                        help="also plot metrics by prefix length (one PNG per dataset: PNG's name + _<dataset>)")
+                        help="also plot metrics by prefix length, one PNG per dataset: PNG's name + _<dataset>")
     parser.add_argument("--history", metavar="PNG", default=None, help="also plot validation curves")
     parser.add_argument("--every-length", action="store_true", help="table rows per length, not pooled ranges")
 
@@ -295,9 +295,8 @@ def run(args: argparse.Namespace) -> int:
             print(repeats)
             print()
         if args.by_length:
-            target = Path(args.by_length)
-            if len(by_dataset) > 1:  # one figure per dataset: <name>_<dataset>.png
-                target = target.with_name(f"{target.stem}_{dataset}{target.suffix}")
+            target = Path(args.by_length)  # one figure per dataset: <name>_<dataset>.png
+            target = target.with_name(f"{target.stem}_{dataset}{target.suffix}")
             print(f"wrote {plot_by_length(group, target, metrics)}", file=sys.stderr)
     if args.history:
         print(f"wrote {plot_history(results, args.history, metrics[0])}", file=sys.stderr)
