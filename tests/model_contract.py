@@ -32,6 +32,18 @@ def synthetic():
     return generate().split
 
 
+def check_forward_backward(model, batch) -> torch.Tensor:
+    """Logits are (B, n_items + 1), -inf in the padding column and finite elsewhere; the loss gives
+    every parameter a finite gradient. Returns the logits."""
+    logits = model(batch)
+    assert logits.shape == (len(batch), model.n_items + 1)
+    assert torch.isneginf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
+    model.loss(batch).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    return logits
+
+
 @functools.lru_cache(maxsize=1)
 def synthetic_validation():
     """(split, fit cases, validation cases, POP's validation HR@20) on the synthetic data."""

@@ -9,7 +9,7 @@ import torch
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.models import REGISTRY, build
 from nextclick.models.narm import NARM, NARMConfig
-from model_contract import check_short_training, synthetic_validation
+from model_contract import check_forward_backward, check_short_training, synthetic_validation
 
 N_ITEMS = 30
 
@@ -36,12 +36,7 @@ def test_forward_backward_shapes(encoder, decoder):
     model = small(encoder=encoder, decoder=decoder)
     batch = batch_from_prefixes([np.array([1, 2, 3]), np.array([4]), np.array([5, 6, 7, 8, 9])])
     batch = type(batch)(batch.items, batch.lengths, torch.tensor([2, 3, 4]), batch.full_lengths)
-    logits = model(batch)
-    assert logits.shape == (3, N_ITEMS + 1)
-    assert torch.isneginf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
-    model.loss(batch).backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    check_forward_backward(model, batch)
     context, weights = model.session_vector(batch)
     assert context.shape == (3, 24 if encoder == "hybrid" else 12)
     if encoder == "global":

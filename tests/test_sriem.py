@@ -12,7 +12,7 @@ import torch
 from nextclick.data.batches import Batch, batch_from_prefixes
 from nextclick.models import REGISTRY, build
 from nextclick.models.sriem import SRIEM, SRIEMConfig, bce_over_softmax
-from model_contract import check_short_training, synthetic_validation
+from model_contract import check_forward_backward, check_short_training, synthetic_validation
 
 N_ITEMS = 30
 VARIANTS = {"paper": SRIEMConfig(embedding_size=16, attention_size=8),
@@ -43,12 +43,7 @@ def test_registered_and_defaults():
 def test_forward_backward_shapes(variant):
     model = small(variant)
     batch = labelled([[1, 2, 3], [4], [5, 6, 7, 8, 9]], [2, 3, 4])
-    logits = model(batch)
-    assert logits.shape == (3, N_ITEMS + 1)
-    assert torch.isneginf(logits[:, 0]).all() and torch.isfinite(logits[:, 1:]).all()
-    model.loss(batch).backward()
-    for name, parameter in model.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+    check_forward_backward(model, batch)
     assert model.query.out_features == (16 if variant == "code" else 8)
     assert (model.fusion.bias is not None) == (variant == "code")
 

@@ -9,6 +9,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nextclick.train import TrainOptions
 
 HELP = """Session-based recommendation: train, evaluate and serve next-click models.
 
