@@ -206,7 +206,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)  # refresh would defeat mininterval
         bar.close()
         seconds = time.perf_counter() - start
         if scheduler is not None:
