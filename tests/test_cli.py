@@ -123,5 +123,7 @@ def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_pa
     assert (run_dir / "selection" / "epochs" / "epoch_0.safetensors").exists()  # the selection run, for `curve`
     code, out, _ = run(capsys, "curve", str(run_dir / "selection"), "-q", "--threads", "1")
     assert code == 0 and "selected on validation" in out
+    code, out, _ = run(capsys, "curve", str(run_dir / "refit"), "-q", "--threads", "1")  # no validation there
+    assert code == 0 and json.loads((run_dir / "refit" / "test_curve.json").read_text())["selected_on_validation"] is None
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the refit one
     assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])

@@ -124,9 +124,11 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
     model = type(selected)(selected.n_items, selected.config)
     torch.manual_seed(options.seed)
     directory = Path(options.checkpoint_dir) / "refit" if options.checkpoint_dir else None
-    refit_options = replace(options, epochs=epochs, patience=epochs + 1, keep_epochs=False,
+    refit_options = replace(options, epochs=epochs, patience=epochs + 1,
                             checkpoint_dir=str(directory) if directory else None,
                             resume=options.resume and directory is not None and (directory / TRAINING_DIR / "state.json").exists())
+    if directory is not None:  # a checkpoint of its own, so `nextclick curve <run>/refit` can read kept epochs
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
     cases = split.train_cases()
     result = train_model(model, cases, None, refit_options)
     return model, {"epochs": epochs, "cases": len(cases), "history": result.history,
@@ -289,7 +291,8 @@ def test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: st
         "model": meta["model"],
         "dataset": split.name,
         "run": str(run_dir),
-        "selected_on_validation": max(rows, key=lambda r: r["valid"].get(metrics, -1.0))["epoch"] if valid_by_epoch else None,
+        "selected_on_validation": (max(rows, key=lambda r: r["valid"].get(metrics, -1.0))["epoch"]
+                                   if any(metrics in r["valid"] for r in rows) else None),
         "best_on_test": {m: max(rows, key=lambda r: r["test"][m])["epoch"] for m in ("HR@20", "MRR@20")},
         "epochs": rows,
         "machine": machine_info(threads),
