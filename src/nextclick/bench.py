@@ -121,8 +121,8 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
     """Train a fresh copy of `selected`'s model (same config and seed) on *all* training cases for the
     number of epochs validation chose, and keep the last epoch. The papers' codes train on all
     training data; this gives the validation-selected model the same data without looking at test."""
+    torch.manual_seed(options.seed)  # the same initial weights as the selection run, resumed or not
     model = type(selected)(selected.n_items, selected.config)
-    torch.manual_seed(options.seed)
     directory = Path(options.checkpoint_dir) / "refit" if options.checkpoint_dir else None
     refit_options = replace(options, epochs=epochs, patience=epochs + 1,
                             checkpoint_dir=str(directory) if directory else None,
