@@ -90,7 +90,8 @@ def test_curve_reports_test_metrics_of_every_kept_epoch_beside_validation(tmp_pa
     curve = json.loads((run_dir / "test_curve.json").read_text())
     assert [row["epoch"] for row in curve["epochs"]] == [0, 1]
     assert all(0 <= row["test"]["HR@20"] <= 1 and "HR@20" in row["valid"] for row in curve["epochs"])
-    assert curve["selected_on_validation"] in (0, 1) and "for reading only" in curve["what"]
+    chosen = json.loads((run_dir / "training" / "state.json").read_text())["best_epoch"]
+    assert curve["selected_on_validation"] == chosen and "for reading only" in curve["what"]
 
 
 def test_curve_without_kept_epochs_is_a_clear_error(tmp_path, capsys):

@@ -255,8 +255,8 @@ def measure_training_speed(
     return result
 
 
-def test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: str | None = None,
-               threads: int | None = None, progress: bool = True) -> dict:
+def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: str | None = None,
+                     threads: int | None = None, progress: bool = True) -> dict:
     """Test metrics of every epoch a `keep_epochs` run kept, beside that epoch's validation metrics.
 
     For reading only: it shows how far validation-based selection lands from the best epoch on test
@@ -272,27 +272,28 @@ def test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: st
     split = resolve(dataset or meta.get("dataset"), data_root)
     if split.n_items != model.n_items:
         raise ValueError(f"{run_dir} has {model.n_items} items but {split.name} has {split.n_items}")
+    log, state = run_dir / "train.jsonl", run_dir / TRAINING_DIR / "state.json"
     valid_by_epoch = {}
-    log = run_dir / "train.jsonl"
     if log.exists():
         for line in log.read_text().splitlines():
             record = json.loads(line)
             valid_by_epoch[record["epoch"]] = record.get("valid", {})
+    has_validation = any(valid_by_epoch.values())
     rows = []
     for epoch in epochs:
-        model, _, _ = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epoch))
+        model.load_state_tensors(checkpoint.load_tensors(epoch_weights_path(run_dir, epoch)))
+        model.eval()
         evaluation = evaluate(model.score, split.test, batch_size=500, max_length=model.max_length,
                               progress=progress, description=f"test, epoch {epoch}")
         rows.append({"epoch": epoch, "valid": valid_by_epoch.get(epoch, {}),
                      "test": {k: round(v, 6) for k, v in evaluation.metrics.items()}})
-    metrics = meta.get("select_metric", "HR@20")
     return {
         "what": "test metrics of every kept epoch, for reading only: results use the epoch selected on validation",
         "model": meta["model"],
         "dataset": split.name,
         "run": str(run_dir),
-        "selected_on_validation": (max(rows, key=lambda r: r["valid"].get(metrics, -1.0))["epoch"]
-                                   if any(metrics in r["valid"] for r in rows) else None),
+        # the trainer's own choice (its state records it); a run without validation selected nothing
+        "selected_on_validation": json.loads(state.read_text())["best_epoch"] if has_validation and state.exists() else None,
         "best_on_test": {m: max(rows, key=lambda r: r["test"][m])["epoch"] for m in ("HR@20", "MRR@20")},
         "epochs": rows,
         "machine": machine_info(threads),

@@ -253,9 +253,9 @@ def cmd_report(args) -> int:
 
 def cmd_curve(args) -> int:
     from nextclick import checkpoint
-    from nextclick.bench import test_curve
+    from nextclick.bench import epoch_test_curve
 
-    curve = test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads, progress=not args.quiet)
+    curve = epoch_test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads, progress=not args.quiet)
     out = Path(args.out) if args.out else Path(args.run) / "test_curve.json"
     checkpoint.atomic_write_json(out, curve)
     print(f"{'epoch':>5}  {'valid HR@20':>11}  {'valid MRR@20':>12}  {'test HR@20':>10}  {'test MRR@20':>11}")

@@ -54,9 +54,11 @@ def _repeats_from_ranks(result: dict, path: Path) -> None:
     ranks_path = path.with_suffix(".ranks.npz")
     if not ranks_path.exists():
         return
+    from nextclick.data.benchmarks import DataError
+
     try:
         test = _test_cases(result.get("dataset"))
-    except Exception:  # no data directory here: the table simply lacks this result
+    except (DataError, OSError):  # no data directory here: the table simply lacks this result
         return
     ranks = np.load(ranks_path)["ranks"].astype(np.int64)
     if len(ranks) == len(test):
