@@ -71,3 +71,12 @@ def test_random_case_validation_partitions_the_training_cases_reproducibly():
     again_fit, again_valid = split.carve_random_cases(0.1, seed=3)
     assert pairs(again_valid) == pairs(valid)
     assert valid.labels.tolist() == [train.to_lists()[s][k] for s, k in zip(valid.session, valid.length)]
+
+
+def test_ragged_positions_number_the_elements_of_each_group():
+    from nextclick.data.sessions import ragged_positions
+
+    group, position = ragged_positions(np.array([2, 0, 3]))
+    assert group.tolist() == [0, 0, 2, 2, 2] and position.tolist() == [0, 1, 0, 1, 2]
+    group, position = ragged_positions(np.array([], dtype=np.int64))
+    assert len(group) == len(position) == 0

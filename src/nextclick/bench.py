@@ -29,7 +29,7 @@ from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender
-from nextclick.train import TRAINING_DIR, TrainOptions, TrainResult, set_threads, train_model
+from nextclick.train import TrainOptions, TrainResult, set_threads, train_model, training_state_path
 
 
 def machine_info(threads: int | None = None) -> dict:
@@ -126,7 +126,7 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
     directory = Path(options.checkpoint_dir) / "refit" if options.checkpoint_dir else None
     refit_options = replace(options, epochs=epochs, patience=epochs + 1,
                             checkpoint_dir=str(directory) if directory else None,
-                            resume=options.resume and directory is not None and (directory / TRAINING_DIR / "state.json").exists())
+                            resume=options.resume and directory is not None and training_state_path(directory).exists())
     if directory is not None:  # a checkpoint of its own, so `nextclick curve <run>/refit` can read kept epochs
         checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
     cases = split.train_cases()
@@ -272,7 +272,7 @@ def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_ro
     split = resolve(dataset or meta.get("dataset"), data_root)
     if split.n_items != model.n_items:
         raise ValueError(f"{run_dir} has {model.n_items} items but {split.name} has {split.n_items}")
-    log, state = run_dir / "train.jsonl", run_dir / TRAINING_DIR / "state.json"
+    log, state = run_dir / "train.jsonl", training_state_path(run_dir)
     valid_by_epoch = {}
     if log.exists():
         for line in log.read_text().splitlines():

@@ -98,6 +98,14 @@ def pool(by_length: dict, bins: Sequence[tuple[int, int | None]] = DEFAULT_BINS,
     return pooled
 
 
+def markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table: header, rule, one line per row of cells."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
+
 def length_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS,
                  bins: Sequence[tuple[int, int | None]] | None = DEFAULT_BINS, percent: bool = True) -> str:
     """Markdown table: one row per prefix-length range, columns `<model> <metric>` for each result
@@ -108,19 +116,18 @@ def length_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRI
     rows = list(pooled[0])
     scale = 100.0 if percent else 1.0
     header = ["prefix length", "cases"] + [f"{r['_label'] if '_label' in r else label(r)} {m}" for r in results for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for row in rows:
         cells = [row, f"{pooled[0][row]['cases']:,}"]
         for table in pooled:
             for metric in metrics:
                 value = table.get(row, {}).get(metric)
                 cells.append("" if value is None else f"{value * scale:.2f}")
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(cells)
     overall = ["all", f"{results[0]['test']['cases']:,}"] + [
         f"{r['test'][m] * scale:.2f}" for r in results for m in metrics
     ]
-    lines.append("| " + " | ".join(overall) + " |")
-    return "\n".join(lines)
+    return markdown(header, body + [overall])
 
 
 def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "HR@20", "MRR@10", "MRR@20"),
@@ -130,7 +137,7 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
     cases/s and seconds per epoch where there are epochs, and the seconds to score the test set."""
     scale = 100.0 if percent else 1.0
     header = ["dataset", "model"] + list(metrics) + ["selected epoch", "fit s", "train cases/s", "s/epoch", "test s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
 
     def number(value, digits: int = 0) -> str:
         return "—" if value is None else f"{value:,.{digits}f}"
@@ -141,8 +148,8 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
         fit = r.get("train_seconds", r.get("fit_seconds"))
         cells += [str(r.get("selected_epoch", "—")), number(fit, 1), number(r.get("train_cases_per_second")),
                   number(r.get("seconds_per_epoch")), number(r["test"].get("seconds"), 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown(header, body)
 
 
 def repeat_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
@@ -152,13 +159,13 @@ def repeat_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRI
     if not rows:
         return ""
     header = ["model", "repeat share"] + [f"{m} {group}" for m in metrics for group in ("repeat", "new")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for r in rows:
         split = r["test_by_repeat"]
         cells = [r.get("_label", label(r)), f"{split['repeat']['share'] * 100:.1f}"]
         cells += [f"{split[group][m] * 100:.2f}" for m in metrics for group in ("repeat", "new")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown(header, body)
 
 
 def comparison_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
@@ -167,7 +174,7 @@ def comparison_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_M
     from nextclick.published import published
 
     header = ["dataset", "model"] + [f"{m} {w}" for m in metrics for w in ("ours", "published", "gap")] + ["source"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for r in results:
         row = published(r.get("dataset", ""), r.get("model", ""))
         if row is None:
@@ -176,15 +183,15 @@ def comparison_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_M
         for metric in metrics:
             ours, theirs = r["test"][metric] * 100, row[metric] * 100
             cells += [f"{ours:.2f}", f"{theirs:.2f}", f"{ours - theirs:+.2f}"]
-        lines.append("| " + " | ".join(cells + [row["source"]]) + " |")
-    return "\n".join(lines) if len(lines) > 2 else ""
+        body.append(cells + [row["source"]])
+    return markdown(header, body) if body else ""
 
 
 def history_table(result: dict, metrics: Sequence[str] = DEFAULT_METRICS, percent: bool = True) -> str:
     """Markdown: the per-epoch training record of one result (loss, seconds, cases/s, lr, validation)."""
     scale = 100.0 if percent else 1.0
     header = ["epoch", "loss", "seconds", "cases/s", "lr"] + [f"valid {m}" for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     selected = result.get("selected_epoch")
     for record in result.get("history", []):
         valid = record.get("valid", {})
@@ -192,8 +199,8 @@ def history_table(result: dict, metrics: Sequence[str] = DEFAULT_METRICS, percen
         cells = [f"{record['epoch']}{mark}", f"{record['loss']:.4f}", f"{record['seconds']:.0f}",
                  f"{record['cases_per_second']:,.0f}", f"{record.get('lr', float('nan')):g}"]
         cells += [f"{valid[m] * scale:.2f}" if m in valid else "" for m in metrics]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown(header, body)
 
 
 def plot_by_length(results: Sequence[dict], path: str | Path, metrics: Sequence[str] = DEFAULT_METRICS,

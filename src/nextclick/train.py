@@ -123,17 +123,21 @@ def save_training_state(directory: Path, model, optimizer, scheduler, progress: 
     optim_tensors, optim_json = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
-    folder = directory / TRAINING_DIR
-    checkpoint.atomic_save_tensors(folder / "state.safetensors", tensors)
+    checkpoint.atomic_save_tensors(directory / TRAINING_DIR / "state.safetensors", tensors)
     checkpoint.atomic_write_json(
-        folder / "state.json",
+        training_state_path(directory),
         {**progress, "optimizer": optim_json, "scheduler": scheduler.state_dict() if scheduler else None},
     )
 
 
+def training_state_path(directory: str | Path) -> Path:
+    """The JSON half of a run's resumable state (progress: epoch, best epoch, history, ...)."""
+    return Path(directory) / TRAINING_DIR / "state.json"
+
+
 def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     folder = directory / TRAINING_DIR
-    state_json = folder / "state.json"
+    state_json = training_state_path(directory)
     if not state_json.is_file():
         raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
     progress = json.loads(state_json.read_text())
@@ -262,8 +266,8 @@ def epoch_weights_path(directory: str | Path, epoch: int) -> Path:
 
 def kept_epochs(directory: str | Path) -> list[int]:
     """The epochs whose weights a `keep_epochs` run left in `directory`, in order."""
-    found = Path(directory, EPOCHS_DIR).glob("epoch_*.safetensors")
-    return sorted(int(path.stem.split("_", 1)[1]) for path in found if path.stem.split("_", 1)[1].isdigit())
+    numbers = (path.stem.removeprefix("epoch_") for path in Path(directory, EPOCHS_DIR).glob("epoch_*.safetensors"))
+    return sorted(int(number) for number in numbers if number.isdigit())
 
 
 def set_threads(threads: int | None = None) -> int:

@@ -14,6 +14,15 @@ from typing import Iterable, Sequence
 import numpy as np
 
 
+
+def ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For groups of the given lengths laid end to end: (group index, position inside the group) of
+    every element, e.g. lengths [2, 0, 3] -> groups [0, 0, 2, 2, 2], positions [0, 1, 0, 1, 2]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    group = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    starts = np.cumsum(lengths) - lengths
+    return group, np.arange(len(group), dtype=np.int64) - starts[group]
+
 @dataclass(frozen=True)
 class Sessions:
     """Ragged int32 click sequences: session i is items[offsets[i]:offsets[i+1]].
@@ -79,8 +88,8 @@ class Sessions:
         # position of every output click inside the flat input array
         out_offsets = np.zeros(len(indices) + 1, dtype=np.int64)
         np.cumsum(lengths, out=out_offsets[1:])
-        within = np.arange(out_offsets[-1], dtype=np.int64) - np.repeat(out_offsets[:-1], lengths)
-        source = np.repeat(starts, lengths) + within
+        chosen, within = ragged_positions(lengths)
+        source = starts[chosen] + within
         times = None if self.times is None else self.times[indices]
         return Sessions(self.items[source], out_offsets, times)
 
@@ -119,11 +128,7 @@ class Cases:
     def repeats(self) -> np.ndarray:
         """(n_cases,) bool: the label is an item already clicked in the prefix (a repeat click, which
         popularity-in-session models catch by construction)."""
-        lengths = self.length
-        case = np.repeat(np.arange(len(self), dtype=np.int64), lengths)  # one row per prefix click
-        first = np.zeros(len(self) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=first[1:])
-        position = np.arange(first[-1], dtype=np.int64) - first[case]
+        case, position = ragged_positions(self.length)  # one row per prefix click
         clicked = self.sessions.items[self.sessions.offsets[self.session][case] + position]
         found = np.zeros(len(self), dtype=bool)
         found[case[clicked == self.labels[case]]] = True
@@ -141,10 +146,7 @@ class Cases:
         """Every prefix of length >= min_prefix with the next click as label, sessions in order and,
         within a session, the longest prefix first (the order of the SR-GNN and DSAN pickles)."""
         counts = np.maximum(sessions.lengths - min_prefix, 0)
-        session = np.repeat(np.arange(len(sessions), dtype=np.int64), counts)
-        starts = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=starts[1:])
-        rank_in_session = np.arange(starts[-1], dtype=np.int64) - np.repeat(starts[:-1], counts)
+        session, rank_in_session = ragged_positions(counts)
         length = sessions.lengths[session] - 1 - rank_in_session
         return cls(sessions, session, length)
 
