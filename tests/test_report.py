@@ -49,6 +49,14 @@ def test_summary_shows_epochs_for_neural_models_and_fit_time_for_statistical_one
     assert rows[1].endswith("| — | 0.2 | — | — | 1.5 |")
 
 
+def test_summary_speed_is_the_median_epoch_so_one_paused_epoch_does_not_count():
+    history = [{"epoch": e, "seconds": s, "cases_per_second": 1000.0 * 20 / s} for e, s in enumerate([20, 22, 2000, 21])]
+    run = result("narm", BY_LENGTH, selected_epoch=3, train_seconds=2063.0, train_cases_per_second=38.8,
+                 seconds_per_epoch=515.75, history=history)
+    row = report.summary_table([run]).splitlines()[2]
+    assert row.endswith("| 3 | 2,063.0 | 931 | 22 | 1.5 |")  # medians of 1000, 909, 10, 952 and of 20, 22, 2000, 21
+
+
 def test_report_command_writes_the_length_and_history_plots(tmp_path, capsys):
     history = [{"epoch": e, "valid": {"HR@20": 0.1 * e, "MRR@20": 0.05 * e}} for e in range(3)]
     path = tmp_path / "narm.json"

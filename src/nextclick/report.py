@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -130,13 +131,25 @@ def length_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRI
     return markdown(header, body + [overall])
 
 
+def typical_epoch(result: dict) -> tuple[float | None, float | None]:
+    """(training cases/s, seconds) of the median epoch in the result's history, else the run's averages.
+    The median, because a long run shares the machine with other jobs now and then (or is paused and
+    resumed), and the mean would charge one such epoch to the model's speed."""
+    epochs = [e for e in result.get("history") or [] if "cases_per_second" in e and "seconds" in e]
+    if not epochs:
+        return result.get("train_cases_per_second"), result.get("seconds_per_epoch")
+    return (statistics.median(e["cases_per_second"] for e in epochs),
+            statistics.median(e["seconds"] for e in epochs))
+
+
 def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "HR@20", "MRR@10", "MRR@20"),
                   percent: bool = True) -> str:
     """Markdown: one row per result with test metrics, the selected epoch (neural models), the time to
     fit (training for neural models, refit on all training sessions for statistical ones), training
-    cases/s and seconds per epoch where there are epochs, and the seconds to score the test set."""
+    cases/s and seconds of the median epoch where there are epochs, and the seconds to score the test set."""
     scale = 100.0 if percent else 1.0
-    header = ["dataset", "model"] + list(metrics) + ["selected epoch", "fit s", "train cases/s", "s/epoch", "test s"]
+    header = (["dataset", "model"] + list(metrics)
+              + ["selected epoch", "fit s", "train cases/s (median epoch)", "s/epoch (median)", "test s"])
     body = []
 
     def number(value, digits: int = 0) -> str:
@@ -146,8 +159,9 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
         cells = [r.get("dataset", "?"), r.get("_label", label(r))]
         cells += [f"{r['test'][m] * scale:.2f}" for m in metrics]
         fit = r.get("train_seconds", r.get("fit_seconds"))
-        cells += [str(r.get("selected_epoch", "—")), number(fit, 1), number(r.get("train_cases_per_second")),
-                  number(r.get("seconds_per_epoch")), number(r["test"].get("seconds"), 1)]
+        cases_per_second, seconds = typical_epoch(r)
+        cells += [str(r.get("selected_epoch", "—")), number(fit, 1), number(cases_per_second),
+                  number(seconds), number(r["test"].get("seconds"), 1)]
         body.append(cells)
     return markdown(header, body)
 
