@@ -33,6 +33,24 @@ def test_bench_writes_a_complete_result_file(tmp_path, capsys, monkeypatch):
     assert 0 < result["test"]["HR@20"] <= 1
 
 
+def test_bench_records_the_commit_it_started_from(tmp_path, capsys, monkeypatch):
+    from nextclick import bench
+
+    head = {"commit": "started-at"}
+    monkeypatch.setattr(bench, "git_commit", lambda: head["commit"])
+    fit_and_select = bench.fit_and_select
+
+    def fit_while_someone_commits(*args, **kwargs):
+        fitted = fit_and_select(*args, **kwargs)
+        head["commit"] = "committed-meanwhile"
+        return fitted
+
+    monkeypatch.setattr(bench, "fit_and_select", fit_while_someone_commits)
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "bench", "pop", "--results-dir", str(tmp_path / "results"), "-q")[0] == 0
+    assert json.loads((tmp_path / "results" / "synthetic" / "pop.json").read_text())["git_commit"] == "started-at"
+
+
 def test_train_evaluate_recommend_on_synthetic(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     assert run(capsys, "train", "s-pop", "-o", str(ckpt), "-q")[0] == 0

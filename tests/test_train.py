@@ -54,6 +54,16 @@ def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
     assert len(values) == 6 or values.index(max(values)) == len(values) - 2  # stopped after 1 bad epoch
 
 
+def test_history_records_the_learning_rate_each_epoch_trained_with():
+    s = split()
+    fit, valid = s.carve_validation()
+    torch.manual_seed(0)
+    model = build("sr-iem", s.n_items, dict(embedding_size=16, attention_size=8, lr_decay_every=2, lr_decay=0.1))
+    result = train_model(model, fit, valid, TrainOptions(epochs=3, patience=10, progress=False, quiet=True,
+                                                          batch_size=64, max_batches=2))
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 1e-3, 1e-4])
+
+
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
     from nextclick.checkpoint import CheckpointError
 

@@ -151,6 +151,7 @@ def run_bench(
     options = options or TrainOptions()
     threads = set_threads(threads)
     wall_start = time.perf_counter()
+    commit = git_commit()  # the code this process imported; a long run may outlive several commits
     split = resolve(dataset, data_root)
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
@@ -179,7 +180,7 @@ def run_bench(
         "seed": options.seed,
         "wall_seconds": round(time.perf_counter() - wall_start, 2),
         "machine": machine_info(threads),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "command": shlex.join(command if command is not None else sys.argv),
         "citation": model.citation,
     }

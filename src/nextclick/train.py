@@ -213,10 +213,10 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)  # refresh would defeat mininterval
         bar.close()
         seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
+                  "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}  # this epoch's
         if scheduler is not None:
             scheduler.step()
-        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
-                  "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}
         progress["train_seconds"] += seconds
         progress["train_cases"] += seen
         if valid is not None and len(valid):
