@@ -14,7 +14,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 
-
 def ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For groups of the given lengths laid end to end: (group index, position inside the group) of
     every element, e.g. lengths [2, 0, 3] -> groups [0, 0, 2, 2, 2], positions [0, 1, 0, 1, 2]."""
@@ -22,6 +21,7 @@ def ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     group = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     starts = np.cumsum(lengths) - lengths
     return group, np.arange(len(group), dtype=np.int64) - starts[group]
+
 
 @dataclass(frozen=True)
 class Sessions:
