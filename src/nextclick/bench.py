@@ -29,10 +29,10 @@ from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender
-from nextclick.train import TrainOptions, TrainResult, set_threads, train_model, training_state_path
+from nextclick.train import TrainOptions, TrainResult, resolve_device, set_threads, train_model, training_state_path
 
 
-def machine_info(threads: int | None = None) -> dict:
+def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
     cpu = platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -52,8 +52,10 @@ def machine_info(threads: int | None = None) -> dict:
         # other work on the machine slows a run down: record it so numbers can be read fairly
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
-    if torch.cuda.is_available():
-        info["device"] = torch.cuda.get_device_name(0)
+    device = torch.device(device)
+    if device.type == "cuda":  # the device the run computed on, not merely one the machine has
+        info["device"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
     return info
 
 
@@ -64,7 +66,8 @@ def git_commit() -> str | None:
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        # a copy of the tree without .git (a container, a remote GPU machine) can say where it came from
+        return os.environ.get("NEXTCLICK_GIT_COMMIT")
 
 
 def result_path(results_dir: str | Path, dataset: str, model: str, variant: str | None) -> Path:
@@ -179,7 +182,7 @@ def run_bench(
         "train_options": {k: v for k, v in asdict(options).items() if k not in ("progress", "quiet")},
         "seed": options.seed,
         "wall_seconds": round(time.perf_counter() - wall_start, 2),
-        "machine": machine_info(threads),
+        "machine": machine_info(threads, resolve_device(options.device) if model.neural else "cpu"),
         "git_commit": commit,
         "command": shlex.join(command if command is not None else sys.argv),
         "citation": model.citation,
@@ -203,6 +206,7 @@ def measure_training_speed(
     seed: int = 1,
     data_root: str | None = None,
     command: list[str] | None = None,
+    device: str = "auto",
 ) -> dict:
     """Training cases/s over `batches` real random batches (after `warmup`), measured the way the
     trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
@@ -211,11 +215,13 @@ def measure_training_speed(
     from nextclick.data.batches import make_batch
 
     threads = set_threads(threads)
+    device = resolve_device(device)
     split = resolve(dataset, data_root)
     cases = split.train_cases()
     order = np.random.default_rng(seed).permutation(len(cases))
 
     def timed(model, n, pad_to=None) -> dict:
+        model.to(device)
         optimizer = model.optimizer()
         model.train()
         seen, seconds = 0, 0.0
@@ -227,10 +233,12 @@ def measure_training_speed(
 
                 extra = pad_to - batch.items.shape[1]
                 batch = Batch(torch.nn.functional.pad(batch.items, (extra, 0)), batch.lengths, batch.labels, batch.full_lengths)
-            loss = model.loss(batch)
+            loss = model.loss(batch.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if device.type == "cuda":  # GPU work is asynchronous: the step ends when the GPU is done
+                torch.cuda.synchronize(device)
             if step >= warmup:
                 seconds += time.perf_counter() - start
                 seen += len(batch)
@@ -251,13 +259,13 @@ def measure_training_speed(
         longest = int(cases.length.max())
         result["reference_path"] = {"padded_to": longest, **timed(reference, reference_batches, pad_to=longest)}
         result["speedup"] = round(result["fast_path"]["cases_per_second"] / result["reference_path"]["cases_per_second"], 1)
-    result.update(machine=machine_info(threads), git_commit=git_commit(),
+    result.update(machine=machine_info(threads, device), git_commit=git_commit(),
                   command=shlex.join(command if command is not None else sys.argv))
     return result
 
 
 def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: str | None = None,
-                     threads: int | None = None, progress: bool = True) -> dict:
+                     threads: int | None = None, progress: bool = True, device: str = "auto") -> dict:
     """Test metrics of every epoch a `keep_epochs` run kept, beside that epoch's validation metrics.
 
     For reading only: it shows how far validation-based selection lands from the best epoch on test
@@ -270,6 +278,9 @@ def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_ro
     if not epochs:
         raise FileNotFoundError(f"{run_dir} kept no epoch weights (train or bench with --keep-epochs)")
     model, _, meta = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epochs[0]))
+    device = resolve_device(device) if model.neural else torch.device("cpu")
+    if model.neural:
+        model.to(device)
     split = resolve(dataset or meta.get("dataset"), data_root)
     if split.n_items != model.n_items:
         raise ValueError(f"{run_dir} has {model.n_items} items but {split.name} has {split.n_items}")
@@ -297,6 +308,6 @@ def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_ro
         "selected_on_validation": json.loads(state.read_text())["best_epoch"] if has_validation and state.exists() else None,
         "best_on_test": {m: max(rows, key=lambda r: r["test"][m])["epoch"] for m in ("HR@20", "MRR@20")},
         "epochs": rows,
-        "machine": machine_info(threads),
+        "machine": machine_info(threads, device),
         "git_commit": git_commit(),
     }

@@ -39,6 +39,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                         help="data directory holding benchmarks/ (default: $NEXTCLICK_DATA, else ../shared/data)")
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="where neural models train and score: auto (a CUDA GPU when torch sees one, else the "
+                             "CPU), cpu, cuda or cuda:N; results record it")
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
                         help="override a model config value (repeatable); see `nextclick models --config MODEL`")
@@ -48,6 +54,7 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed (1, as DSAN's official code)")
     parser.add_argument("--select", default="HR@20", help="validation metric that selects the epoch (HR@20)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    _add_device_option(parser)
     parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
     parser.add_argument("--length-buckets", type=int, default=0,
@@ -71,7 +78,7 @@ def _train_options(args) -> "TrainOptions":
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
         select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
         progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
-        keep_epochs=args.keep_epochs, validation=args.validation, refit=args.refit,
+        keep_epochs=args.keep_epochs, validation=args.validation, refit=args.refit, device=args.device,
     )
 
 
@@ -218,7 +225,7 @@ def cmd_bench(args) -> int:
     machine = result["machine"]
     print(f"{result['model']}{'-' + args.variant if args.variant else ''} on {result['dataset']}: "
           + "  ".join(f"{k} {test[k]:.4f}" for k in test if k.startswith(("HR@", "MRR@"))))
-    print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}")
+    print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, device {machine['device']}")
     print(f"wrote {path}")
     return 0
 
@@ -230,7 +237,7 @@ def cmd_speed(args) -> int:
     result = measure_training_speed(
         args.model, args.dataset, overrides=_parse_overrides(args.set), batches=args.batches,
         reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
-        command=["nextclick", *sys.argv[1:]],
+        command=["nextclick", *sys.argv[1:]], device=args.device,
     )
     path = result_path(args.results_dir, result["dataset"], result["model"], args.variant).with_suffix(".speed.json")
     checkpoint.atomic_write_json(path, result)
@@ -255,7 +262,8 @@ def cmd_curve(args) -> int:
     from nextclick import checkpoint
     from nextclick.bench import epoch_test_curve
 
-    curve = epoch_test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads, progress=not args.quiet)
+    curve = epoch_test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads,
+                             progress=not args.quiet, device=args.device)
     out = Path(args.out) if args.out else Path(args.run) / "test_curve.json"
     checkpoint.atomic_write_json(out, curve)
     print(f"{'epoch':>5}  {'valid HR@20':>11}  {'valid MRR@20':>12}  {'test HR@20':>10}  {'test MRR@20':>11}")
@@ -352,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-batches", type=int, default=0,
                    help="also time this many batches in the official code's layout (padded to the longest prefix)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    _add_device_option(p)
     p.add_argument("--variant", default=None, help="name suffix for the result file")
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
     p.set_defaults(func=cmd_speed)
@@ -376,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--out", default=None, help="JSON output (default: <run>/test_curve.json)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    _add_device_option(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_curve)
 

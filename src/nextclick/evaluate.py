@@ -129,7 +129,7 @@ def evaluate(
     with torch.inference_mode():
         for batch in iterate_batches(cases, batch_size, max_length):
             scores = score(batch)
-            ranks[done : done + len(batch)] = ranks_from_scores(scores, batch.labels).numpy()
+            ranks[done : done + len(batch)] = ranks_from_scores(scores, batch.labels.to(scores.device)).cpu().numpy()
             done += len(batch)
             bar.update(len(batch))
     bar.close()

@@ -53,6 +53,8 @@ class TrainOptions:
     # epochs and test that model (bench.refit)
     refit: bool = False
     keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
+    # "auto": the GPU when torch sees one, else the CPU; or any torch device name ("cpu", "cuda:1")
+    device: str = "auto"
 
 
 @dataclass
@@ -71,6 +73,21 @@ class TrainResult:
     @property
     def seconds_per_epoch(self) -> float:
         return self.train_seconds / max(1, len(self.history))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; other names must be devices this machine has."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
 
 
 def progress_interval() -> float:
@@ -105,7 +122,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     tensors = {}
     for index, values in state["state"].items():
         for key, value in values.items():
-            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).clone()
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
     return tensors, {"param_groups": state["param_groups"]}
 
 
@@ -119,10 +136,12 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
 
 
 def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v for k, v in model.state_tensors().items()}
     optim_tensors, optim_json = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     checkpoint.atomic_save_tensors(directory / TRAINING_DIR / "state.safetensors", tensors)
     checkpoint.atomic_write_json(
         training_state_path(directory),
@@ -148,6 +167,8 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     if scheduler is not None and scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
     torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
     return progress
 
 
@@ -169,6 +190,8 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     directory = Path(options.checkpoint_dir) if options.checkpoint_dir else None
     log_path = Path(options.log_path) if options.log_path else (directory / "train.jsonl" if directory else None)
     say = (lambda *a: None) if options.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
+    device = resolve_device(options.device)
+    model.to(device)  # before the optimizer, whose state must live beside the parameters
 
     optimizer = model.optimizer()
     scheduler = model.scheduler(optimizer)
@@ -203,6 +226,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         start = time.perf_counter()
         total_loss, seen = 0.0, 0
         for batch in iterate_batches(train, batch_size, model.max_length, order):
+            batch = batch.to(device)
             loss = model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

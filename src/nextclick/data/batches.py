@@ -34,7 +34,7 @@ class Batch:
     def left_aligned(self) -> torch.Tensor:
         """(B, L) the same clicks with padding on the right (for RNN packing / first-click indexing)."""
         width = self.items.shape[1]
-        shift = (torch.arange(width).unsqueeze(0) + (width - self.lengths).unsqueeze(1)) % width
+        shift = (torch.arange(width, device=self.items.device).unsqueeze(0) + (width - self.lengths).unsqueeze(1)) % width
         return torch.gather(self.items, 1, shift)
 
     def to(self, device: torch.device | str) -> Batch:

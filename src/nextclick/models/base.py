@@ -114,7 +114,7 @@ class Recommender:
             scores = self.score(batch).clone()
             scores[:, 0] = -torch.inf
             top = torch.topk(scores, min(k, self.n_items), dim=1)
-        return top.indices.numpy(), top.values.numpy()
+        return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
     # -- state as tensors (checkpoints are safetensors, never pickle) --
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -178,12 +178,17 @@ class NeuralModel(nn.Module, Recommender):
             return None
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=self.config.lr_decay)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live; `score` brings each batch there."""
+        return next(self.parameters()).device
+
     def score(self, batch: Batch) -> torch.Tensor:
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                return self(batch)
+                return self(batch.to(self.device))
         finally:
             self.train(was_training)
 
@@ -194,7 +199,8 @@ class NeuralModel(nn.Module, Recommender):
         return self
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        """On the CPU whatever the model's device, so checkpoints load anywhere."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(tensors)
@@ -202,5 +208,5 @@ class NeuralModel(nn.Module, Recommender):
 
 def padded_logits(logits_for_items: torch.Tensor) -> torch.Tensor:
     """(B, n_items) scores for items 1..n -> (B, n_items + 1) with -inf in the padding column."""
-    pad = torch.full((logits_for_items.shape[0], 1), -torch.inf, dtype=logits_for_items.dtype)
+    pad = logits_for_items.new_full((logits_for_items.shape[0], 1), -torch.inf)
     return torch.cat([pad, logits_for_items], dim=1)

@@ -122,9 +122,9 @@ class DSAN(NeuralModel):
         """(B, 2d) -> (B,) alpha in (1, 2), or the fixed value."""
         c = self.config
         if c.variant == "da":
-            return torch.ones(vector.shape[0])
+            return vector.new_ones(vector.shape[0])
         if c.alpha is not None:
-            return torch.full((vector.shape[0],), float(c.alpha))
+            return vector.new_full((vector.shape[0],), float(c.alpha))
         alpha = torch.sigmoid(self.alpha_head(vector)).squeeze(-1) + 1.0
         return torch.where(alpha == 1.0, torch.full_like(alpha, c.alpha_guard), alpha)
 
@@ -138,10 +138,10 @@ class DSAN(NeuralModel):
     def _indices(self, items: torch.Tensor, full_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Item and position indices (B, L+1) for right-aligned clicks plus the target token."""
         batch, width = items.shape
-        token = torch.full((batch, 1), self.target_token, dtype=items.dtype)
+        token = items.new_full((batch, 1), self.target_token)
         tokens = torch.cat([items, token], dim=1)  # (B, L+1)
         # column j of a right-aligned row holds click number full_length - (L-1-j), counted from 1
-        offsets = torch.arange(-width + 1, 2)  # (L+1,): -(L-1) .. 0 for clicks, +1 for the token
+        offsets = torch.arange(-width + 1, 2, device=items.device)  # (L+1,): -(L-1) .. 0 for clicks, +1 for the token
         positions = (full_lengths.unsqueeze(1) + offsets.unsqueeze(0)).clamp(max=self.config.max_positions)
         return tokens, positions.masked_fill(tokens == 0, 0)
 
@@ -189,8 +189,8 @@ class DSAN(NeuralModel):
         if not keep_attention:
             return z, None
         return z, Attention(
-            self_attention=A if A is not None else torch.zeros(items.shape[0], items.shape[1] + 1, items.shape[1] + 1),
-            target_attention=beta if beta is not None else torch.zeros(items.shape),
+            self_attention=A if A is not None else C.new_zeros(items.shape[0], items.shape[1] + 1, items.shape[1] + 1),
+            target_attention=beta if beta is not None else C.new_zeros(items.shape),
             alpha_self=alpha_self, alpha_target=alpha_target, items=items,
         )
 
@@ -205,7 +205,7 @@ class DSAN(NeuralModel):
         for index in groups:
             width = int(batch.lengths[index].max())
             indices.append(self._indices(batch.items[index, -width:], batch.full_lengths[index]))
-        z = torch.empty(len(batch), self.config.embedding_dim)
+        z = torch.empty(len(batch), self.config.embedding_dim, device=batch.items.device)
         for index, C, (tokens, _) in zip(groups, self._embed(indices), indices):
             z[index] = self._encode_group(C, tokens)[0]
         return z

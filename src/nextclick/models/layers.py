@@ -77,7 +77,7 @@ def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -
     if isinstance(alpha, (int, float)) and alpha == 1.0:
         return torch.softmax(scores, dim=dim)
     if not isinstance(alpha, torch.Tensor):
-        alpha = torch.tensor(float(alpha), dtype=scores.dtype)
+        alpha = torch.tensor(float(alpha), dtype=scores.dtype, device=scores.device)
     shape = list(scores.shape)
     shape[dim] = 1
     alpha = alpha.expand(*shape)

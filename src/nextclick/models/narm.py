@@ -148,7 +148,7 @@ class NARM(NeuralModel):
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=items.shape[1])  # (B, L, H)
         gate = torch.sigmoid(self.attention_last(last).unsqueeze(1) + self.attention_each(states))  # (B, L, H)
         scores = self.attention_vector(gate).squeeze(2)  # (B, L)
-        valid = torch.arange(items.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+        valid = torch.arange(items.shape[1], device=items.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
         weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
         local = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
         if self.config.encoder == "local":

@@ -99,7 +99,7 @@ class SRIEM(NeuralModel):
             query, key = torch.sigmoid(self.query(embedded)), torch.sigmoid(self.key(embedded))  # (B, L, l)
             affinity = torch.sigmoid(query @ key.transpose(1, 2)) / math.sqrt(d)  # (B, L, L)
         width = mask.shape[1]
-        others = mask.unsqueeze(1) & ~torch.eye(width, dtype=torch.bool).unsqueeze(0)  # (B, L, L): real j != i
+        others = mask.unsqueeze(1) & ~torch.eye(width, dtype=torch.bool, device=mask.device).unsqueeze(0)  # (B, L, L): real j != i
         total = (affinity * others).sum(dim=2)  # (B, L)
         length = mask.sum(dim=1, keepdim=True)  # (B, 1) t
         if self.config.variant == "code":
