@@ -62,7 +62,8 @@ def test_a_model_trained_on_the_gpu_scores_as_its_cpu_copy_does(name, tmp_path):
     on_cpu = build(name, s.n_items, SMALL[name])
     on_cpu.load_state_tensors(load_tensors(tmp_path / "model.safetensors"))
     batch = make_batch(s.test)
-    assert torch.allclose(model.score(batch).cpu(), on_cpu.score(batch), atol=1e-4, equal_nan=True)
+    # cuDNN's GRU computes in TF32 by default (torch.backends.cudnn.allow_tf32): ~1e-4 relative
+    assert torch.allclose(model.score(batch).cpu(), on_cpu.score(batch), rtol=2e-3, atol=2e-3, equal_nan=True)
     gpu_ranks = evaluate(model.score, s.test).ranks
     cpu_ranks = evaluate(on_cpu.score, s.test).ranks
     assert (gpu_ranks != cpu_ranks).mean() < 0.02  # float ties may break differently across devices
