@@ -60,14 +60,17 @@ def machine_info(threads: int | None = None, device: torch.device | str = "cpu")
 
 
 def git_commit() -> str | None:
+    """HEAD (with -dirty for uncommitted changes), or $NEXTCLICK_GIT_COMMIT where it is set: a copy of
+    the tree run elsewhere (a container, a remote GPU machine) may carry no .git, or a stale one."""
+    if os.environ.get("NEXTCLICK_GIT_COMMIT"):
+        return os.environ["NEXTCLICK_GIT_COMMIT"]
     try:
         root = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without .git (a container, a remote GPU machine) can say where it came from
-        return os.environ.get("NEXTCLICK_GIT_COMMIT")
+        return None
 
 
 def result_path(results_dir: str | Path, dataset: str, model: str, variant: str | None) -> Path:
