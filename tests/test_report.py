@@ -45,8 +45,8 @@ def test_summary_shows_epochs_for_neural_models_and_fit_time_for_statistical_one
                     seconds_per_epoch=20.0)
     statistical = result("sknn", BY_LENGTH, fit_seconds=0.25)
     rows = report.summary_table([neural, statistical]).splitlines()[2:]
-    assert rows[0].endswith("| 4 | 100.0 | 1,234 | 20 | 1.5 |")
-    assert rows[1].endswith("| — | 0.2 | — | — | 1.5 |")
+    assert rows[0].endswith("| 4 | 100.0 | 1,234 | 20 | 1.5 | CPU |")
+    assert rows[1].endswith("| — | 0.2 | — | — | 1.5 | CPU |")
 
 
 def test_summary_speed_is_the_median_epoch_so_one_paused_epoch_does_not_count():
@@ -54,7 +54,14 @@ def test_summary_speed_is_the_median_epoch_so_one_paused_epoch_does_not_count():
     run = result("narm", BY_LENGTH, selected_epoch=3, train_seconds=2063.0, train_cases_per_second=38.8,
                  seconds_per_epoch=515.75, history=history)
     row = report.summary_table([run]).splitlines()[2]
-    assert row.endswith("| 3 | 2,063.0 | 931 | 22 | 1.5 |")  # medians of 1000, 909, 10, 952 and of 20, 22, 2000, 21
+    assert row.endswith("| 3 | 2,063.0 | 931 | 22 | 1.5 | CPU |")  # medians of 1000, 909, 10, 952 and of 20, 22, 2000, 21
+
+
+def test_summary_says_where_each_result_was_computed_so_speeds_are_not_compared_across_devices():
+    on_cpu = result("narm", BY_LENGTH, machine={"device": "cpu", "threads": 1})
+    on_gpu = result("narm", BY_LENGTH, machine={"device": "NVIDIA H100 80GB HBM3", "threads": 2})
+    rows = report.summary_table([on_cpu, on_gpu]).splitlines()[2:]
+    assert rows[0].endswith("| CPU, 1 thread |") and rows[1].endswith("| NVIDIA H100 80GB HBM3 |")
 
 
 def test_report_command_writes_the_length_and_history_plots(tmp_path, capsys):

@@ -142,14 +142,26 @@ def typical_epoch(result: dict) -> tuple[float | None, float | None]:
             statistics.median(e["seconds"] for e in epochs))
 
 
+def computed_on(result: dict) -> str:
+    """Where a result's numbers were computed ("CPU, 2 threads", "NVIDIA H100 80GB HBM3"): speeds are
+    comparable only between rows that say the same."""
+    machine = result.get("machine", {})
+    device = machine.get("device", "cpu")
+    if device != "cpu":
+        return device
+    threads = machine.get("threads")
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''}" if threads else "CPU"
+
+
 def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "HR@20", "MRR@10", "MRR@20"),
                   percent: bool = True) -> str:
     """Markdown: one row per result with test metrics, the selected epoch (neural models), the time to
     fit (training for neural models, refit on all training sessions for statistical ones), training
-    cases/s and seconds of the median epoch where there are epochs, and the seconds to score the test set."""
+    cases/s and seconds of the median epoch where there are epochs, the seconds to score the test set, and
+    the device all of it ran on."""
     scale = 100.0 if percent else 1.0
     header = (["dataset", "model"] + list(metrics)
-              + ["selected epoch", "fit s", "train cases/s (median epoch)", "s/epoch (median)", "test s"])
+              + ["selected epoch", "fit s", "train cases/s (median epoch)", "s/epoch (median)", "test s", "computed on"])
     body = []
 
     def number(value, digits: int = 0) -> str:
@@ -161,7 +173,7 @@ def summary_table(results: Sequence[dict], metrics: Sequence[str] = ("HR@10", "H
         fit = r.get("train_seconds", r.get("fit_seconds"))
         cases_per_second, seconds = typical_epoch(r)
         cells += [str(r.get("selected_epoch", "—")), number(fit, 1), number(cases_per_second),
-                  number(seconds), number(r["test"].get("seconds"), 1)]
+                  number(seconds), number(r["test"].get("seconds"), 1), computed_on(r)]
         body.append(cells)
     return markdown(header, body)
 
