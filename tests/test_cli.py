@@ -51,6 +51,22 @@ def test_bench_records_the_commit_it_started_from(tmp_path, capsys, monkeypatch)
     assert json.loads((tmp_path / "results" / "synthetic" / "pop.json").read_text())["git_commit"] == "started-at"
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_bench_on_a_missing_gpu_fails_at_once_with_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "bench", "dsan", "--device", "cuda", "--results-dir", str(tmp_path / "results"), "-q")
+    assert code == 2 and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_bench_records_the_device_it_computed_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "bench", "narm", "--device", "cpu", "--epochs", "1", "--max-batches", "2",
+                       "--set", "hidden_size=8", "--set", "embedding_size=8", "--results-dir", str(tmp_path / "results"), "-q")
+    assert code == 0 and "device cpu" in out
+    assert json.loads((tmp_path / "results" / "synthetic" / "narm.json").read_text())["machine"]["device"] == "cpu"
+
+
 def test_train_evaluate_recommend_on_synthetic(tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     assert run(capsys, "train", "s-pop", "-o", str(ckpt), "-q")[0] == 0

@@ -156,6 +156,7 @@ def run_bench(
 ) -> tuple[dict, Path]:
     options = options or TrainOptions()
     threads = set_threads(threads)
+    device = resolve_device(options.device)  # a device this machine lacks fails here, before any output
     wall_start = time.perf_counter()
     commit = git_commit()  # the code this process imported; a long run may outlive several commits
     split = resolve(dataset, data_root)
@@ -185,7 +186,7 @@ def run_bench(
         "train_options": {k: v for k, v in asdict(options).items() if k not in ("progress", "quiet")},
         "seed": options.seed,
         "wall_seconds": round(time.perf_counter() - wall_start, 2),
-        "machine": machine_info(threads, resolve_device(options.device) if model.neural else "cpu"),
+        "machine": machine_info(threads, device if model.neural else "cpu"),
         "git_commit": commit,
         "command": shlex.join(command if command is not None else sys.argv),
         "citation": model.citation,
