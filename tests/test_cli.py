@@ -111,6 +111,8 @@ def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
     result = json.loads((tmp_path / "synthetic" / "dsan.speed.json").read_text())
     assert result["fast_path"]["cases"] == 1024 and result["reference_path"]["cases"] == 512
     assert result["machine"]["threads"] == 1
+    # length groups trade operator calls (kernel launches on a GPU) for less padding
+    assert 0 < result["reference_path"]["operator_calls_per_step"] < result["fast_path"]["operator_calls_per_step"]
 
 
 def test_curve_reports_test_metrics_of_every_kept_epoch_beside_validation(tmp_path, capsys):

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -198,6 +198,19 @@ def run_bench(
     return result, path
 
 
+def operator_calls(run: Callable[[], object]) -> int:
+    """The torch operator calls `run` makes, nested ones not counted again. Each costs dispatch time
+    on the CPU and, on a GPU, at least one kernel launch: a small model on a GPU is bound by this count,
+    not by its arithmetic (DSAN's bisection-based alpha-entmax makes thousands per step)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+
+    def nested(event) -> bool:
+        return event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")
+
+    return sum(1 for event in profile.events() if event.name.startswith("aten::") and not nested(event))
+
+
 def measure_training_speed(
     model_name: str,
     dataset: str | None,
@@ -228,9 +241,8 @@ def measure_training_speed(
         model.to(device)
         optimizer = model.optimizer()
         model.train()
-        seen, seconds = 0, 0.0
-        for step in range(warmup + n):
-            start = time.perf_counter()
+
+        def train_step(step: int) -> int:
             batch = make_batch(cases, order[step * 512 : (step + 1) * 512])
             if pad_to is not None:
                 from nextclick.data.batches import Batch
@@ -243,10 +255,17 @@ def measure_training_speed(
             optimizer.step()
             if device.type == "cuda":  # GPU work is asynchronous: the step ends when the GPU is done
                 torch.cuda.synchronize(device)
+            return len(batch)
+
+        seen, seconds = 0, 0.0
+        for step in range(warmup + n):
+            start = time.perf_counter()
+            size = train_step(step)
             if step >= warmup:
                 seconds += time.perf_counter() - start
-                seen += len(batch)
-        return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1)}
+                seen += size
+        return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1),
+                "operator_calls_per_step": operator_calls(lambda: train_step(warmup))}
 
     torch.manual_seed(seed)
     model = build(model_name, split.n_items, overrides)

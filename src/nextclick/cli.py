@@ -242,8 +242,9 @@ def cmd_speed(args) -> int:
     path = result_path(args.results_dir, result["dataset"], result["model"], args.variant).with_suffix(".speed.json")
     checkpoint.atomic_write_json(path, result)
     fast = result["fast_path"]
-    print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s "
-          f"({result['machine']['threads']} threads, load {result['machine']['load_average_1m']})")
+    print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s, "
+          f"{fast['operator_calls_per_step']:,} torch operator calls per step "
+          f"({result['machine']['device']}, {result['machine']['threads']} threads, load {result['machine']['load_average_1m']})")
     if "reference_path" in result:
         ref = result["reference_path"]
         print(f"reference layout (padded to {ref['padded_to']}): {ref['cases_per_second']:.1f} cases/s; "
