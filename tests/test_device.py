@@ -85,3 +85,22 @@ def test_gpu_training_interrupted_and_resumed_ends_with_the_same_weights(tmp_pat
     train_model(resumed, fit, valid, TrainOptions(epochs=3, checkpoint_dir=str(tmp_path / "b"), resume=True, **options))
     for key, value in straight.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-4), key
+
+
+@NEEDS_GPU
+def test_dsan_on_the_gpu_encodes_without_length_groups_by_default_and_scores_the_same(monkeypatch):
+    from nextclick.models import dsan
+
+    calls = []
+    grouped = dsan.length_groups
+    monkeypatch.setattr(dsan, "length_groups", lambda lengths: calls.append(1) or grouped(lengths))
+    s = split()
+    torch.manual_seed(0)
+    on_cpu = build("dsan", s.n_items, SMALL["dsan"])
+    on_gpu = build("dsan", s.n_items, SMALL["dsan"])
+    on_gpu.load_state_dict(on_cpu.state_dict())
+    on_gpu.to("cuda")
+    batch = make_batch(s.test)
+    gpu_scores = on_gpu.score(batch).cpu()
+    assert not calls  # one padded group on the GPU
+    assert torch.allclose(gpu_scores, on_cpu.score(batch), atol=1e-4) and calls  # length groups on the CPU

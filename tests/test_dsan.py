@@ -70,6 +70,19 @@ def test_length_grouped_encoding_gives_the_reference_scores():
     assert torch.allclose(fast.score(b), expected, atol=1e-5)
 
 
+def test_by_default_length_groups_are_used_on_the_cpu(monkeypatch):
+    from nextclick.models import dsan
+
+    calls = []
+    grouped = dsan.length_groups
+    monkeypatch.setattr(dsan, "length_groups", lambda lengths: calls.append(1) or grouped(lengths))
+    model().score(batch())
+    assert calls
+    calls.clear()
+    model(group_by_length=False).score(batch())
+    assert not calls
+
+
 def test_left_padding_does_not_change_a_sessions_scores():
     m = model(group_by_length=False)
     b = batch()
