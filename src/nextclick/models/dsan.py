@@ -58,7 +58,8 @@ class DSANConfig:
     variant: Literal["dsan", "ns", "nt", "da"] = "dsan"  # paper Table 3 ablations
     fast_entmax: bool = False  # reference entmax_bisect (50 steps) unless set
     # encode length groups separately: the same scores with much less padding, which pays on a CPU; on a
-    # GPU the extra kernel launches cost more than the padding saves. None: groups on a CPU only
+    # GPU, where DSAN is bound by kernel launches, one padded group makes a third of the operator calls
+    # (docs/dsan.md). None: groups on a CPU only
     group_by_length: bool | None = None
     max_length: int | None = None  # official: no truncation
     lr: float = 1e-3  # Adam (2.8)
