@@ -16,6 +16,17 @@ def _back_to_one_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def length_group_calls(monkeypatch) -> list:
+    """A list that grows by one each time DSAN splits a batch into length groups."""
+    from nextclick.models import dsan
+
+    calls: list = []
+    grouped = dsan.length_groups
+    monkeypatch.setattr(dsan, "length_groups", lambda lengths: calls.append(1) or grouped(lengths))
+    return calls
+
+
 @pytest.fixture(scope="session")
 def benchmarks_dir():
     root = data_dir()

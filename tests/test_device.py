@@ -88,12 +88,8 @@ def test_gpu_training_interrupted_and_resumed_ends_with_the_same_weights(tmp_pat
 
 
 @NEEDS_GPU
-def test_dsan_on_the_gpu_encodes_without_length_groups_by_default_and_scores_the_same(monkeypatch):
-    from nextclick.models import dsan
-
-    calls = []
-    grouped = dsan.length_groups
-    monkeypatch.setattr(dsan, "length_groups", lambda lengths: calls.append(1) or grouped(lengths))
+def test_dsan_on_the_gpu_encodes_without_length_groups_by_default_and_scores_the_same(length_group_calls):
+    calls = length_group_calls
     s = split()
     torch.manual_seed(0)
     on_cpu = build("dsan", s.n_items, SMALL["dsan"])

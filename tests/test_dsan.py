@@ -70,12 +70,8 @@ def test_length_grouped_encoding_gives_the_reference_scores():
     assert torch.allclose(fast.score(b), expected, atol=1e-5)
 
 
-def test_by_default_length_groups_are_used_on_the_cpu(monkeypatch):
-    from nextclick.models import dsan
-
-    calls = []
-    grouped = dsan.length_groups
-    monkeypatch.setattr(dsan, "length_groups", lambda lengths: calls.append(1) or grouped(lengths))
+def test_by_default_length_groups_are_used_on_the_cpu(length_group_calls):
+    calls = length_group_calls
     model().score(batch())
     assert calls
     calls.clear()

@@ -288,7 +288,7 @@ def measure_training_speed(
 
 
 def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_root: str | None = None,
-                     threads: int | None = None, progress: bool = True, device: str = "auto") -> dict:
+                     threads: int | None = None, progress: bool = True, device_name: str = "auto") -> dict:
     """Test metrics of every epoch a `keep_epochs` run kept, beside that epoch's validation metrics.
 
     For reading only: it shows how far validation-based selection lands from the best epoch on test
@@ -301,8 +301,9 @@ def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_ro
     if not epochs:
         raise FileNotFoundError(f"{run_dir} kept no epoch weights (train or bench with --keep-epochs)")
     model, _, meta = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epochs[0]))
-    device = resolve_device(device) if model.neural else torch.device("cpu")
+    device = torch.device("cpu")  # statistical models score on the CPU
     if model.neural:
+        device = resolve_device(device_name)
         model.to(device)
     split = resolve(dataset or meta.get("dataset"), data_root)
     if split.n_items != model.n_items:

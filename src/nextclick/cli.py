@@ -264,7 +264,7 @@ def cmd_curve(args) -> int:
     from nextclick.bench import epoch_test_curve
 
     curve = epoch_test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads,
-                             progress=not args.quiet, device=args.device)
+                             progress=not args.quiet, device_name=args.device)
     out = Path(args.out) if args.out else Path(args.run) / "test_curve.json"
     checkpoint.atomic_write_json(out, curve)
     print(f"{'epoch':>5}  {'valid HR@20':>11}  {'valid MRR@20':>12}  {'test HR@20':>10}  {'test MRR@20':>11}")
