@@ -137,13 +137,14 @@ def test_curve_without_kept_epochs_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "--keep-epochs" in err
 
 
-def test_bench_can_select_on_random_training_cases_as_the_official_codes(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("validation", ["random-cases", "random-sessions"])
+def test_bench_can_select_on_random_training_cases_or_sessions(validation, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, _ = run(capsys, "bench", "s-pop", "--validation", "random-cases", "-q")
+    code, _, _ = run(capsys, "bench", "s-pop", "--validation", validation, "-q")
     assert code == 0
     result = json.loads((tmp_path / "results" / "synthetic" / "s-pop.json").read_text())
-    assert result["validation"] == "random-cases"
-    assert result["train_options"]["validation"] == "random-cases"
+    assert result["validation"] == validation
+    assert result["train_options"]["validation"] == validation
 
 
 def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_path, capsys, monkeypatch):

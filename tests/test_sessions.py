@@ -73,6 +73,22 @@ def test_random_case_validation_partitions_the_training_cases_reproducibly():
     assert valid.labels.tolist() == [train.to_lists()[s][k] for s, k in zip(valid.session, valid.length)]
 
 
+def test_random_session_validation_holds_out_whole_sessions_from_every_period_in_file_order():
+    train = Sessions.from_lists([[i, i + 1, i + 2, i + 3] for i in range(1, 41)])
+    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
+    split = Split("toy", train, test, Vocab.identity(50), Protocol("toy", min_prefix=1))
+    fit, valid = split.carve_random_sessions(0.1, seed=3)
+    fit_sessions, valid_sessions = fit.sessions.to_lists(), valid.sessions.to_lists()
+    assert len(valid_sessions) == 4 and len(fit_sessions) == 36
+    assert sorted(fit_sessions + valid_sessions) == sorted(train.to_lists())  # a partition of sessions
+    assert not {tuple(s) for s in fit_sessions} & {tuple(s) for s in valid_sessions}
+    assert fit_sessions == sorted(fit_sessions) and valid_sessions == sorted(valid_sessions)  # file order kept
+    assert len(fit) == 36 * 3 and len(valid) == 4 * 3  # every prefix of every session, on one side only
+    assert valid_sessions != train.to_lists()[-4:]  # not the last-sessions carve
+    assert split.carve_random_sessions(0.1, seed=3)[1].sessions.to_lists() == valid_sessions
+    assert split.carve_random_sessions(0.1, seed=4)[1].sessions.to_lists() != valid_sessions
+
+
 def test_ragged_positions_number_the_elements_of_each_group():
     from nextclick.data.sessions import ragged_positions
 

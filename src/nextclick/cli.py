@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nextclick.data.sessions import VALIDATIONS
+
 if TYPE_CHECKING:
     from nextclick.train import TrainOptions
 
@@ -60,9 +62,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-buckets", type=int, default=0,
                         help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")
     parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
-    parser.add_argument("--validation", choices=("last-sessions", "random-cases"), default="last-sessions",
-                        help="validation data carved from training: the last 10%% of sessions (default), or a "
-                             "random 10%% of cases as NARM's and SR-GNN's official codes")
+    parser.add_argument("--validation", choices=VALIDATIONS, default="last-sessions",
+                        help="validation data carved from training: the last 10%% of sessions (default), a "
+                             "random 10%% of cases as NARM's and SR-GNN's official codes (leaky: a session's "
+                             "prefixes fall on both sides), or a random 10%% of whole sessions")
     parser.add_argument("--refit", action="store_true",
                         help="after selecting the epoch on validation, train afresh on all training cases for that "
                              "many epochs and test the result (the papers' codes train on all training data)")

@@ -46,8 +46,8 @@ class TrainOptions:
     log_path: str | None = None  # default: <checkpoint_dir>/train.jsonl
     length_buckets: int = 0  # >0: group this many batches by prefix length (faster, less random)
     max_batches: int | None = None  # cap per epoch (smoke tests)
-    # which training data selects the epoch: the last 10% of sessions (ours), or a random 10% of
-    # cases (NARM's and SR-GNN's official codes); see Split.carve_validation / carve_random_cases
+    # which training data selects the epoch: the last 10% of sessions (ours), a random 10% of
+    # cases (NARM's and SR-GNN's official codes) or of whole sessions; see Split.carve_*
     validation: str = "last-sessions"
     # bench only: after selection, train afresh on all training cases for the selected number of
     # epochs and test that model (bench.refit)

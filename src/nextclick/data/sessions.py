@@ -23,6 +23,11 @@ def ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group, np.arange(len(group), dtype=np.int64) - starts[group]
 
 
+# the ways to carve validation data from training (Split.carve_validation, carve_random_cases,
+# carve_random_sessions); the first is ours and the default
+VALIDATIONS = ("last-sessions", "random-cases", "random-sessions")
+
+
 @dataclass(frozen=True)
 class Sessions:
     """Ragged int32 click sequences: session i is items[offsets[i]:offsets[i+1]].
@@ -235,10 +240,22 @@ class Split:
             raise ValueError("validation fraction must be in (0, 1)")
         n_valid = max(1, int(round(len(self.train) * fraction)))
         cut = len(self.train) - n_valid
-        fit = self.train.select(slice(0, cut))
-        valid = self.train.select(slice(cut, len(self.train)))
-        min_prefix = self.protocol.min_prefix
-        return Cases.every_prefix(fit, min_prefix), Cases.every_prefix(valid, min_prefix)
+        return self._cases_of(np.arange(cut)), self._cases_of(np.arange(cut, len(self.train)))
+
+    def carve_random_sessions(self, fraction: float = 0.1, seed: int = 0) -> tuple[Cases, Cases]:
+        """(training cases, validation cases) with a random `fraction` of training *sessions* held out
+        whole: training keeps sessions from every period, the most recent included (what the random
+        case carve buys), and no validation prefix has a longer prefix of its own session in training
+        (what the random case carve leaks, so its validation keeps rising as the model memorises).
+        Both sides stay in file order, so unshuffled training still sees sessions by date."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError("validation fraction must be in (0, 1)")
+        order = np.random.default_rng(seed).permutation(len(self.train))
+        n_valid = max(1, int(round(len(self.train) * fraction)))
+        return self._cases_of(np.sort(order[n_valid:])), self._cases_of(np.sort(order[:n_valid]))
+
+    def _cases_of(self, sessions: np.ndarray) -> Cases:
+        return Cases.every_prefix(self.train.select(sessions), self.protocol.min_prefix)
 
     def carve_random_cases(self, fraction: float = 0.1, seed: int = 0) -> tuple[Cases, Cases]:
         """(training cases, validation cases) with a random `fraction` of all training *cases* held
