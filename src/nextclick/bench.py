@@ -29,7 +29,8 @@ from nextclick.data.sessions import VALIDATIONS, Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender
-from nextclick.train import TrainOptions, TrainResult, resolve_device, set_threads, train_model, training_state_path
+from nextclick.train import (TrainOptions, TrainResult, resolve_device, set_threads, train_model, train_step,
+                             training_state_path)
 
 
 def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
@@ -244,17 +245,14 @@ def measure_training_speed(
         optimizer = model.optimizer()
         model.train()
 
-        def train_step(step: int) -> int:
+        def timed_step(step: int) -> int:
             batch = make_batch(cases, order[step * 512 : (step + 1) * 512])
             if pad_to is not None:
                 from nextclick.data.batches import Batch
 
                 extra = pad_to - batch.items.shape[1]
                 batch = Batch(torch.nn.functional.pad(batch.items, (extra, 0)), batch.lengths, batch.labels, batch.full_lengths)
-            loss = model.loss(batch.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, batch, device)
             if device.type == "cuda":  # GPU work is asynchronous: the step ends when the GPU is done
                 torch.cuda.synchronize(device)
             return len(batch)
@@ -262,12 +260,12 @@ def measure_training_speed(
         seen, seconds = 0, 0.0
         for step in range(warmup + n):
             start = time.perf_counter()
-            size = train_step(step)
+            size = timed_step(step)
             if step >= warmup:
                 seconds += time.perf_counter() - start
                 seen += size
         return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1),
-                "operator_calls_per_step": operator_calls(lambda: train_step(warmup))}
+                "operator_calls_per_step": operator_calls(lambda: timed_step(warmup))}
 
     torch.manual_seed(seed)
     model = build(model_name, split.n_items, overrides)

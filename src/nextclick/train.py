@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nextclick import checkpoint
-from nextclick.data.batches import iterate_batches
+from nextclick.data.batches import Batch, iterate_batches
 from nextclick.data.sessions import Cases
 from nextclick.evaluate import DEFAULT_KS, evaluate
 
@@ -73,6 +73,16 @@ class TrainResult:
     @property
     def seconds_per_epoch(self) -> float:
         return self.train_seconds / max(1, len(self.history))
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> torch.Tensor:
+    """One optimisation step on one batch, as the trainer and `nextclick speed` both run it; returns the
+    loss (detached, still on `device`: reading it is the caller's choice, as it waits for a GPU)."""
+    loss = model.loss(batch.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -226,11 +236,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         start = time.perf_counter()
         total_loss, seen = 0.0, 0
         for batch in iterate_batches(train, batch_size, model.max_length, order):
-            batch = batch.to(device)
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(model, optimizer, batch, device)
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
