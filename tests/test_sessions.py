@@ -89,6 +89,17 @@ def test_random_session_validation_holds_out_whole_sessions_from_every_period_in
     assert split.carve_random_sessions(0.1, seed=4)[1].sessions.to_lists() != valid_sessions
 
 
+def test_carve_dispatches_by_name_and_rejects_unknown_carves():
+    train = Sessions.from_lists([[i, i + 1, i + 2] for i in range(1, 21)])
+    split = Split("toy", train, Cases.whole_sessions(Sessions.from_lists([[1, 2]])), Vocab.identity(30),
+                  Protocol("toy", min_prefix=1))
+    pairs = lambda cases: list(zip(cases.session.tolist(), cases.length.tolist()))
+    assert pairs(split.carve("last-sessions", 0.1)[1]) == pairs(split.carve_validation(0.1)[1])
+    assert pairs(split.carve("random-cases", 0.1, seed=5)[1]) == pairs(split.carve_random_cases(0.1, seed=5)[1])
+    with pytest.raises(ValueError, match="random-sessions"):
+        split.carve("first-sessions", 0.1)
+
+
 def test_ragged_positions_number_the_elements_of_each_group():
     from nextclick.data.sessions import ragged_positions
 

@@ -25,7 +25,7 @@ import torch
 
 from nextclick import checkpoint
 from nextclick.data.benchmarks import resolve
-from nextclick.data.sessions import VALIDATIONS, Split
+from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender
@@ -83,14 +83,7 @@ def fit_and_select(
     model: Recommender, split: Split, options: TrainOptions, valid_fraction: float = 0.1
 ) -> tuple[Recommender, dict]:
     """Train with validation-based selection; returns the model to test and a record of the fit."""
-    if options.validation == "random-cases":
-        fit_cases, valid_cases = split.carve_random_cases(valid_fraction, seed=options.seed)
-    elif options.validation == "random-sessions":
-        fit_cases, valid_cases = split.carve_random_sessions(valid_fraction, seed=options.seed)
-    elif options.validation == "last-sessions":
-        fit_cases, valid_cases = split.carve_validation(valid_fraction)
-    else:
-        raise ValueError(f"validation must be one of {VALIDATIONS}, got {options.validation!r}")
+    fit_cases, valid_cases = split.carve(options.validation, valid_fraction, seed=options.seed)
     record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
                               "validation": options.validation}
     if model.neural:

@@ -23,6 +23,15 @@ def ragged_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group, np.arange(len(group), dtype=np.int64) - starts[group]
 
 
+def random_holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out): a random `fraction` of range(n) held out, both index sets sorted."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError("validation fraction must be in (0, 1)")
+    order = np.random.default_rng(seed).permutation(n)
+    n_held = max(1, int(round(n * fraction)))
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
 # the ways to carve validation data from training (Split.carve_validation, carve_random_cases,
 # carve_random_sessions); the first is ours and the default
 VALIDATIONS = ("last-sessions", "random-cases", "random-sessions")
@@ -248,11 +257,8 @@ class Split:
         case carve buys), and no validation prefix has a longer prefix of its own session in training
         (what the random case carve leaks, so its validation keeps rising as the model memorises).
         Both sides stay in file order, so unshuffled training still sees sessions by date."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError("validation fraction must be in (0, 1)")
-        order = np.random.default_rng(seed).permutation(len(self.train))
-        n_valid = max(1, int(round(len(self.train) * fraction)))
-        return self._cases_of(np.sort(order[n_valid:])), self._cases_of(np.sort(order[:n_valid]))
+        fit, valid = random_holdout(len(self.train), fraction, seed)
+        return self._cases_of(fit), self._cases_of(valid)
 
     def _cases_of(self, sessions: np.ndarray) -> Cases:
         return Cases.every_prefix(self.train.select(sessions), self.protocol.min_prefix)
@@ -262,14 +268,19 @@ class Split:
         out, as NARM's and SR-GNN's official codes do (`valid_portion=0.1`): training keeps cases of
         the most recent sessions, but a session's prefixes can fall on both sides, so validation
         scores read optimistic. Offered for fidelity to those codes; `carve_validation` is the default."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError("validation fraction must be in (0, 1)")
         cases = self.train_cases()
-        order = np.random.default_rng(seed).permutation(len(cases))
-        n_valid = max(1, int(round(len(cases) * fraction)))
-        valid, fit = np.sort(order[:n_valid]), np.sort(order[n_valid:])
-        return (Cases(cases.sessions, cases.session[fit], cases.length[fit]),
-                Cases(cases.sessions, cases.session[valid], cases.length[valid]))
+        fit, valid = random_holdout(len(cases), fraction, seed)
+        return cases.select(fit), cases.select(valid)
+
+    def carve(self, validation: str, fraction: float = 0.1, seed: int = 0) -> tuple[Cases, Cases]:
+        """(training cases, validation cases) by one of VALIDATIONS."""
+        if validation == "last-sessions":
+            return self.carve_validation(fraction)
+        if validation == "random-cases":
+            return self.carve_random_cases(fraction, seed)
+        if validation == "random-sessions":
+            return self.carve_random_sessions(fraction, seed)
+        raise ValueError(f"validation must be one of {VALIDATIONS}, got {validation!r}")
 
     def stats(self) -> dict:
         train_lengths = self.train.lengths
