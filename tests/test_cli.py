@@ -161,6 +161,8 @@ def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_pa
     assert (run_dir / "selection" / "epochs" / "epoch_0.safetensors").exists()  # the selection run, for `curve`
     code, out, _ = run(capsys, "curve", str(run_dir / "selection"), "-q", "--threads", "1")
     assert code == 0 and "selected on validation" in out
+    code, _, err = run(capsys, "curve", str(run_dir), "-q")  # the top directory points at its two parts
+    assert code == 2 and str(run_dir / "selection") in err and str(run_dir / "refit") in err
     code, out, _ = run(capsys, "curve", str(run_dir / "refit"), "-q", "--threads", "1")  # no validation there
     assert code == 0 and json.loads((run_dir / "refit" / "test_curve.json").read_text())["selected_on_validation"] is None
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the refit one

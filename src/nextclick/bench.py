@@ -292,6 +292,10 @@ def epoch_test_curve(run_dir: str | Path, dataset: str | None = None, *, data_ro
     run_dir = Path(run_dir)
     epochs = kept_epochs(run_dir)
     if not epochs:
+        parts = [run_dir / part for part in ("selection", "refit") if kept_epochs(run_dir / part)]
+        if parts:  # a --refit bench keeps its two trainings apart
+            raise FileNotFoundError(f"{run_dir} is a --refit run: its epochs are in "
+                                    + " and ".join(str(part) for part in parts) + "; curve one of those")
         raise FileNotFoundError(f"{run_dir} kept no epoch weights (train or bench with --keep-epochs)")
     model, _, meta = checkpoint.load(run_dir, weights=epoch_weights_path(run_dir, epochs[0]))
     device = torch.device("cpu")  # statistical models score on the CPU
