@@ -255,7 +255,7 @@ class Split:
         """(training cases, validation cases) with a random `fraction` of training *sessions* held out
         whole: training keeps sessions from every period, the most recent included (what the random
         case carve buys), and no validation prefix has a longer prefix of its own session in training
-        (what the random case carve leaks, so its validation keeps rising as the model memorises).
+        (what the random case carve leaks).
         Both sides stay in file order, so unshuffled training still sees sessions by date."""
         fit, valid = random_holdout(len(self.train), fraction, seed)
         return self._cases_of(fit), self._cases_of(valid)
