@@ -49,10 +49,15 @@ def test_vocab_encodes_and_decodes_external_ids_and_names_unknown_ones():
         Vocab.identity(5).encode([0])
 
 
+def toy_split(train: Sessions) -> Split:
+    """A split around `train` (items below 50) with a one-case test set, for the validation carves."""
+    return Split("toy", train, Cases.whole_sessions(Sessions.from_lists([[1, 2]])), Vocab.identity(50),
+                 Protocol("toy", min_prefix=1))
+
+
 def test_validation_is_the_last_tenth_of_training_sessions_in_file_order():
     train = Sessions.from_lists([[i, i + 1, i + 2] for i in range(1, 21)])
-    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
-    split = Split("toy", train, test, Vocab.identity(30), Protocol("toy", min_prefix=1))
+    split = toy_split(train)
     fit, valid = split.carve_validation(0.1)
     assert len(fit.sessions) == 18 and len(valid.sessions) == 2
     assert valid.sessions.to_lists() == [[19, 20, 21], [20, 21, 22]]
@@ -61,8 +66,7 @@ def test_validation_is_the_last_tenth_of_training_sessions_in_file_order():
 
 def test_random_case_validation_partitions_the_training_cases_reproducibly():
     train = Sessions.from_lists([[i, i + 1, i + 2, i + 3] for i in range(1, 41)])
-    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
-    split = Split("toy", train, test, Vocab.identity(50), Protocol("toy", min_prefix=1))
+    split = toy_split(train)
     fit, valid = split.carve_random_cases(0.1, seed=3)
     everything = split.train_cases()
     assert len(valid) == round(0.1 * len(everything)) and len(fit) + len(valid) == len(everything)
@@ -75,8 +79,7 @@ def test_random_case_validation_partitions_the_training_cases_reproducibly():
 
 def test_random_session_validation_holds_out_whole_sessions_from_every_period_in_file_order():
     train = Sessions.from_lists([[i, i + 1, i + 2, i + 3] for i in range(1, 41)])
-    test = Cases.whole_sessions(Sessions.from_lists([[1, 2]]))
-    split = Split("toy", train, test, Vocab.identity(50), Protocol("toy", min_prefix=1))
+    split = toy_split(train)
     fit, valid = split.carve_random_sessions(0.1, seed=3)
     fit_sessions, valid_sessions = fit.sessions.to_lists(), valid.sessions.to_lists()
     assert len(valid_sessions) == 4 and len(fit_sessions) == 36
@@ -91,8 +94,7 @@ def test_random_session_validation_holds_out_whole_sessions_from_every_period_in
 
 def test_carve_dispatches_by_name_and_rejects_unknown_carves():
     train = Sessions.from_lists([[i, i + 1, i + 2] for i in range(1, 21)])
-    split = Split("toy", train, Cases.whole_sessions(Sessions.from_lists([[1, 2]])), Vocab.identity(30),
-                  Protocol("toy", min_prefix=1))
+    split = toy_split(train)
     pairs = lambda cases: list(zip(cases.session.tolist(), cases.length.tolist()))
     assert pairs(split.carve("last-sessions", 0.1)[1]) == pairs(split.carve_validation(0.1)[1])
     assert pairs(split.carve("random-cases", 0.1, seed=5)[1]) == pairs(split.carve_random_cases(0.1, seed=5)[1])
