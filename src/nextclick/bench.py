@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from nextclick import checkpoint
+from nextclick.data.batches import Batch, make_batch
 from nextclick.data.benchmarks import resolve
 from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
@@ -225,8 +226,6 @@ def measure_training_speed(
     trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
-    from nextclick.data.batches import make_batch
-
     threads = set_threads(threads)
     device = resolve_device(device)
     split = resolve(dataset, data_root)
@@ -241,8 +240,6 @@ def measure_training_speed(
         def timed_step(step: int) -> int:
             batch = make_batch(cases, order[step * 512 : (step + 1) * 512])
             if pad_to is not None:
-                from nextclick.data.batches import Batch
-
                 extra = pad_to - batch.items.shape[1]
                 batch = Batch(torch.nn.functional.pad(batch.items, (extra, 0)), batch.lengths, batch.labels, batch.full_lengths)
             train_step(model, optimizer, batch, device)
