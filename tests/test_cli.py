@@ -88,6 +88,8 @@ def test_train_evaluate_recommend_on_synthetic(tmp_path, capsys):
         (("train", "dsan", "--set", "dropout=high", "-q"), "expects float"),
         (("train", "dsan", "--set", "colour=red", "-q"), "unknown option"),
         (("train", "dsan", "--set", "novalue", "-q"), "key=value"),
+        (("train", "dsan", "--select", "NDCG@20", "-q"), "cannot select epochs on 'NDCG@20'"),
+        (("bench", "dsan", "--select", "MRR@50", "-q", "--results-dir", "{tmp}/results"), "choose one of HR@5"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(tmp_path, capsys, argv, message):

@@ -54,7 +54,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping (3)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the model's)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1, as DSAN's official code)")
-    parser.add_argument("--select", default="HR@20", help="validation metric that selects the epoch (HR@20)")
+    parser.add_argument("--select", default="HR@20", metavar="METRIC",
+                        help="validation metric that selects the epoch: HR@K or MRR@K for K = 5, 10, 20 (HR@20)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     _add_device_option(parser)
     parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")

@@ -56,6 +56,11 @@ class TrainOptions:
     # "auto": the GPU when torch sees one, else the CPU; or any torch device name ("cpu", "cuda:1")
     device: str = "auto"
 
+    def __post_init__(self):
+        metrics = [f"{name}@{k}" for name in ("HR", "MRR") for k in self.ks]
+        if self.select_metric not in metrics:  # fail now, not after the first epoch's training
+            raise ValueError(f"cannot select epochs on {self.select_metric!r}: choose one of {', '.join(metrics)}")
+
 
 @dataclass
 class TrainResult:
