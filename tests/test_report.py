@@ -115,3 +115,18 @@ def test_older_results_get_the_repeat_split_from_their_ranks_file(tmp_path):
     loaded = report.load([path])[0]
     assert loaded["test_by_repeat"]["repeat"]["HR@20"] == 1.0 and loaded["test_by_repeat"]["new"]["HR@20"] == 0.0
     assert loaded["test_by_repeat"]["repeat"]["cases"] == int(test.repeats().sum())
+
+
+def test_seed_table_pools_only_results_that_differ_in_the_seed_alone():
+    def run(seed: int, hr: float, validation: str = "last-sessions", variant: str | None = None) -> dict:
+        r = result("sr-iem", BY_LENGTH, seed=seed, config={"d": 200},
+                   train_options={"seed": seed, "validation": validation, "checkpoint_dir": f"runs/{seed}"})
+        r["test"].update({"HR@20": hr, "MRR@20": hr / 2})
+        r["variant"] = variant
+        return r
+
+    seeds = [run(1, 0.70), run(2, 0.71, variant="seed2"), run(3, 0.66, variant="seed3")]
+    other_carve = run(2, 0.90, validation="random-cases", variant="random-cases-seed2")  # a different run, not a seed
+    lines = report.seed_table(seeds + [other_carve]).splitlines()
+    assert lines[2:] == ["| toy | sr-iem | 1, 2, 3 | 69.00 | 5.00 | 34.50 | 2.50 |"]
+    assert report.seed_table([run(1, 0.70), run(1, 0.72)]) == ""  # the same seed twice is no spread

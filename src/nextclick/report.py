@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -297,6 +298,40 @@ def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20
     return path
 
 
+# train options that say where and how a run was kept, not what it computed
+_BOOKKEEPING = {"seed", "checkpoint_dir", "resume", "log_path", "keep_epochs", "eval_batch_size", "device",
+                "progress", "quiet"}
+
+
+def _same_run_but_the_seed(result: dict) -> str:
+    options = {k: v for k, v in (result.get("train_options") or {}).items() if k not in _BOOKKEEPING}
+    return json.dumps([result.get("dataset"), result.get("model"), result.get("config"), options], sort_keys=True)
+
+
+def seed_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
+    """Markdown: mean and spread (max - min) over seeds of every group of results that differ in the
+    seed alone (same dataset, model, config and training options), as protocols.md asks where numbers
+    are close ("" when no group has two seeds)."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        if "seed" in r:
+            groups.setdefault(_same_run_but_the_seed(r), []).append(r)
+    header = ["dataset", "model", "seeds"] + [f"{m} {w}" for m in metrics for w in ("mean", "spread")]
+    body = []
+    for group in groups.values():
+        seeds = sorted(r["seed"] for r in group)
+        if len(seeds) < 2 or len(set(seeds)) < len(seeds):  # one run, or the same seed twice (not a seed spread)
+            continue
+        first = min(group, key=lambda r: r["seed"])
+        name = re.sub(r"-seed\d+$", "", first.get("_label", label(first)))
+        cells = [first.get("dataset", "?"), name, ", ".join(map(str, seeds))]
+        for metric in metrics:
+            values = [r["test"][metric] * 100 for r in group]
+            cells += [f"{statistics.fmean(values):.2f}", f"{max(values) - min(values):.2f}"]
+        body.append(cells)
+    return markdown(header, body) if body else ""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
@@ -316,6 +351,11 @@ def run(args: argparse.Namespace) -> int:
     comparison = comparison_table(results, metrics)
     if comparison:
         print(comparison)
+        print()
+    seeds = seed_table(results, metrics)
+    if seeds:
+        print("Over seeds (results that differ in the seed alone; spread = max - min)\n")
+        print(seeds)
         print()
     by_dataset: dict[str, list[dict]] = {}
     for result in results:
