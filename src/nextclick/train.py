@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from nextclick import checkpoint
 from nextclick.data.batches import Batch, iterate_batches
 from nextclick.data.sessions import Cases
-from nextclick.evaluate import DEFAULT_KS, evaluate
+from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
 
 TRAINING_DIR = "training"
 EPOCHS_DIR = "epochs"
@@ -57,7 +57,7 @@ class TrainOptions:
     device: str = "auto"
 
     def __post_init__(self):
-        metrics = [f"{name}@{k}" for name in ("HR", "MRR") for k in self.ks]
+        metrics = list(metrics_from_ranks(np.ones(1), self.ks))  # the names an evaluation reports, in its order
         if self.select_metric not in metrics:  # fail now, not after the first epoch's training
             raise ValueError(f"cannot select epochs on {self.select_metric!r}: choose one of {', '.join(metrics)}")
 
