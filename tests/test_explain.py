@@ -1,4 +1,6 @@
-"""Sparse attention on planted noise: spurious clicks get less target attention, some exactly zero."""
+"""Explanations: DSAN's sparse attention on planted noise (spurious clicks get less target attention,
+some exactly zero), and the click weights of every attention model (DSAN, SR-IEM, NARM) as a user reads
+them from `nextclick explain`."""
 
 import json
 
@@ -8,8 +10,9 @@ import torch
 
 from nextclick import checkpoint
 from nextclick.cli import main
-from nextclick.data.batches import iterate_batches
+from nextclick.data.batches import batch_from_prefixes, iterate_batches
 from nextclick.data.synthetic import SyntheticConfig, generate
+from nextclick.explain import explain, plot
 from nextclick.models import build
 from nextclick.train import TrainOptions, train_model
 
@@ -62,10 +65,12 @@ def test_explain_command_writes_a_heatmap_and_json(trained, tmp_path, capsys):
     assert (tmp_path / "why.png").stat().st_size > 1000
     explanation = json.loads((tmp_path / "why.json").read_text())
     n = len(session)
-    assert len(explanation["target_attention"]) == n
-    assert len(explanation["self_attention"]) == n + 1
+    assert explanation["model"] == "dsan" and explanation["weights_name"] == "target attention"
+    assert explanation["items"] == session
+    assert len(explanation["weights"]) == n
+    assert len(explanation["pairs"]) == n + 1 and explanation["pair_labels"][-1] == "target"
     assert 1 < explanation["alpha_self"] < 2 and 1 < explanation["alpha_target"] < 2
-    assert "alpha" in capsys.readouterr().out
+    assert "alpha_target" in capsys.readouterr().out
 
 
 def test_explaining_a_model_without_attention_is_a_clear_error(tmp_path, capsys):
@@ -73,4 +78,66 @@ def test_explaining_a_model_without_attention_is_a_clear_error(tmp_path, capsys)
     model = build("pop", data.split.n_items).fit(data.split.train_cases())
     checkpoint.save(tmp_path, model, data.split.vocab, data.split.protocol, data.split.name)
     assert main(["explain", str(tmp_path), "1", "2"]) == 2
-    assert "no attention" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no attention" in error and "dsan, narm, sr-iem" in error
+
+
+def test_narm_without_its_local_encoder_is_a_clear_error(tmp_path, capsys):
+    data = generate(SyntheticConfig(n_sessions=100))
+    model = build("narm", data.split.n_items, {"encoder": "global", "embedding_size": 8, "hidden_size": 8})
+    checkpoint.save(tmp_path, model, data.split.vocab, data.split.protocol, data.split.name)
+    assert main(["explain", str(tmp_path), "1", "2"]) == 2
+    assert "encoder=global has no attention" in capsys.readouterr().err
+
+
+SMALL = {"sr-iem": {"embedding_size": 16, "attention_size": 8},
+         "sr-iem-code": {"variant": "code", "embedding_size": 16, "attention_size": 16},
+         "narm": {"embedding_size": 8, "hidden_size": 8},
+         "narm-local": {"encoder": "local", "embedding_size": 8, "hidden_size": 8},
+         "dsan": {"embedding_dim": 8}}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_click_weights_are_a_distribution_over_the_clicks_read(name):
+    torch.manual_seed(0)
+    model = build(name.removesuffix("-code").removesuffix("-local"), 30, SMALL[name])
+    sessions = [[3, 7, 7, 12, 5], [9], [4, 4, 8]]
+    batch = batch_from_prefixes([np.array(s) for s in sessions], model.max_length)
+    read = model.click_weights(batch)
+    real = read.items != 0
+    assert torch.allclose(read.weights.sum(dim=1), torch.ones(len(sessions)), atol=1e-5)
+    assert (read.weights[~real] == 0).all() and (read.weights >= 0).all()
+    assert sorted(read.items[0][real[0]].tolist()) == sorted(sessions[0])
+    for row, session in enumerate(sessions):  # the same weights as the session read alone: padding changes nothing
+        alone = model.click_weights(batch_from_prefixes([np.array(session)], model.max_length))
+        assert torch.allclose(read.weights[row][real[row]], alone.weights[0], atol=1e-5)
+    assert model.training  # explaining leaves a model in the mode it was in
+
+
+def test_sr_iem_explanation_gives_importance_and_the_affinity_it_averages(tmp_path, capsys):
+    data = generate(SyntheticConfig(n_sessions=200))
+    torch.manual_seed(0)
+    model = build("sr-iem", data.split.n_items, SMALL["sr-iem-code"])
+    checkpoint.save(tmp_path / "model", model, data.split.vocab, data.split.protocol, data.split.name)
+    session = data.split.test.sessions[0].tolist()[:10]
+    assert main(["explain", str(tmp_path / "model"), *map(str, session), "--out", str(tmp_path / "why")]) == 0
+    assert (tmp_path / "why.png").stat().st_size > 1000
+    explanation = json.loads((tmp_path / "why.json").read_text())
+    assert explanation["model"] == "sr-iem" and explanation["weights_name"] == "importance (beta)"
+    pairs = np.array(explanation["pairs"])
+    assert pairs.shape == (len(session), len(session)) and (np.diag(pairs) == 0).all()
+    # the code form's importance is softmax of each row's mean affinity to the other clicks
+    alpha = pairs.sum(axis=1) / (len(session) - 1)
+    assert np.allclose(explanation["weights"], np.exp(alpha) / np.exp(alpha).sum(), atol=1e-5)
+    assert "importance (beta)" in capsys.readouterr().out
+
+
+def test_narm_explanation_of_a_long_session_names_the_clicks_its_encoder_read(tmp_path):
+    data = generate(SyntheticConfig(n_sessions=200))
+    vocab = data.split.vocab
+    model = build("narm", data.split.n_items, {**SMALL["narm"], "max_length": 3, "truncate": "first"})
+    session = [int(i) for i in vocab.decode(np.array([5, 6, 7, 8, 9]))]
+    explanation = explain(model, vocab, session, k=3)
+    assert explanation.items == session[:3]  # the official code keeps the first clicks
+    assert explanation.pairs is None and len(explanation.weights) == 3
+    assert plot(explanation, tmp_path / "narm.png").stat().st_size > 1000

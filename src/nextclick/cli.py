@@ -208,9 +208,10 @@ def cmd_explain(args) -> int:
     out = Path(args.out)
     png = plot(explanation, out.with_suffix(".png"))
     out.with_suffix(".json").write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
-    print(f"alpha (self-attention) {explanation.alpha_self:.4f}   alpha (target attention) {explanation.alpha_target:.4f}")
-    print("click        target-attention weight")
-    for item, weight in zip(explanation.items, explanation.target_attention):
+    if explanation.scalars:
+        print("   ".join(f"{name} {value:.4f}" for name, value in explanation.scalars.items()))
+    print(f"click        {explanation.weights_name}")
+    for item, weight in zip(explanation.items, explanation.weights):
         print(f"{item:>10}   {weight:.4f}{'   (exactly zero)' if weight == 0 else ''}")
     print("top recommendations: " + ", ".join(str(r["item"]) for r in explanation.recommendations))
     print(f"wrote {png} and {out.with_suffix('.json')}")
@@ -342,8 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("explain", help="attention weights and alphas for one session, as PNG heatmap and JSON")
-    p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan)")
+    p = sub.add_parser("explain", help="what an attention model weighed in one session (dsan, narm, sr-iem), as PNG heatmap and JSON",
+                       description="The weight of each click in the session representation (DSAN: target attention, "
+                                   "SR-IEM: importance, NARM: local attention), DSAN's self-attention and alphas, "
+                                   "SR-IEM's affinity matrix, and the top recommendations.")
+    p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan, narm with a local or hybrid encoder, sr-iem)")
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
     p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
     p.add_argument("-k", type=int, default=10, help="recommendations to list (10)")

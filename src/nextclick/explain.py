@@ -1,8 +1,11 @@
 """Explanations for attention models: which clicks a recommendation rests on.
 
-For DSAN: the self-attention matrix over [clicks..., target token], the target-attention weight of
-each click, and both adaptive alphas. Exact zeros (alpha-entmax drops a click entirely) are drawn in
-plain grey, as in the DSAN technical appendix's Figures 1 and 2.
+Every attention model gives the weight of each click in its session representation
+(`click_weights`): DSAN its target attention, SR-IEM its importance beta, NARM its local attention.
+DSAN and SR-IEM also give a click-by-click matrix (DSAN's self-attention over [clicks..., target
+token], SR-IEM's affinity C), and DSAN both adaptive alphas. Exact zeros (alpha-entmax drops a click
+entirely; SR-IEM's masked diagonal) are drawn in plain grey, as in the DSAN technical appendix's
+Figures 1 and 2.
 """
 
 from __future__ import annotations
@@ -18,48 +21,67 @@ from nextclick.data.sessions import Vocab
 
 @dataclass
 class Explanation:
-    items: list[int]  # external ids, oldest first
-    self_attention: np.ndarray  # (L+1, L+1): rows are queries (clicks, then the target token)
-    target_attention: np.ndarray  # (L,) weight of each click in the session representation
-    alpha_self: float
-    alpha_target: float
+    model: str
+    items: list[int]  # external ids of the clicks the model read, oldest first
+    weights: np.ndarray  # (L,) each click's weight in the session representation
+    weights_name: str
+    pairs: np.ndarray | None  # (L + len(extra), L + len(extra)), rows = queries
+    pairs_name: str
+    extra: list[str]  # labels of the rows and columns of `pairs` after the clicks
+    scalars: dict[str, float]
     recommendations: list[dict]
 
     def to_dict(self) -> dict:
         return {
+            "model": self.model,
             "items": self.items,
-            "labels": [str(i) for i in self.items] + ["target"],
-            "self_attention": np.round(self.self_attention, 6).tolist(),
-            "target_attention": np.round(self.target_attention, 6).tolist(),
-            "zero_weight_clicks": [int(i) for i, w in zip(self.items, self.target_attention) if w == 0.0],
-            "alpha_self": round(self.alpha_self, 6),
-            "alpha_target": round(self.alpha_target, 6),
+            "weights_name": self.weights_name,
+            "weights": np.round(self.weights, 6).tolist(),
+            "zero_weight_clicks": [int(i) for i, w in zip(self.items, self.weights) if w == 0.0],
+            "pairs_name": self.pairs_name or None,
+            "pair_labels": [str(i) for i in self.items] + self.extra if self.pairs is not None else None,
+            "pairs": np.round(self.pairs, 6).tolist() if self.pairs is not None else None,
+            **{name: round(value, 6) for name, value in self.scalars.items()},
             "recommendations": self.recommendations,
         }
 
 
+def attention_models() -> list[str]:
+    from nextclick.models import REGISTRY
+
+    return sorted(name for name, cls in REGISTRY.items() if hasattr(cls, "click_weights"))
+
+
 def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Explanation:
-    if not hasattr(model, "attention"):
-        raise ValueError(f"{model.name} has no attention to explain (attention models: dsan)")
+    if not hasattr(model, "click_weights"):
+        raise ValueError(f"{model.name} has no attention to explain (attention models: {', '.join(attention_models())})")
     if not external_items:
         raise ValueError("an empty session has nothing to explain: give at least one item id")
     indices = vocab.encode(external_items)
-    batch = batch_from_prefixes([indices], model.max_length)
-    attention = model.attention(batch)
-    kept = int(batch.lengths[0])
+    read = model.click_weights(batch_from_prefixes([indices], model.max_length))
+    items = read.items[0].cpu().numpy()
+    kept = np.flatnonzero(items != 0)  # positions of the clicks the model read, in their order
+    pairs = None
+    if read.pairs is not None:
+        rows = np.concatenate([kept, len(items) + np.arange(len(read.extra))])
+        pairs = read.pairs[0].cpu().numpy()[np.ix_(rows, rows)]
     top, scores = model.recommend([indices], k=k)
     return Explanation(
-        items=[int(i) for i in external_items[-kept:]],
-        self_attention=attention.self_attention[0].numpy(),
-        target_attention=attention.target_attention[0].numpy(),
-        alpha_self=float(attention.alpha_self[0]),
-        alpha_target=float(attention.alpha_target[0]),
+        model=model.name,
+        items=[int(i) for i in vocab.decode(items[kept])],
+        weights=read.weights[0].cpu().numpy()[kept],
+        weights_name=read.name,
+        pairs=pairs,
+        pairs_name=read.pairs_name,
+        extra=list(read.extra),
+        scalars={name: float(value[0]) for name, value in read.scalars.items()},
         recommendations=[{"item": int(i), "score": float(s)} for i, s in zip(vocab.decode(top[0]), scores[0])],
     )
 
 
 def plot(explanation: Explanation, path: str | Path) -> Path:
-    """Heatmaps of both attentions; exact zeros in grey."""
+    """Heatmaps of the click-by-click matrix (if the model has one) and of the weight of each click;
+    exact zeros in grey."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,24 +92,34 @@ def plot(explanation: Explanation, path: str | Path) -> Path:
     n = len(labels)
     cmap = plt.get_cmap("viridis").with_extremes(bad="#b0b0b0")  # exact zeros are masked -> grey
     size = max(4.0, 0.45 * n + 2)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(size + 1.5, size + 1.6),
-                                         gridspec_kw={"height_ratios": [n + 1, 1.6]})
-    matrix = np.ma.masked_equal(explanation.self_attention, 0.0)
-    image = top.imshow(matrix, cmap=cmap, vmin=0, vmax=max(1e-9, float(explanation.self_attention.max())))
-    top.set_xticks(range(n + 1), labels + ["target"], rotation=90, fontsize=8)
-    top.set_yticks(range(n + 1), labels + ["target"], fontsize=8)
-    top.set_xlabel("key (clicked item)")
-    top.set_ylabel("query")
-    top.set_title(f"sparse self-attention (alpha = {explanation.alpha_self:.3f}); grey = exactly 0", fontsize=9)
-    figure.colorbar(image, ax=top, fraction=0.046, pad=0.04)
-    row = np.ma.masked_equal(explanation.target_attention[None, :], 0.0)
-    bottom.imshow(row, cmap=cmap, vmin=0, vmax=max(1e-9, float(explanation.target_attention.max())), aspect="auto")
+    if explanation.pairs is not None:
+        side = n + len(explanation.extra)
+        figure, (top, bottom) = plt.subplots(2, 1, figsize=(size + 1.5, size + 1.6),
+                                             gridspec_kw={"height_ratios": [side, 1.6]})
+        ticks = labels + explanation.extra
+        shown = np.ma.masked_equal(explanation.pairs, 0.0)
+        # the colours span the non-zero values: SR-IEM's affinities all lie near sigmoid's middle
+        image = top.imshow(shown, cmap=cmap, vmin=float(shown.min()) if shown.count() else 0.0,
+                           vmax=max(1e-9, float(explanation.pairs.max())))
+        top.set_xticks(range(side), ticks, rotation=90, fontsize=8)
+        top.set_yticks(range(side), ticks, fontsize=8)
+        top.set_xlabel("key (clicked item)")
+        top.set_ylabel("query")
+        top.set_title(f"{explanation.pairs_name}; grey = exactly 0", fontsize=9)
+        figure.colorbar(image, ax=top, fraction=0.046, pad=0.04)
+    else:
+        figure, bottom = plt.subplots(1, 1, figsize=(size + 1.5, 2.2))
+    weights = explanation.weights
+    bottom.imshow(np.ma.masked_equal(weights[None, :], 0.0), cmap=cmap, vmin=0,
+                  vmax=max(1e-9, float(weights.max())), aspect="auto")
     bottom.set_xticks(range(n), labels, rotation=90, fontsize=8)
     bottom.set_yticks([])
-    for j, weight in enumerate(explanation.target_attention):
+    for j, weight in enumerate(weights):
         bottom.text(j, 0, f"{weight:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if weight < 0.6 * explanation.target_attention.max() else "black")
-    bottom.set_title(f"target attention per click (alpha = {explanation.alpha_target:.3f})", fontsize=9)
+                    color="white" if weight < 0.6 * weights.max() else "black")
+    bottom.set_title(f"{explanation.weights_name} per click", fontsize=9)
+    scalars = ", ".join(f"{name} = {value:.3f}" for name, value in explanation.scalars.items())
+    figure.suptitle(explanation.model + (f" ({scalars})" if scalars else ""), fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -11,8 +11,10 @@ checkpoint is safetensors + JSON. Neural models are `torch.nn.Module`s trained b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,6 +86,20 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
 
 def config_to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
+
+
+@dataclass
+class ClickWeights:
+    """What an attention model weighed in each session of a batch: the material of `nextclick explain`.
+    Positions follow `items` (whatever alignment the model reads its clicks in)."""
+
+    items: torch.Tensor  # (B, L) the clicks the model read, 0 = padding
+    weights: torch.Tensor  # (B, L) each click's weight in the session representation, 0 at padding
+    name: str  # what `weights` are, in words
+    pairs: torch.Tensor | None = None  # (B, L + len(extra), L + len(extra)) click-by-click weights, rows = queries
+    pairs_name: str = ""
+    extra: tuple[str, ...] = ()  # labels of the rows and columns of `pairs` after the clicks (DSAN: its target token)
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # per-session numbers, (B,) each
 
 
 class Recommender:
@@ -183,14 +199,20 @@ class NeuralModel(nn.Module, Recommender):
         """Where the parameters live; `score` brings each batch there."""
         return next(self.parameters()).device
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode (no dropout) and no autograd inside the block; the training flag comes back after."""
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                return self(batch.to(self.device))
+                yield
         finally:
             self.train(was_training)
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        with self.evaluating():
+            return self(batch.to(self.device))
 
     def fit(self, train: Cases, valid: Cases | None = None, **options) -> NeuralModel:
         from nextclick.train import TrainOptions, train_model

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import NeuralModel
+from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.layers import alpha_entmax, embed_with_max_norm
 
 
@@ -218,14 +218,18 @@ class DSAN(NeuralModel):
 
     def attention(self, batch: Batch) -> Attention:
         """Attention weights and alphas for the batch (evaluation mode, no dropout)."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                tokens, positions = self._indices(batch.items, batch.full_lengths)
-                return self._encode_group(self._embed([(tokens, positions)])[0], tokens, keep_attention=True)[1]
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            batch = batch.to(self.device)
+            tokens, positions = self._indices(batch.items, batch.full_lengths)
+            return self._encode_group(self._embed([(tokens, positions)])[0], tokens, keep_attention=True)[1]
+
+    def click_weights(self, batch: Batch) -> ClickWeights:
+        attention = self.attention(batch)
+        return ClickWeights(
+            items=attention.items, weights=attention.target_attention, name="target attention",
+            pairs=attention.self_attention, pairs_name="self-attention", extra=("target",),
+            scalars={"alpha_self": attention.alpha_self, "alpha_target": attention.alpha_target},
+        )
 
     # ---- scores -----------------------------------------------------------------------------
     def _logits(self, batch: Batch, include_token: bool) -> torch.Tensor:

@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import NeuralModel
+from nextclick.models.base import ClickWeights, NeuralModel
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,15 @@ class NARM(NeuralModel):
         if self.config.encoder == "local":
             return local, weights
         return torch.cat([local, last], dim=1), weights  # (B, 2H), official order [c_l; c_g]
+
+    def click_weights(self, batch: Batch) -> ClickWeights:
+        """The local encoder's attention alpha_tj (eq. 8, normalised) over the GRU state at each click."""
+        if self.config.encoder == "global":
+            raise ValueError("NARM with encoder=global has no attention to explain (the local and hybrid encoders have)")
+        with self.evaluating():
+            batch = batch.to(self.device)
+            items = self._inputs(batch)[0]  # (B, L) the clicks the encoder reads, left-aligned
+            return ClickWeights(items=items, weights=self.session_vector(batch)[1], name="local attention")
 
     def forward(self, batch: Batch) -> torch.Tensor:
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import NeuralModel
+from nextclick.models.base import ClickWeights, NeuralModel
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class SRIEM(NeuralModel):
                 parameter.uniform_(-bound, bound)  # official reset_parameters
             self.embedding.weight[0].zero_()
 
-    def importance(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """beta (B, L) from clicks (B, L, d) and mask (B, L) bool; zero at padding, sums to 1."""
+    def affinity(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """C (B, L, L) from clicks (B, L, d) and mask (B, L) bool; 0 on the diagonal and in padding columns."""
         d = self.config.embedding_size
         if self.config.variant == "code":
             query, key = self.query(embedded), self.key(embedded)  # (B, L, d)
@@ -100,7 +100,11 @@ class SRIEM(NeuralModel):
             affinity = torch.sigmoid(query @ key.transpose(1, 2)) / math.sqrt(d)  # (B, L, L)
         width = mask.shape[1]
         others = mask.unsqueeze(1) & ~torch.eye(width, dtype=torch.bool, device=mask.device).unsqueeze(0)  # (B, L, L): real j != i
-        total = (affinity * others).sum(dim=2)  # (B, L)
+        return affinity * others
+
+    def importance(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """beta (B, L) from clicks (B, L, d) and mask (B, L) bool; zero at padding, sums to 1."""
+        total = self.affinity(embedded, mask).sum(dim=2)  # (B, L)
         length = mask.sum(dim=1, keepdim=True)  # (B, 1) t
         if self.config.variant == "code":
             length = (length - 1).clamp(min=1)  # the code's 1/(len - 1), 1 for a one-click prefix
@@ -115,6 +119,16 @@ class SRIEM(NeuralModel):
         long_term = torch.bmm(beta.unsqueeze(1), embedded).squeeze(1)  # (B, d)
         current = embedded[:, -1]  # (B, d): right-aligned, the last click is the last column
         return self.fusion(torch.cat([long_term, current], dim=1)), beta
+
+    def click_weights(self, batch: Batch) -> ClickWeights:
+        """Importance beta per click, and the affinity matrix C it averages (the paper's section 3.2)."""
+        with self.evaluating():
+            batch = batch.to(self.device)
+            embedded = self.embedding(batch.items)  # (B, L, d)
+            return ClickWeights(
+                items=batch.items, weights=self.importance(embedded, batch.mask), name="importance (beta)",
+                pairs=self.affinity(embedded, batch.mask), pairs_name="affinity C between clicks (diagonal masked)",
+            )
 
     def forward(self, batch: Batch) -> torch.Tensor:
         session = self.session_vector(batch)[0]  # (B, d)
