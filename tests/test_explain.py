@@ -10,9 +10,10 @@ import torch
 
 from nextclick import checkpoint
 from nextclick.cli import main
-from nextclick.data.batches import batch_from_prefixes, iterate_batches
+from nextclick.data.batches import Batch, batch_from_prefixes, iterate_batches
+from nextclick.data.benchmarks import resolve
 from nextclick.data.synthetic import SyntheticConfig, generate
-from nextclick.explain import explain, plot
+from nextclick.explain import explain, plot, summarise
 from nextclick.models import build
 from nextclick.train import TrainOptions, train_model
 
@@ -141,3 +142,47 @@ def test_narm_explanation_of_a_long_session_names_the_clicks_its_encoder_read(tm
     assert explanation.items == session[:3]  # the official code keeps the first clicks
     assert explanation.pairs is None and len(explanation.weights) == 3
     assert plot(explanation, tmp_path / "narm.png").stat().st_size > 1000
+
+
+def test_sr_iem_paper_form_importance_is_uniform_because_its_sigmoids_saturate():
+    # the paper's equations at its sizes (d = 200, l = 100): Q, K in (0, 1)^100 make QK^T ~ 25, where
+    # float32 sigmoid is exactly 1, so C is the constant 1/sqrt(d), beta = 1/t, and W_q, W_k get no gradient
+    torch.manual_seed(0)
+    model = build("sr-iem", 30)
+    batch = batch_from_prefixes([np.array([3, 7, 7, 12, 5]), np.array([4, 8])], model.max_length)
+    read = model.click_weights(batch)
+    real = read.items != 0
+    assert torch.equal(read.weights[real], (1.0 / real.sum(1, keepdim=True)).expand_as(real)[real])
+    model.loss(Batch(batch.items, batch.lengths, torch.tensor([1, 2]), batch.full_lengths)).backward()
+    assert model.query.weight.grad.abs().max() == 0 and model.key.weight.grad.abs().max() == 0
+    assert model.embedding.weight.grad.abs().max() > 0
+
+
+def test_test_set_summary_tells_uniform_from_sparse_weights(trained, tmp_path, capsys):
+    data, dsan, _ = trained
+    sparse = summarise(dsan, data.split.test)
+    assert sparse["cases"] == len(data.split.test) and sparse["weights_name"] == "target attention"
+    assert sparse["zero_weight_share"] > 0 and sparse["uniform_share"] < 0.5
+    assert sparse["peak_over_uniform"]["median"] > 1 and 1 < sparse["mean_alpha_target"] < 2
+    split = resolve("synthetic")
+    torch.manual_seed(0)
+    checkpoint.save(tmp_path / "paper", build("sr-iem", split.n_items), split.vocab, split.protocol, split.name)
+    assert main(["explain", str(tmp_path / "paper"), "--test", "--threads", "1", "--out", str(tmp_path / "weights")]) == 0
+    uniform = json.loads((tmp_path / "weights.json").read_text())
+    assert uniform["dataset"] == "synthetic" and uniform["cases"] == len(split.test)
+    assert uniform["uniform_share"] == 1.0 and uniform["zero_weight_share"] == 0
+    assert uniform["peak_over_uniform"] == {"median": 1.0, "p90": 1.0, "max": 1.0}
+    assert "100.0% of sessions" in capsys.readouterr().out
+    assert main(["explain", str(tmp_path / "paper"), "5", "--test"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_out_keeps_its_dots_so_an_explanation_never_replaces_a_result(trained, tmp_path):
+    data, _, directory = trained
+    result = tmp_path / "narm.json"
+    result.write_text("{}")  # a benchmark result beside the explanation
+    session = [str(i) for i in data.split.test.sessions[0].tolist()]
+    assert main(["explain", str(directory), *session, "--out", str(tmp_path / "narm.why")]) == 0
+    assert main(["explain", str(directory), "--test", "-d", "synthetic", "--out", str(tmp_path / "narm.weights")]) == 0
+    assert result.read_text() == "{}"
+    assert all((tmp_path / name).exists() for name in ("narm.why.png", "narm.why.json", "narm.weights.json"))

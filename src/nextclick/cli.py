@@ -193,28 +193,68 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def _output_path(out: str, suffix: str) -> Path:
+    """`--out` plus a suffix, appended rather than replacing: 'results/dn/narm.weights' must not become
+    'results/dn/narm.json' (a benchmark result). A given .png or .json ending is dropped first."""
+    base = out.removesuffix(".json") if out.endswith(".json") else out.removesuffix(".png")
+    return Path(base + suffix)
+
+
 def cmd_explain(args) -> int:
     from nextclick import checkpoint
     from nextclick.explain import explain, plot
 
+    if args.test:
+        return _explain_test_set(args)
     if not args.items:
-        raise ValueError("an empty session has nothing to explain: give at least one item id")
+        raise ValueError("an empty session has nothing to explain: give at least one item id (or --test)")
     try:
         items = [int(i) for i in args.items]
     except ValueError:
         raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
     model, vocab, _ = checkpoint.load(args.checkpoint)
     explanation = explain(model, vocab, items, k=args.k)
-    out = Path(args.out)
-    png = plot(explanation, out.with_suffix(".png"))
-    out.with_suffix(".json").write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
+    png, path = _output_path(args.out, ".png"), _output_path(args.out, ".json")
+    plot(explanation, png)
+    path.write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
     if explanation.scalars:
         print("   ".join(f"{name} {value:.4f}" for name, value in explanation.scalars.items()))
     print(f"click        {explanation.weights_name}")
     for item, weight in zip(explanation.items, explanation.weights):
         print(f"{item:>10}   {weight:.4f}{'   (exactly zero)' if weight == 0 else ''}")
     print("top recommendations: " + ", ".join(str(r["item"]) for r in explanation.recommendations))
-    print(f"wrote {png} and {out.with_suffix('.json')}")
+    print(f"wrote {png} and {path}")
+    return 0
+
+
+def _explain_test_set(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.bench import machine_info
+    from nextclick.data.benchmarks import resolve
+    from nextclick.explain import summarise
+    from nextclick.train import set_threads
+
+    if args.items:
+        raise ValueError("--test reads every test case: give item ids or --test, not both")
+    threads = set_threads(args.threads)
+    model, _, meta = checkpoint.load(args.checkpoint)
+    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
+    if split.n_items != model.n_items:
+        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
+               **summarise(model, split.test),
+               "machine": machine_info(threads), "command": "nextclick " + " ".join(sys.argv[1:])}
+    out = _output_path(args.out, ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    peak = summary["peak_over_uniform"]
+    print(f"{summary['model']} on {split.name} test ({summary['cases']:,} cases): {summary['weights_name']}")
+    print(f"  uniform (within 1e-6 of 1/t) in {100 * summary['uniform_share']:.1f}% of sessions of 2+ clicks;"
+          f" largest distance from 1/t {summary['largest_distance_from_uniform']:.4f}")
+    print(f"  t x largest weight: median {peak['median']}, 90th percentile {peak['p90']}, max {peak['max']}")
+    print(f"  clicks with weight exactly 0: {100 * summary['zero_weight_share']:.2f}%;"
+          f" mean weight of the last click (2+ clicks) {summary['last_click_mean_weight']:.4f}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -351,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
     p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
     p.add_argument("-k", type=int, default=10, help="recommendations to list (10)")
+    p.add_argument("--test", action="store_true",
+                   help="instead of one session, summarise the weights over every test case of the checkpoint's "
+                        "dataset (or --dataset): how far from uniform, how much on the last click, how many "
+                        "exactly zero; writes <out>.json")
+    _add_data_options(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>.json")

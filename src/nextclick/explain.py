@@ -5,7 +5,8 @@ Every attention model gives the weight of each click in its session representati
 DSAN and SR-IEM also give a click-by-click matrix (DSAN's self-attention over [clicks..., target
 token], SR-IEM's affinity C), and DSAN both adaptive alphas. Exact zeros (alpha-entmax drops a click
 entirely; SR-IEM's masked diagonal) are drawn in plain grey, as in the DSAN technical appendix's
-Figures 1 and 2.
+Figures 1 and 2. `summarise` reads the weights of every case of a test set: how far they are from
+uniform, how much goes to the last click, how many clicks get none.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from nextclick.data.batches import batch_from_prefixes
-from nextclick.data.sessions import Vocab
+from nextclick.data.batches import batch_from_prefixes, iterate_batches
+from nextclick.data.sessions import Cases, Vocab
 
 
 @dataclass
@@ -77,6 +79,48 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
         scalars={name: float(value[0]) for name, value in read.scalars.items()},
         recommendations=[{"item": int(i), "score": float(s)} for i, s in zip(vocab.decode(top[0]), scores[0])],
     )
+
+
+def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
+    """How a model spreads its click weights over the cases (`nextclick explain --test`).
+
+    Session-level figures count sessions of two clicks or more (one click always takes weight 1).
+    peak_over_uniform = t * (largest weight of a session of t clicks): 1 when the weights are uniform
+    (average pooling), t when one click takes everything; quantiles over sessions of two clicks or more."""
+    if not hasattr(model, "click_weights"):
+        raise ValueError(f"{model.name} has no attention to explain (attention models: {', '.join(attention_models())})")
+    clicks = zeros = uniform = sessions = 0
+    deviation, last, peaks, scalars = 0.0, 0.0, [], {}
+    for batch in iterate_batches(cases, batch_size, model.max_length):
+        read = model.click_weights(batch)
+        real = (read.items != 0).cpu()
+        weights = read.weights.cpu().masked_fill(~real, 0.0)  # (B, L)
+        t = real.sum(dim=1)  # (B,) clicks read
+        gap = ((weights - 1.0 / t.unsqueeze(1)).abs() * real).amax(dim=1)  # (B,) largest distance from 1/t
+        last_position = (real * torch.arange(1, real.shape[1] + 1)).argmax(dim=1)  # (B,) the most recent click, any alignment
+        several = t >= 2
+        clicks += int(t.sum())
+        zeros += int(((weights == 0) & real).sum())
+        deviation = max(deviation, float(gap.max()))
+        last += float(weights.gather(1, last_position.unsqueeze(1)).squeeze(1)[several].sum())
+        sessions += int(several.sum())
+        uniform += int((several & (gap < 1e-6)).sum())
+        peaks.append((weights.amax(dim=1) * t)[several].numpy())
+        for name, value in read.scalars.items():
+            scalars[name] = scalars.get(name, 0.0) + float(value.sum())
+    peak = np.concatenate(peaks) if peaks else np.zeros(0)
+    quantile = (lambda q: round(float(np.quantile(peak, q)), 4)) if len(peak) else (lambda q: None)
+    return {
+        "model": model.name, "cases": len(cases), "clicks_read": clicks,
+        "weights_name": read.name if len(cases) else None,
+        "zero_weight_share": round(zeros / max(clicks, 1), 6),
+        "last_click_mean_weight": round(last / max(sessions, 1), 6),  # sessions of two clicks or more
+        "largest_distance_from_uniform": round(deviation, 6),
+        "sessions_of_two_or_more_clicks": sessions,
+        "uniform_share": round(uniform / max(sessions, 1), 6),  # every weight within 1e-6 of 1/t
+        "peak_over_uniform": {"median": quantile(0.5), "p90": quantile(0.9), "max": quantile(1.0)},
+        **{f"mean_{name}": round(total / max(len(cases), 1), 6) for name, total in scalars.items()},
+    }
 
 
 def plot(explanation: Explanation, path: str | Path) -> Path:
