@@ -147,17 +147,25 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def _checkpoint_and_split(args):
+    """The checkpoint's model and metadata, and the split it is read against: --dataset, else the
+    dataset it was trained on; the two must share a catalogue."""
     from nextclick import checkpoint
     from nextclick.data.benchmarks import resolve
+
+    model, _, meta = checkpoint.load(args.checkpoint)
+    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
+    if split.n_items != model.n_items:
+        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    return model, meta, split
+
+
+def cmd_evaluate(args) -> int:
     from nextclick.evaluate import evaluate
     from nextclick.train import set_threads
 
     set_threads(args.threads)
-    model, vocab, meta = checkpoint.load(args.checkpoint)
-    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
-    if split.n_items != model.n_items:
-        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    model, meta, split = _checkpoint_and_split(args)
     result = evaluate(model.score, split.test, batch_size=args.batch_size, max_length=model.max_length,
                       progress=not args.quiet, description="test")
     summary = result.summary()
@@ -228,19 +236,14 @@ def cmd_explain(args) -> int:
 
 
 def _explain_test_set(args) -> int:
-    from nextclick import checkpoint
     from nextclick.bench import machine_info
-    from nextclick.data.benchmarks import resolve
     from nextclick.explain import summarise
     from nextclick.train import set_threads
 
     if args.items:
         raise ValueError("--test reads every test case: give item ids or --test, not both")
     threads = set_threads(args.threads)
-    model, _, meta = checkpoint.load(args.checkpoint)
-    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
-    if split.n_items != model.n_items:
-        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    model, meta, split = _checkpoint_and_split(args)
     summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
                **summarise(model, split.test),
                "machine": machine_info(threads), "command": "nextclick " + " ".join(sys.argv[1:])}

@@ -54,9 +54,13 @@ def attention_models() -> list[str]:
     return sorted(name for name, cls in REGISTRY.items() if hasattr(cls, "click_weights"))
 
 
-def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Explanation:
+def require_attention(model) -> None:
     if not hasattr(model, "click_weights"):
         raise ValueError(f"{model.name} has no attention to explain (attention models: {', '.join(attention_models())})")
+
+
+def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Explanation:
+    require_attention(model)
     if not external_items:
         raise ValueError("an empty session has nothing to explain: give at least one item id")
     indices = vocab.encode(external_items)
@@ -87,12 +91,12 @@ def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
     Session-level figures count sessions of two clicks or more (one click always takes weight 1).
     peak_over_uniform = t * (largest weight of a session of t clicks): 1 when the weights are uniform
     (average pooling), t when one click takes everything; quantiles over sessions of two clicks or more."""
-    if not hasattr(model, "click_weights"):
-        raise ValueError(f"{model.name} has no attention to explain (attention models: {', '.join(attention_models())})")
+    require_attention(model)
     clicks = zeros = uniform = sessions = 0
-    deviation, last, peaks, scalars = 0.0, 0.0, [], {}
+    deviation, last, peaks, scalars, name = 0.0, 0.0, [], {}, None
     for batch in iterate_batches(cases, batch_size, model.max_length):
         read = model.click_weights(batch)
+        name = read.name
         real = (read.items != 0).cpu()
         weights = read.weights.cpu().masked_fill(~real, 0.0)  # (B, L)
         t = real.sum(dim=1)  # (B,) clicks read
@@ -106,20 +110,20 @@ def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
         sessions += int(several.sum())
         uniform += int((several & (gap < 1e-6)).sum())
         peaks.append((weights.amax(dim=1) * t)[several].numpy())
-        for name, value in read.scalars.items():
-            scalars[name] = scalars.get(name, 0.0) + float(value.sum())
+        for scalar, value in read.scalars.items():
+            scalars[scalar] = scalars.get(scalar, 0.0) + float(value.sum())
     peak = np.concatenate(peaks) if peaks else np.zeros(0)
     quantile = (lambda q: round(float(np.quantile(peak, q)), 4)) if len(peak) else (lambda q: None)
     return {
         "model": model.name, "cases": len(cases), "clicks_read": clicks,
-        "weights_name": read.name if len(cases) else None,
+        "weights_name": name,
         "zero_weight_share": round(zeros / max(clicks, 1), 6),
         "last_click_mean_weight": round(last / max(sessions, 1), 6),  # sessions of two clicks or more
         "largest_distance_from_uniform": round(deviation, 6),
         "sessions_of_two_or_more_clicks": sessions,
         "uniform_share": round(uniform / max(sessions, 1), 6),  # every weight within 1e-6 of 1/t
         "peak_over_uniform": {"median": quantile(0.5), "p90": quantile(0.9), "max": quantile(1.0)},
-        **{f"mean_{name}": round(total / max(len(cases), 1), 6) for name, total in scalars.items()},
+        **{f"mean_{scalar}": round(total / max(len(cases), 1), 6) for scalar, total in scalars.items()},
     }
 
 
