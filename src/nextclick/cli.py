@@ -245,7 +245,7 @@ def _explain_test_set(args) -> int:
     threads = set_threads(args.threads)
     model, meta, split = _checkpoint_and_split(args)
     summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
-               **summarise(model, split.test),
+               **summarise(model, split.test, progress=not args.quiet),
                "machine": machine_info(threads), "command": "nextclick " + " ".join(sys.argv[1:])}
     out = _output_path(args.out, ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -400,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "exactly zero; writes <out>.json")
     _add_data_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (--test)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>.json")

@@ -85,7 +85,7 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
     )
 
 
-def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
+def summarise(model, cases: Cases, batch_size: int = 1000, progress: bool = False) -> dict:
     """How a model spreads its click weights over the cases (`nextclick explain --test`).
 
     Session-level figures count sessions of two clicks or more (one click always takes weight 1).
@@ -94,9 +94,16 @@ def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
     require_attention(model)
     clicks = zeros = uniform = sessions = 0
     deviation, last, peaks, scalars, name = 0.0, 0.0, [], {}, None
+    from tqdm.auto import tqdm
+
+    from nextclick.train import progress_interval
+
+    bar = tqdm(total=len(cases), desc="click weights", unit="case", disable=not progress, leave=False,
+               mininterval=progress_interval())
     for batch in iterate_batches(cases, batch_size, model.max_length):
         read = model.click_weights(batch)
         name = read.name
+        bar.update(len(batch))
         real = (read.items != 0).cpu()
         weights = read.weights.cpu().masked_fill(~real, 0.0)  # (B, L)
         t = real.sum(dim=1)  # (B,) clicks read
@@ -112,6 +119,7 @@ def summarise(model, cases: Cases, batch_size: int = 1000) -> dict:
         peaks.append((weights.amax(dim=1) * t)[several].numpy())
         for scalar, value in read.scalars.items():
             scalars[scalar] = scalars.get(scalar, 0.0) + float(value.sum())
+    bar.close()
     peak = np.concatenate(peaks) if peaks else np.zeros(0)
     quantile = (lambda q: round(float(np.quantile(peak, q)), 4)) if len(peak) else (lambda q: None)
     return {
