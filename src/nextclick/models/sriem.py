@@ -13,6 +13,9 @@ What it computes (paper section 2, for the last t <= 10 clicks with embeddings E
     score_i = z_h^T e_i,  y_hat = softmax(score)                                        eq. 8-9
 trained with eq. 10, the binary cross-entropy of every item's softmax probability (`loss="bce"`).
 A one-click prefix has no other clicks: alpha = 0 and beta = 1 (no 0/0).
+Taken literally these equations make beta uniform: Q, K in (0, 1)^l give Q K^T ~ l/4 = 25, where float32
+sigmoid is exactly 1, so C = 1/sqrt(d) off the diagonal and W_q, W_k get no gradient (docs/sriem.md,
+"Explanations"; tests/test_explain.py). We keep the form as the paper writes it.
 
 `variant="code"` switches the model to what the official code computes:
     Q = E W_q, K = E W_k (linear, no sigmoid) with l = d; C = sigmoid(Q K^T / sqrt(d)) (scaling
