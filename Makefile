@@ -32,7 +32,7 @@ report: $(STAMP)
 	    --history docs/figures/validation_curves.png; \
 	  echo "## The seed models by prefix length (NARM Table 5, SR-IEM Figure 2)"; echo; \
 	  echo "Figures: docs/figures/seed_models_by_length_<dataset>.png."; echo; \
-	  $(BIN)/nextclick report $$(ls results/*/narm*.json results/*/sr-iem*.json 2>/dev/null | grep -v test_curve) \
+	  $(BIN)/nextclick report $$(ls results/*/narm*.json results/*/sr-iem*.json 2>/dev/null | grep -v "test_curve\|click_weights") \
 	    --by-length docs/figures/seed_models_by_length.png --every-length; } > docs/results.md
 
 clean:

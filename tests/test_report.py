@@ -130,3 +130,17 @@ def test_seed_table_pools_only_results_that_differ_in_the_seed_alone():
     lines = report.seed_table(seeds + [other_carve]).splitlines()
     assert lines[2:] == ["| toy | sr-iem | 1, 2, 3 | 69.00 | 5.00 | 34.50 | 2.50 |"]
     assert report.seed_table([run(1, 0.70), run(1, 0.72)]) == ""  # the same seed twice is no spread
+
+
+def test_click_weight_summaries_get_their_own_table_not_a_skip_note(tmp_path, capsys):
+    good, weights = tmp_path / "dsan.json", tmp_path / "dsan.click_weights.json"
+    good.write_text(json.dumps(result("dsan", BY_LENGTH)))
+    weights.write_text(json.dumps({
+        "dataset": "toy", "model": "dsan", "weights_name": "target attention", "uniform_share": 0.0,
+        "peak_over_uniform": {"median": 3.5, "p90": 9.25, "max": 20.0}, "zero_weight_share": 0.4,
+        "last_click_mean_weight": 0.7, "mean_alpha_target": 1.7}))
+    assert main(["report", str(good), str(weights)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.err
+    assert "| toy | dsan | target attention | 0.0 | 3.50 | 9.25 | 40.0 | 0.700 | 1.700 |" in captured.out
+    assert main(["report", str(weights)]) == 2  # summaries alone are no benchmark report

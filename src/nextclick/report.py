@@ -35,6 +35,8 @@ def load(paths: Iterable[str | Path]) -> list[dict]:
     for path in paths:
         path = Path(path)
         result = json.loads(path.read_text())
+        if is_click_weights(result):
+            continue  # `nextclick explain --test` summaries: click_weights_table
         if not isinstance(result, dict) or "test_by_length" not in result or "test" not in result:
             print(f"skipped {path}: not a `nextclick bench` result", file=sys.stderr)
             continue
@@ -44,6 +46,34 @@ def load(paths: Iterable[str | Path]) -> list[dict]:
             _repeats_from_ranks(result, path)
         results.append(result)
     return results
+
+
+def is_click_weights(summary) -> bool:
+    return isinstance(summary, dict) and "peak_over_uniform" in summary
+
+
+def load_click_weights(paths: Iterable[str | Path]) -> list[dict]:
+    """The `nextclick explain --test` summaries among the files (others are ignored)."""
+    summaries = []
+    for path in paths:
+        summary = json.loads(Path(path).read_text())
+        if is_click_weights(summary):
+            summaries.append({**summary, "_path": str(path)})
+    return summaries
+
+
+def click_weights_table(summaries: Sequence[dict]) -> str:
+    """How each attention model spreads its weight over a session's clicks, on the test set."""
+    rows = []
+    for summary in sorted(summaries, key=lambda s: (s["dataset"], s["_path"])):
+        peak = summary["peak_over_uniform"]
+        alpha = summary.get("mean_alpha_target")
+        rows.append([summary["dataset"], Path(summary["_path"]).name.removesuffix(".click_weights.json"),
+                     summary["weights_name"], f"{100 * summary['uniform_share']:.1f}", f"{peak['median']:.2f}",
+                     f"{peak['p90']:.2f}", f"{100 * summary['zero_weight_share']:.1f}",
+                     f"{summary['last_click_mean_weight']:.3f}", f"{alpha:.3f}" if alpha is not None else "—"])
+    return markdown(["dataset", "result", "weights", "uniform % (2+ clicks)", "t x max weight, median", "90th pct.",
+                     "clicks at exactly 0 %", "last click's weight", "mean alpha_target"], rows)
 
 
 def _repeats_from_ranks(result: dict, path: Path) -> None:
@@ -356,6 +386,12 @@ def run(args: argparse.Namespace) -> int:
     if seeds:
         print("Over seeds (results that differ in the seed alone; spread = max - min)\n")
         print(seeds)
+        print()
+    weights = load_click_weights(args.results)
+    if weights:
+        print("What the attention models weigh (`nextclick explain --test`; t x max weight = 1 when a session's\n"
+              "clicks weigh the same, t when one click takes all)\n")
+        print(click_weights_table(weights))
         print()
     by_dataset: dict[str, list[dict]] = {}
     for result in results:
