@@ -91,17 +91,19 @@ def test_narm_without_its_local_encoder_is_a_clear_error(tmp_path, capsys):
     assert "encoder=global has no attention" in capsys.readouterr().err
 
 
-SMALL = {"sr-iem": {"embedding_size": 16, "attention_size": 8},
-         "sr-iem-code": {"variant": "code", "embedding_size": 16, "attention_size": 16},
-         "narm": {"embedding_size": 8, "hidden_size": 8},
-         "narm-local": {"encoder": "local", "embedding_size": 8, "hidden_size": 8},
-         "dsan": {"embedding_dim": 8}}
+SMALL = {"sr-iem": ("sr-iem", {"embedding_size": 16, "attention_size": 8}),
+         "sr-iem-code": ("sr-iem", {"variant": "code", "embedding_size": 16, "attention_size": 16}),
+         "narm": ("narm", {"embedding_size": 8, "hidden_size": 8}),
+         "narm-local": ("narm", {"encoder": "local", "embedding_size": 8, "hidden_size": 8}),
+         "dsan": ("dsan", {"embedding_dim": 8}),
+         "dsan-ns": ("dsan", {"variant": "ns", "embedding_dim": 8})}
 
 
 @pytest.mark.parametrize("name", SMALL)
 def test_click_weights_are_a_distribution_over_the_clicks_read(name):
     torch.manual_seed(0)
-    model = build(name.removesuffix("-code").removesuffix("-local"), 30, SMALL[name])
+    model_name, overrides = SMALL[name]
+    model = build(model_name, 30, overrides)
     sessions = [[3, 7, 7, 12, 5], [9], [4, 4, 8]]
     batch = batch_from_prefixes([np.array(s) for s in sessions], model.max_length)
     read = model.click_weights(batch)
@@ -118,7 +120,7 @@ def test_click_weights_are_a_distribution_over_the_clicks_read(name):
 def test_sr_iem_explanation_gives_importance_and_the_affinity_it_averages(tmp_path, capsys):
     data = generate(SyntheticConfig(n_sessions=200))
     torch.manual_seed(0)
-    model = build("sr-iem", data.split.n_items, SMALL["sr-iem-code"])
+    model = build("sr-iem", data.split.n_items, SMALL["sr-iem-code"][1])
     checkpoint.save(tmp_path / "model", model, data.split.vocab, data.split.protocol, data.split.name)
     session = data.split.test.sessions[0].tolist()[:10]
     assert main(["explain", str(tmp_path / "model"), *map(str, session), "--out", str(tmp_path / "why")]) == 0
@@ -136,7 +138,7 @@ def test_sr_iem_explanation_gives_importance_and_the_affinity_it_averages(tmp_pa
 def test_narm_explanation_of_a_long_session_names_the_clicks_its_encoder_read(tmp_path):
     data = generate(SyntheticConfig(n_sessions=200))
     vocab = data.split.vocab
-    model = build("narm", data.split.n_items, {**SMALL["narm"], "max_length": 3, "truncate": "first"})
+    model = build("narm", data.split.n_items, {**SMALL["narm"][1], "max_length": 3, "truncate": "first"})
     session = [int(i) for i in vocab.decode(np.array([5, 6, 7, 8, 9]))]
     explanation = explain(model, vocab, session, k=3)
     assert explanation.items == session[:3]  # the official code keeps the first clicks
@@ -186,3 +188,12 @@ def test_out_keeps_its_dots_so_an_explanation_never_replaces_a_result(trained, t
     assert main(["explain", str(directory), "--test", "-d", "synthetic", "--out", str(tmp_path / "narm.weights")]) == 0
     assert result.read_text() == "{}"
     assert all((tmp_path / name).exists() for name in ("narm.why.png", "narm.why.json", "narm.weights.json"))
+
+
+def test_dsan_ablations_explain_only_the_layers_they_have():
+    no_self = build("dsan", 30, {"variant": "ns", "embedding_dim": 8})
+    read = no_self.click_weights(batch_from_prefixes([np.array([3, 7, 5])], no_self.max_length))
+    assert read.pairs is None and "alpha_self" not in read.scalars and "alpha_target" in read.scalars
+    no_target = build("dsan", 30, {"variant": "nt", "embedding_dim": 8})
+    with pytest.raises(ValueError, match="no target attention"):
+        no_target.click_weights(batch_from_prefixes([np.array([3, 7, 5])], no_target.max_length))

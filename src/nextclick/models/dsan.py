@@ -224,11 +224,19 @@ class DSAN(NeuralModel):
             return self._encode_group(self._embed([(tokens, positions)])[0], tokens, keep_attention=True)[1]
 
     def click_weights(self, batch: Batch) -> ClickWeights:
+        """Target attention per click, the self-attention matrix, both alphas; the ablations lack a layer:
+        `nt` has no target attention to weigh clicks with, `ns` no self-attention matrix (or alpha_self)."""
+        variant = self.config.variant
+        if variant == "nt":
+            raise ValueError("DSAN variant nt has no target attention: its session vector weighs no click")
         attention = self.attention(batch)
+        scalars = {"alpha_self": attention.alpha_self, "alpha_target": attention.alpha_target}
+        if variant == "ns":
+            del scalars["alpha_self"]
         return ClickWeights(
             items=attention.items, weights=attention.target_attention, name="target attention",
-            pairs=attention.self_attention, pairs_name="self-attention", extra=("target",),
-            scalars={"alpha_self": attention.alpha_self, "alpha_target": attention.alpha_target},
+            pairs=None if variant == "ns" else attention.self_attention, pairs_name="self-attention",
+            extra=() if variant == "ns" else ("target",), scalars=scalars,
         )
 
     # ---- scores -----------------------------------------------------------------------------
