@@ -28,15 +28,24 @@ DEFAULT_METRICS = ("HR@20", "MRR@20")
 DEFAULT_BINS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 9), (10, 19), (20, None))
 
 
+def read(paths: Iterable[str | Path]) -> list[tuple[Path, object]]:
+    """Each file's path and parsed JSON, read once for all the tables made from them."""
+    return [(Path(path), json.loads(Path(path).read_text())) for path in paths]
+
+
 def load(paths: Iterable[str | Path]) -> list[dict]:
-    """Read results JSON files; each result gets `_path` and a display `_label`. Other JSON files a
-    glob may catch (speed measurements, test curves) are skipped with a note on stderr."""
+    """Read results JSON files; each result gets `_path` and a display `_label`."""
+    return bench_results(read(paths))
+
+
+def bench_results(documents: list[tuple[Path, object]]) -> list[dict]:
+    """The `nextclick bench` results among `read` files. `nextclick explain --test` summaries are left to
+    `click_weights`; other JSON files a glob may catch (speed measurements, test curves) are skipped
+    with a note on stderr."""
     results = []
-    for path in paths:
-        path = Path(path)
-        result = json.loads(path.read_text())
+    for path, result in documents:
         if is_click_weights(result):
-            continue  # `nextclick explain --test` summaries: click_weights_table
+            continue
         if not isinstance(result, dict) or "test_by_length" not in result or "test" not in result:
             print(f"skipped {path}: not a `nextclick bench` result", file=sys.stderr)
             continue
@@ -52,14 +61,9 @@ def is_click_weights(summary) -> bool:
     return isinstance(summary, dict) and "peak_over_uniform" in summary
 
 
-def load_click_weights(paths: Iterable[str | Path]) -> list[dict]:
-    """The `nextclick explain --test` summaries among the files (others are ignored)."""
-    summaries = []
-    for path in paths:
-        summary = json.loads(Path(path).read_text())
-        if is_click_weights(summary):
-            summaries.append({**summary, "_path": str(path)})
-    return summaries
+def click_weights(documents: list[tuple[Path, object]]) -> list[dict]:
+    """The `nextclick explain --test` summaries among `read` files (others are ignored)."""
+    return [{**summary, "_path": str(path)} for path, summary in documents if is_click_weights(summary)]
 
 
 def click_weights_table(summaries: Sequence[dict]) -> str:
@@ -373,7 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     metrics = tuple(args.metrics.split(","))
-    results = load(args.results)
+    documents = read(args.results)
+    results = bench_results(documents)
     if not results:
         raise ValueError("no `nextclick bench` result among the given files")
     print(summary_table(results))
@@ -387,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
         print("Over seeds (results that differ in the seed alone; spread = max - min)\n")
         print(seeds)
         print()
-    weights = load_click_weights(args.results)
+    weights = click_weights(documents)
     if weights:
         print("What the attention models weigh (`nextclick explain --test`; t x max weight = 1 when a session's\n"
               "clicks weigh the same, t when one click takes all)\n")

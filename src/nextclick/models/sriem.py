@@ -105,9 +105,9 @@ class SRIEM(NeuralModel):
         others = mask.unsqueeze(1) & ~torch.eye(width, dtype=torch.bool, device=mask.device).unsqueeze(0)  # (B, L, L): real j != i
         return affinity * others
 
-    def importance(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """beta (B, L) from clicks (B, L, d) and mask (B, L) bool; zero at padding, sums to 1."""
-        total = self.affinity(embedded, mask).sum(dim=2)  # (B, L)
+    def importance(self, affinity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """beta (B, L) from the affinity C (B, L, L) and mask (B, L) bool; zero at padding, sums to 1."""
+        total = affinity.sum(dim=2)  # (B, L)
         length = mask.sum(dim=1, keepdim=True)  # (B, 1) t
         if self.config.variant == "code":
             length = (length - 1).clamp(min=1)  # the code's 1/(len - 1), 1 for a one-click prefix
@@ -118,7 +118,7 @@ class SRIEM(NeuralModel):
         """z_h (B, d) and the importance weights beta (B, L)."""
         mask = batch.mask  # (B, L)
         embedded = self.embedding(batch.items)  # (B, L, d); padding rows are zero
-        beta = self.importance(embedded, mask)  # (B, L)
+        beta = self.importance(self.affinity(embedded, mask), mask)  # (B, L)
         long_term = torch.bmm(beta.unsqueeze(1), embedded).squeeze(1)  # (B, d)
         current = embedded[:, -1]  # (B, d): right-aligned, the last click is the last column
         return self.fusion(torch.cat([long_term, current], dim=1)), beta
@@ -127,10 +127,10 @@ class SRIEM(NeuralModel):
         """Importance beta per click, and the affinity matrix C it averages (the paper's section 3.2)."""
         with self.evaluating():
             batch = batch.to(self.device)
-            embedded = self.embedding(batch.items)  # (B, L, d)
+            affinity = self.affinity(self.embedding(batch.items), batch.mask)  # (B, L, L)
             return ClickWeights(
-                items=batch.items, weights=self.importance(embedded, batch.mask), name="importance (beta)",
-                pairs=self.affinity(embedded, batch.mask), pairs_name="affinity C between clicks (diagonal masked)",
+                items=batch.items, weights=self.importance(affinity, batch.mask), name="importance (beta)",
+                pairs=affinity, pairs_name="affinity C between clicks (diagonal masked)",
             )
 
     def forward(self, batch: Batch) -> torch.Tensor:
