@@ -169,3 +169,62 @@ def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_pa
     assert code == 0 and json.loads((run_dir / "refit" / "test_curve.json").read_text())["selected_on_validation"] is None
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the refit one
     assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])
+
+
+SMALL_NARM = ("--epochs", "2", "-q", "--threads", "1", "--set", "hidden_size=16", "--set", "embedding_size=8")
+
+
+def test_grid_search_tests_only_the_candidate_with_the_best_validation_score(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, "--grid", "lr=0.001,0.03", "--variant", "grid")
+    assert code == 0 and "chosen on validation HR@20" in out
+    result = json.loads((tmp_path / "results" / "synthetic" / "narm-grid.json").read_text())
+    candidates = result["grid"]["candidates"]
+    assert [row["lr"] for row in candidates] == ["0.001", "0.03"]
+    best = max(candidates, key=lambda row: row["HR@20"])
+    assert result["grid"]["chosen"] == {"lr": best["lr"]}
+    assert result["config"]["lr"] == float(best["lr"]) and result["valid"]["HR@20"] == best["HR@20"]
+    run_dir = tmp_path / "runs" / "synthetic" / "narm-grid"
+    assert json.loads((run_dir / "config.json").read_text())["config"]["lr"] == float(best["lr"])
+    code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the chosen one
+    assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])
+    # each candidate trains as a plain bench run of its config would, from the same seed
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, "--set", "lr=0.03", "--variant", "plain")
+    plain = json.loads((tmp_path / "results" / "synthetic" / "narm-plain.json").read_text())
+    assert candidates[1]["HR@20"] == plain["valid"]["HR@20"] and candidates[1]["selected_epoch"] == plain["selected_epoch"]
+
+
+def test_grid_parts_share_a_search_that_the_full_call_resumes_and_tests(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001,0.03", "--grid", "embedding_dropout=0.25,0.5", "--variant", "g")
+    for part in ("1/3", "2/3", "3/3"):
+        code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--grid-part", part)
+        assert code == 0 and f"grid part {part} trained" in out
+    assert not (tmp_path / "results").exists()  # a part tests nothing
+    run_dir = tmp_path / "runs" / "synthetic" / "narm-g"
+    assert len(list((run_dir / "grid").iterdir())) == 4
+    trained = {path: path.stat().st_mtime_ns for path in (run_dir / "grid").glob("*/train.jsonl")}
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume")
+    assert code == 0
+    assert {path: path.stat().st_mtime_ns for path in trained} == trained  # nothing trained again
+    shared = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())["grid"]
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid[:-2], "--variant", "one")  # one process
+    alone = json.loads((tmp_path / "results" / "synthetic" / "narm-one.json").read_text())["grid"]
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]  # noqa: E731
+    assert strip(shared["candidates"]) == strip(alone["candidates"]) and shared["chosen"] == alone["chosen"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("bench", "s-pop", "--grid", "alpha=1,2"), "statistical"),
+    (("bench", "narm", "--grid-part", "1/2"), "give the --grid too"),
+    (("bench", "narm", "--grid", "lr=0.1", "--set", "lr=0.2"), "both searched"),
+    (("bench", "narm", "--grid", "lr=0.1,fast"), "lr"),
+    (("bench", "narm", "--grid", "lr=0.1,0.1"), "repeats"),
+    (("bench", "narm", "--grid", "lr=0.1", "--grid-part", "3/2"), "K/N"),
+    (("bench", "narm", "--grid", "lr=../x"), "letters, digits"),
+])
+def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *argv, "-q")
+    assert code == 2 and message in err
+    assert not (tmp_path / "runs").exists()

@@ -144,3 +144,13 @@ def test_click_weight_summaries_get_their_own_table_not_a_skip_note(tmp_path, ca
     assert "skipped" not in captured.err
     assert "| toy | dsan | target attention | 0.0 | 3.50 | 9.25 | 40.0 | 0.700 | 1.700 |" in captured.out
     assert main(["report", str(weights)]) == 2  # summaries alone are no benchmark report
+
+
+def test_grid_table_lists_every_candidate_and_marks_the_chosen_one():
+    result = {"grid": {"metric": "HR@20", "grid": {"lr": ["0.001", "0.01"]}, "chosen": {"lr": "0.01"},
+                       "candidates": [{"lr": "0.001", "HR@20": 0.5, "MRR@20": 0.2, "selected_epoch": 3, "epochs_run": 7},
+                                      {"lr": "0.01", "HR@20": 0.6, "MRR@20": 0.25, "selected_epoch": 1, "epochs_run": 5}]}}
+    lines = report.grid_table(result).splitlines()
+    assert lines[0] == "| lr | valid HR@20 | valid MRR@20 | selected epoch | epochs run |"
+    assert lines[2] == "| 0.001 | 50.00 | 20.00 | 3 | 7 |"
+    assert lines[3] == "| **0.01** | **60.00** | **25.00** | **1** | **5** |"

@@ -5,6 +5,10 @@ Neural models train on the first 90% of training sessions and stop early on the 
 Statistical models (POP, kNN, ...) are fitted on the first 90%, measured on validation (where their
 hyper-parameters are chosen), then refitted on all training sessions for the test evaluation,
 since they have no epochs to select.
+
+A neural model's hyper-parameters can be searched the same way (`grid`): every candidate config trains
+with early stopping on the same validation split, the best validation score picks one, and only that
+one is tested (after a `refit` when asked).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -29,9 +34,10 @@ from nextclick.data.benchmarks import resolve
 from nextclick.data.sessions import Split
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
-from nextclick.models.base import Recommender
+from nextclick.models.base import Recommender, config_from_overrides
 from nextclick.train import (TrainOptions, TrainResult, resolve_device, set_threads, train_model, train_step,
                              training_state_path)
+from nextclick.tune import grid_candidates
 
 
 def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
@@ -139,6 +145,80 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
                    "train_cases_per_second": round(result.cases_per_second, 1)}
 
 
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+$")  # grid values name candidate directories
+
+
+def parse_grid(specs: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """`["lr=0.001,0.0005", "weight_decay=1e-5"]` -> {"lr": ("0.001", "0.0005"), ...}; values stay strings
+    (the model's config coerces and checks them, as it does for --set)."""
+    grid: dict[str, tuple[str, ...]] = {}
+    for spec in specs or []:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        parsed = tuple(value.strip() for value in values.split(","))
+        if not sep or not key or not all(parsed):
+            raise ValueError(f"--grid expects key=value1,value2,..., got {spec!r}")
+        if key in grid:
+            raise ValueError(f"--grid names {key!r} twice")
+        if len(set(parsed)) != len(parsed):
+            raise ValueError(f"--grid {key} repeats a value: {spec!r}")
+        if not all(SAFE_VALUE.match(value) for value in parsed):
+            raise ValueError(f"--grid {key}: values may hold letters, digits and . _ + - only, got {spec!r}")
+        grid[key] = parsed
+    return grid
+
+
+def candidate_name(values: dict[str, str]) -> str:
+    """The directory of one grid candidate under <run>/grid/, e.g. `lr=0.001,weight_decay=1e-05`."""
+    return ",".join(f"{key}={value}" for key, value in values.items())
+
+
+def grid_select(
+    model_name: str, split: Split, overrides: dict[str, Any], grid: dict[str, tuple[str, ...]], options: TrainOptions,
+    part: tuple[int, int] | None = None,
+) -> tuple[Recommender, dict] | None:
+    """Train every candidate of `grid` (the cartesian product, first values first) on the same fit /
+    validation carve, each from the same seed and in a checkpoint directory of its own
+    (<run>/grid/<candidate>/), and keep the one with the best validation `select_metric` (ties: the
+    earlier candidate, so list the paper's values first). Returns the chosen model, holding its best
+    epoch's weights (or, with `refit`, retrained on all training cases) and the fit record with a
+    `grid` entry listing every candidate's validation scores.
+
+    `part=(k, n)` trains only candidates k, k+n, k+2n, ... (1-based k) and returns None: n processes
+    (on n machines, or lanes of one GPU) share a search; the full call with `resume` then finds their
+    trainings finished, picks and tests. Interrupted candidates continue from their checkpoints."""
+    candidates = grid_candidates(grid)
+    root = Path(options.checkpoint_dir)
+    best: tuple[float, Recommender, dict, dict] | None = None
+    rows = []
+    for index, values in enumerate(candidates):
+        if part is not None and index % part[1] != part[0] - 1:
+            continue
+        directory = root / "grid" / candidate_name(values)
+        torch.manual_seed(options.seed)  # every candidate starts as a plain bench run of its config would
+        np.random.seed(options.seed)
+        model = build(model_name, split.n_items, {**overrides, **values})
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+        candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
+                                    resume=options.resume and training_state_path(directory).exists())
+        model, record = fit_and_select(model, split, candidate_options)
+        value = record["valid"][options.select_metric]
+        rows.append({**values, "selected_epoch": record["selected_epoch"], "epochs_run": record["epochs_run"],
+                     **{key: metric for key, metric in record["valid"].items() if key.endswith("@20")},
+                     "train_seconds": record["train_seconds"]})
+        if best is None or value > best[0]:
+            best = (value, model, record, values)
+    if part is not None:
+        return None
+    assert best is not None
+    _, model, record, chosen = best
+    record["grid"] = {"metric": options.select_metric, "grid": {key: list(v) for key, v in grid.items()},
+                      "candidates": rows, "chosen": chosen, "directory": str(root / "grid" / candidate_name(chosen))}
+    if options.refit:
+        model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
+    return model, record
+
+
 def run_bench(
     model_name: str,
     dataset: str | None,
@@ -150,7 +230,12 @@ def run_bench(
     data_root: str | None = None,
     threads: int | None = None,
     command: list[str] | None = None,
-) -> tuple[dict, Path]:
+    grid: dict[str, tuple[str, ...]] | None = None,
+    grid_part: tuple[int, int] | None = None,
+) -> tuple[dict | None, Path]:
+    """Train, select on validation, test once; write the result file and return (result, its path).
+    With `grid`, the hyper-parameters are searched first (grid_select); with `grid_part`, only that
+    share of the search runs and (None, the run directory) comes back."""
     options = options or TrainOptions()
     threads = set_threads(threads)
     device = resolve_device(options.device)  # a device this machine lacks fails here, before any output
@@ -159,12 +244,31 @@ def run_bench(
     split = resolve(dataset, data_root)
     torch.manual_seed(options.seed)
     np.random.seed(options.seed)
+    overrides = dict(overrides or {})
     model = build(model_name, split.n_items, overrides)
+    if grid:
+        if not model.neural:
+            raise ValueError(f"--grid searches a neural model's config; {model_name} is statistical "
+                             "(those that search their own grid take --set tune=true)")
+        clash = sorted(set(grid) & {key.replace("-", "_") for key in overrides})
+        if clash:
+            raise ValueError(f"{', '.join(clash)} is both searched (--grid) and fixed (--set)")
+        for values in grid_candidates(grid):  # a bad value fails now, not hours into the search
+            config_from_overrides(type(model).Config, {**overrides, **values})
+    if grid_part is not None and not grid:
+        raise ValueError("--grid-part shares a --grid search; give the --grid too")
     if options.checkpoint_dir is None:
         options = replace(options, checkpoint_dir=str(Path("runs") / split.name / (model.name + (f"-{variant}" if variant else ""))))
     directory = Path(options.checkpoint_dir)
-    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
-    model, fit_record = fit_and_select(model, split, options)
+    if grid:
+        selected = grid_select(model_name, split, overrides, grid, options, grid_part)
+        if selected is None:
+            return None, directory
+        model, fit_record = selected
+    else:
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+        model, fit_record = fit_and_select(model, split, options)
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)  # the tested model's config
     checkpoint.save_weights(directory, model)
     test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
                                      max_length=model.max_length, progress=options.progress and not options.quiet,

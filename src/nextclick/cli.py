@@ -261,14 +261,32 @@ def _explain_test_set(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from nextclick.bench import run_bench
+def _parse_part(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise ValueError(f"--grid-part expects K/N with 1 <= K <= N, got {text!r}")
+    return int(k), int(n)
 
+
+def cmd_bench(args) -> int:
+    from nextclick.bench import parse_grid, run_bench
+
+    part = _parse_part(args.grid_part)
     result, path = run_bench(
         args.model, args.dataset, overrides=_parse_overrides(args.set), options=_train_options(args),
         variant=args.variant, results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
-        command=["nextclick", *sys.argv[1:]],
+        command=["nextclick", *sys.argv[1:]], grid=parse_grid(args.grid), grid_part=part,
     )
+    if result is None:
+        print(f"grid part {part[0]}/{part[1]} trained under {path / 'grid'}; once every part is done, the same "
+              "command without --grid-part and with --resume picks on validation and tests")
+        return 0
+    if "grid" in result:
+        grid = result["grid"]
+        print(f"grid: {len(grid['candidates'])} candidates, chosen on validation {grid['metric']}: "
+              + ", ".join(f"{k}={v}" for k, v in grid["chosen"].items()))
     test = result["test"]
     machine = result["machine"]
     print(f"{result['model']}{'-' + args.variant if args.variant else ''} on {result['dataset']}: "
@@ -409,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.add_argument("--variant", default=None, help="name suffix for a non-default configuration (results/<d>/<model>-<variant>.json)")
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
+                   help="search these config values (repeatable; neural models): every combination trains with "
+                        "early stopping on the validation split, the best --select score picks one, only it is tested "
+                        "(after --refit if given). List the paper's value first: ties go to the earlier candidate")
+    p.add_argument("--grid-part", default=None, metavar="K/N",
+                   help="train only candidates K, K+N, K+2N, ... of the --grid and stop (N processes share a search); "
+                        "then the same command without --grid-part, with --resume, picks and tests")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/<d>/<model>.speed.json")

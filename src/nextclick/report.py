@@ -366,6 +366,22 @@ def seed_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS
     return markdown(header, body) if body else ""
 
 
+def grid_table(result: dict) -> str:
+    """Markdown: every candidate of a `bench --grid` search with its validation scores (percent) and
+    selected epoch; the chosen one in bold. Test numbers exist for the chosen candidate alone."""
+    search = result["grid"]
+    keys = list(search["grid"])
+    metrics = [m for m in ("HR@20", "MRR@20") if all(m in row for row in search["candidates"])]
+    header = keys + [f"valid {m}" for m in metrics] + ["selected epoch", "epochs run"]
+    body = []
+    for row in search["candidates"]:
+        chosen = all(row[k] == search["chosen"][k] for k in keys)
+        cells = [str(row[k]) for k in keys] + [f"{row[m] * 100:.2f}" for m in metrics]
+        cells += [str(row["selected_epoch"]), str(row["epochs_run"])]
+        body.append([f"**{cell}**" for cell in cells] if chosen else cells)
+    return markdown(header, body)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", nargs="+", help="results JSON files (same dataset for --by-length)")
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated (HR@20,MRR@20)")
@@ -392,6 +408,12 @@ def run(args: argparse.Namespace) -> int:
         print("Over seeds (results that differ in the seed alone; spread = max - min)\n")
         print(seeds)
         print()
+    for result in results:
+        if "grid" in result:
+            print(f"{result.get('dataset', '?')}, {result.get('_label', label(result))}: grid searched on validation "
+                  f"{result['grid']['metric']} (chosen in bold; only it was tested)\n")
+            print(grid_table(result))
+            print()
     weights = click_weights(documents)
     if weights:
         print("What the attention models weigh (`nextclick explain --test`; t x max weight = 1 when a session's\n"
