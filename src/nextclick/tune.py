@@ -8,6 +8,8 @@ the best `metric` wins (ties go to the earlier candidate, so list the paper's va
 holds the grid, every candidate's validation metrics and the chosen values, for the bench result.
 Models opt in with a `tune` config flag: their `fit(train, valid)` runs the search when `valid` is
 given, then fits with the chosen values, which therefore appear in the result's config.
+Neural models, whose candidates train for many epochs each, are searched by `bench --grid`
+(`nextclick.bench.grid_select`), which keeps every candidate's checkpoint so a search can resume.
 """
 
 from __future__ import annotations
