@@ -168,6 +168,16 @@ def parse_grid(specs: list[str] | None) -> dict[str, tuple[str, ...]]:
     return grid
 
 
+def parse_grid_part(text: str | None) -> tuple[int, int] | None:
+    """"2/5" -> (2, 5): the second of five processes sharing a grid search."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise ValueError(f"--grid-part expects K/N with 1 <= K <= N, got {text!r}")
+    return int(k), int(n)
+
+
 def candidate_name(values: dict[str, str]) -> str:
     """The directory of one grid candidate under <run>/grid/, e.g. `lr=0.001,weight_decay=1e-05`."""
     return ",".join(f"{key}={value}" for key, value in values.items())
@@ -204,7 +214,8 @@ def grid_select(
         model, record = fit_and_select(model, split, candidate_options)
         value = record["valid"][options.select_metric]
         rows.append({**values, "selected_epoch": record["selected_epoch"], "epochs_run": record["epochs_run"],
-                     **{key: metric for key, metric in record["valid"].items() if key.endswith("@20")},
+                     **{key: metric for key, metric in record["valid"].items()
+                        if key.endswith("@20") or key == options.select_metric},
                      "train_seconds": record["train_seconds"]})
         if best is None or value > best[0]:
             best = (value, model, record, values)
@@ -265,10 +276,10 @@ def run_bench(
         if selected is None:
             return None, directory
         model, fit_record = selected
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)  # the chosen config
     else:
         checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
         model, fit_record = fit_and_select(model, split, options)
-    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)  # the tested model's config
     checkpoint.save_weights(directory, model)
     test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
                                      max_length=model.max_length, progress=options.progress and not options.quiet,

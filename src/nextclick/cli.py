@@ -261,19 +261,10 @@ def _explain_test_set(args) -> int:
     return 0
 
 
-def _parse_part(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    k, sep, n = text.partition("/")
-    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise ValueError(f"--grid-part expects K/N with 1 <= K <= N, got {text!r}")
-    return int(k), int(n)
-
-
 def cmd_bench(args) -> int:
-    from nextclick.bench import parse_grid, run_bench
+    from nextclick.bench import parse_grid, parse_grid_part, run_bench
 
-    part = _parse_part(args.grid_part)
+    part = parse_grid_part(args.grid_part)
     result, path = run_bench(
         args.model, args.dataset, overrides=_parse_overrides(args.set), options=_train_options(args),
         variant=args.variant, results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,

@@ -371,7 +371,8 @@ def grid_table(result: dict) -> str:
     selected epoch; the chosen one in bold. Test numbers exist for the chosen candidate alone."""
     search = result["grid"]
     keys = list(search["grid"])
-    metrics = [m for m in ("HR@20", "MRR@20") if all(m in row for row in search["candidates"])]
+    metrics = [m for m in dict.fromkeys((search["metric"], "HR@20", "MRR@20"))  # the selecting one first
+               if all(m in row for row in search["candidates"])]
     header = keys + [f"valid {m}" for m in metrics] + ["selected epoch", "epochs run"]
     body = []
     for row in search["candidates"]:
