@@ -194,7 +194,7 @@ def test_grid_search_tests_only_the_candidate_with_the_best_validation_score(tmp
     assert candidates[1]["HR@20"] == plain["valid"]["HR@20"] and candidates[1]["selected_epoch"] == plain["selected_epoch"]
 
 
-def test_grid_parts_share_a_search_that_the_full_call_resumes_and_tests(tmp_path, capsys, monkeypatch):
+def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     grid = ("--grid", "lr=0.001,0.03", "--grid", "embedding_dropout=0.25,0.5", "--variant", "g")
     for part in ("1/3", "2/3", "3/3"):
@@ -204,10 +204,13 @@ def test_grid_parts_share_a_search_that_the_full_call_resumes_and_tests(tmp_path
     run_dir = tmp_path / "runs" / "synthetic" / "narm-g"
     assert len(list((run_dir / "grid").iterdir())) == 4
     trained = {path: path.stat().st_mtime_ns for path in (run_dir / "grid").glob("*/train.jsonl")}
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume")
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume", "--refit")
     assert code == 0
     assert {path: path.stat().st_mtime_ns for path in trained} == trained  # nothing trained again
-    shared = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())["grid"]
+    result = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    assert result["refit"]["epochs"] == result["selected_epoch"] + 1  # the chosen candidate, retrained on all
+    assert (run_dir / "refit" / "model.safetensors").exists()
+    shared = result["grid"]
     code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid[:-2], "--variant", "one")  # one process
     alone = json.loads((tmp_path / "results" / "synthetic" / "narm-one.json").read_text())["grid"]
     strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]  # noqa: E731
