@@ -231,3 +231,13 @@ def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path,
     code, _, err = run(capsys, *argv, "-q")
     assert code == 2 and message in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ("bench", "narm", "--epochs", "1", "--threads", "1", "--set", "hidden_size=8", "--set", "embedding_size=4",
+            "--max-batches", "2", "--grid", "lr=0.001,0.01")
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and "grid candidate 1 of 2: lr=0.001" in err and "grid candidate 2 of 2: lr=0.01" in err
+    code, _, err = run(capsys, *argv, "--resume")
+    assert code == 0 and "grid candidate 2 of 2: lr=0.01 (resumed)" in err

@@ -211,6 +211,9 @@ def grid_select(
         checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
         candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
                                     resume=options.resume and training_state_path(directory).exists())
+        if not options.quiet:
+            print(f"grid candidate {index + 1} of {len(candidates)}: {candidate_name(values)}"
+                  + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
         model, record = fit_and_select(model, split, candidate_options)
         value = record["valid"][options.select_metric]
         rows.append({**values, "selected_epoch": record["selected_epoch"], "epochs_run": record["epochs_run"],
