@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -246,7 +247,7 @@ def _explain_test_set(args) -> int:
     model, meta, split = _checkpoint_and_split(args)
     summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
                **summarise(model, split.test, progress=not args.quiet),
-               "machine": machine_info(threads), "command": "nextclick " + " ".join(sys.argv[1:])}
+               "machine": machine_info(threads), "command": shlex.join(["nextclick", *sys.argv[1:]])}
     out = _output_path(args.out, ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")
