@@ -14,7 +14,7 @@ def run(capsys, *argv):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo", "report", "curve"):
+    for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo", "report", "curve", "status"):
         with pytest.raises(SystemExit) as exit_:
             main([command, "--help"])
         assert exit_.value.code == 0
@@ -241,3 +241,63 @@ def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, mon
     assert code == 0 and "grid candidate 1 of 2: lr=0.001" in err and "grid candidate 2 of 2: lr=0.01" in err
     code, _, err = run(capsys, *argv, "--resume")
     assert code == 0 and "grid candidate 2 of 2: lr=0.01 (resumed)" in err
+
+
+def test_status_lists_grid_candidates_finished_and_not_begun(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001,0.03", "--grid", "embedding_dropout=0.25,0.5", "--variant", "g")
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--grid-part", "1/2")
+    assert code == 0
+    code, out, _ = run(capsys, "status", "runs/synthetic/narm-g", "--json")
+    status = json.loads(out)
+    assert status["grid_candidates"] == 4 and status["tested"] is None
+    progress = {part["part"]: part["progress"] for part in status["parts"]}
+    assert list(progress) == ["grid/lr=0.001,embedding_dropout=0.25", "grid/lr=0.001,embedding_dropout=0.5",
+                              "grid/lr=0.03,embedding_dropout=0.25", "grid/lr=0.03,embedding_dropout=0.5"]
+    begun = [name for name, value in progress.items() if value is not None]
+    assert begun == ["grid/lr=0.001,embedding_dropout=0.25", "grid/lr=0.03,embedding_dropout=0.25"]  # part 1 of 2
+    assert all(progress[name]["finished"] and progress[name]["epochs_done"] == 2 for name in begun)
+    code, out, _ = run(capsys, "status", "runs/synthetic/narm-g")
+    assert code == 0 and "4 candidates: 2 finished, 2 not begun" in out and "not tested yet" in out
+    assert out.count("<- best so far") == 1
+
+
+def test_status_tells_an_interrupted_run_from_a_finished_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import nextclick.train
+
+    evaluate, calls = nextclick.train.evaluate, []
+
+    def interrupted_in_the_second_validation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(nextclick.train, "evaluate", interrupted_in_the_second_validation)
+    argv = ("bench", "narm", *SMALL_NARM, "--epochs", "3", "--select", "MRR@20", "--refit", "-o", "runs/r")
+    assert run(capsys, *argv)[0] == 130
+    status = json.loads(run(capsys, "status", "runs/r", "--json")[1])
+    [selection] = status["parts"]
+    assert selection["part"] == "selection" and selection["progress"]["epochs_done"] == 1
+    assert selection["progress"]["finished"] is False and selection["progress"]["select_metric"] == "MRR@20"
+    assert "continues with --resume" in run(capsys, "status", "runs/r")[1]
+    monkeypatch.setattr(nextclick.train, "evaluate", evaluate)
+    assert run(capsys, *argv, "--resume")[0] == 0
+    status = json.loads(run(capsys, "status", "runs/r", "--json")[1])
+    selection, refit = status["parts"]
+    assert selection["progress"]["finished"] and selection["progress"]["epochs_done"] == 3
+    assert refit["part"] == "refit" and refit["progress"]["finished"] and refit["progress"]["select_metric"] is None
+    assert status["tested"]["HR@20"] >= 0
+    # states saved before they recorded their limits read the same, the selecting metric inferred
+    state_path = tmp_path / "runs" / "r" / "selection" / "training" / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["limits"]
+    state_path.write_text(json.dumps(state))
+    old = json.loads(run(capsys, "status", "runs/r", "--json")[1])["parts"][0]["progress"]
+    assert {k: old[k] for k in ("finished", "select_metric", "patience")} == {"finished": True, "select_metric": "MRR@20", "patience": 3}
+
+
+def test_status_of_a_directory_that_is_no_run_is_a_clear_error(tmp_path, capsys):
+    code, _, err = run(capsys, "status", str(tmp_path))
+    assert code == 2 and "not a run directory" in err

@@ -36,7 +36,7 @@ from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build
 from nextclick.models.base import Recommender, config_from_overrides
 from nextclick.train import (TrainOptions, TrainResult, resolve_device, set_threads, train_model, train_step,
-                             training_state_path)
+                             training_progress, training_state_path)
 from nextclick.tune import grid_candidates
 
 
@@ -145,6 +145,7 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
                    "train_cases_per_second": round(result.cases_per_second, 1)}
 
 
+GRID_SPEC = "search.json"  # in <run>/grid/, beside the candidate directories
 SAFE_VALUE = re.compile(r"^[A-Za-z0-9._+-]+$")  # grid values name candidate directories
 
 
@@ -199,6 +200,9 @@ def grid_select(
     trainings finished, picks and tests. Interrupted candidates continue from their checkpoints."""
     candidates = grid_candidates(grid)
     root = Path(options.checkpoint_dir)
+    (root / "grid").mkdir(parents=True, exist_ok=True)  # the whole search, so `nextclick status` can list what is left
+    checkpoint.atomic_write_json(root / "grid" / GRID_SPEC, {"metric": options.select_metric,
+                                                            "candidates": [candidate_name(v) for v in candidates]})
     best: tuple[float, Recommender, dict, dict] | None = None
     rows = []
     for index, values in enumerate(candidates):
@@ -231,6 +235,36 @@ def grid_select(
     if options.refit:
         model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
     return model, record
+
+
+def run_status(run_dir: str | Path) -> dict:
+    """How far a bench or train run got, from its checkpoint directory alone: each training in it (the
+    run itself, or its `selection` and `refit`, and every grid candidate, with those a grid has not
+    begun) with its progress (train.training_progress), and the test scores once it has been tested.
+    For long runs resumed across sessions: what is done, what is left, the best validation so far."""
+    root = Path(run_dir)
+    if not any((root / name).exists() for name in ("config.json", "grid", "selection")):
+        raise FileNotFoundError(f"{root} is not a run directory (no config.json); give the -o / --checkpoint-dir "
+                                "of a bench or train run")
+    parts = []
+    spec_path = root / "grid" / GRID_SPEC
+    spec = json.loads(spec_path.read_text()) if spec_path.is_file() else None
+    begun = sorted(path.name for path in (root / "grid").iterdir() if path.is_dir()) if (root / "grid").is_dir() else []
+    names = spec["candidates"] + sorted(set(begun) - set(spec["candidates"])) if spec else begun
+    for name in names:
+        parts.append({"part": f"grid/{name}", "progress": training_progress(root / "grid" / name)})
+    for name in ("selection", "refit"):
+        if (root / name).is_dir():
+            parts.append({"part": name, "progress": training_progress(root / name)})
+    if not parts or training_progress(root) is not None:
+        parts.insert(0, {"part": ".", "progress": training_progress(root)})
+    metrics = root / "metrics.json"
+    tested = json.loads(metrics.read_text())["test"] if metrics.is_file() else None
+    for part in parts:
+        if tested and part["progress"] and part["progress"]["finished"] is None:
+            part["progress"]["finished"] = True  # an old state without its limits: testing came after it
+    return {"run": str(root), "parts": parts, "grid": bool(names), "grid_candidates": len(spec["candidates"]) if spec else None,
+            "grid_metric": spec["metric"] if spec else None, "tested": tested}
 
 
 def run_bench(

@@ -335,6 +335,62 @@ def cmd_curve(args) -> int:
     return 0
 
 
+def _ago(timestamp: float) -> str:
+    import time
+
+    minutes = (time.time() - timestamp) / 60
+    return f"{minutes:.0f} min ago" if minutes < 120 else f"{minutes / 60:.1f} h ago"
+
+
+def _part_state(progress: dict | None) -> str:
+    if progress is None:
+        return "not begun"
+    if progress["finished"]:
+        if progress["select_metric"] is None:
+            return f"finished ({progress['epochs_done']} epochs)"
+        return f"finished ({progress['epochs_without_gain']} epochs without gain)"
+    budget = "" if progress["finished"] is False else " (an old state: its limits were not saved)"
+    return f"stopped or running{budget}: last epoch saved {_ago(progress['saved_at'])}, continues with --resume"
+
+
+def cmd_status(args) -> int:
+    from nextclick.bench import run_status
+
+    status = run_status(args.run)
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    parts = status["parts"]
+    metric = status["grid_metric"] or next((p["progress"]["select_metric"] for p in parts
+                                            if p["progress"] and p["progress"]["select_metric"]), "HR@20")
+    columns = ["HR@20", "MRR@20"] + ([metric] if metric not in ("HR@20", "MRR@20") else [])
+    scored = [p for p in parts if p["progress"] and metric in p["progress"]["best_valid"]]
+    best = max(scored, key=lambda p: p["progress"]["best_valid"][metric], default=None) if status["grid"] else None
+    if status["grid"]:
+        counts = {state: sum(1 for p in parts if p["part"].startswith("grid/") and test(p["progress"]))
+                  for state, test in (("finished", lambda g: g is not None and g["finished"]),
+                                      ("not finished", lambda g: g is not None and not g["finished"]),
+                                      ("not begun", lambda g: g is None))}
+        total = f"{status['grid_candidates']} candidates" if status["grid_candidates"] else "candidates begun so far"
+        print(f"{status['run']}: grid search on validation {metric}, {total}: "
+              + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    else:
+        print(f"{status['run']}:")
+    width = max(len("part"), *(len(p["part"]) for p in parts))
+    print(f"  {'part':<{width}}  {'epochs':>7}  {'best':>4}  " + "  ".join(f"{c:>7}" for c in columns) + "  state")
+    for p in parts:
+        g = p["progress"]
+        epochs = "-" if g is None else f"{g['epochs_done']}" + (f"/{g['max_epochs']}" if g["max_epochs"] else "")
+        scores = "  ".join(f"{g['best_valid'][c] * 100:>7.2f}" if g and c in g["best_valid"] else f"{'':>7}" for c in columns)
+        best_epoch = "" if g is None or g["best_epoch"] < 0 or not g["best_valid"] else str(g["best_epoch"])
+        mark = "  <- best so far" if p is best else ""
+        print(f"  {p['part']:<{width}}  {epochs:>7}  {best_epoch:>4}  {scores}  {_part_state(g)}{mark}")
+    print("validation scores (%) at each part's best epoch; " + (
+        "tested: " + "  ".join(f"{k} {v * 100:.2f}" for k, v in status["tested"].items() if k in columns)
+        if status["tested"] else "not tested yet"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """Train DSAN briefly on the synthetic data and report test metrics next to S-POP."""
     from nextclick.train import set_threads
@@ -464,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_curve)
+
+    p = sub.add_parser("status", help="how far a checkpointed run got: epochs, best validation, finished or "
+                                      "resumable, for each part (selection, refit, grid candidates)")
+    p.add_argument("run", help="checkpoint directory of a bench or train run (its -o / --checkpoint-dir)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.set_defaults(func=cmd_status)
 
     for register in _extension_commands():
         register(sub)

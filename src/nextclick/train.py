@@ -169,6 +169,46 @@ def training_state_path(directory: str | Path) -> Path:
     return Path(directory) / TRAINING_DIR / "state.json"
 
 
+def training_progress(directory: str | Path) -> dict | None:
+    """How far the training checkpointed in `directory` got, read from its state.json alone (no
+    tensors): epochs done, the best epoch and its validation scores, and whether it has finished
+    (patience or the epoch budget spent) or would continue with `resume`. None when nothing was saved.
+    States saved before they recorded their limits are read with the defaults (patience 3, the
+    config's epochs) and the metric whose score equals the best value; `finished` is None where
+    those defaults cannot tell (--epochs or --patience may have been given)."""
+    path = training_state_path(directory)
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    limits = state.get("limits")
+    best_valid = state.get("best_valid") or {}
+    saved = limits is not None
+    if not saved:
+        meta = Path(directory) / "config.json"
+        config = json.loads(meta.read_text()).get("config", {}) if meta.is_file() else {}
+        validated = bool(best_valid)  # a refit validates nothing; its epoch budget was not saved
+        limits = {"epochs": config.get("epochs") if validated else None, "patience": TrainOptions.patience,
+                  "select_metric": next((k for k, v in best_valid.items()
+                                         if math.isclose(v, state["best_value"], abs_tol=1e-6)), None)}
+    done = state["epoch"] + 1
+    finished: bool | None = state["bad_epochs"] >= limits["patience"] or (
+        limits["epochs"] is not None and done >= limits["epochs"])
+    if not finished and not saved:
+        finished = None  # unknown: --epochs or --patience may have ended it sooner than the defaults
+    return {
+        "epochs_done": done,
+        "best_epoch": state["best_epoch"],
+        "select_metric": limits["select_metric"],
+        "best_valid": best_valid,
+        "epochs_without_gain": state["bad_epochs"],
+        "patience": limits["patience"],
+        "max_epochs": limits["epochs"],
+        "finished": finished,
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "saved_at": path.stat().st_mtime,
+    }
+
+
 def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     folder = directory / TRAINING_DIR
     state_json = training_state_path(directory)
@@ -220,6 +260,9 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     elif log_path is not None and log_path.exists():
         log_path.unlink()
 
+    # what ends this training, saved with its state so `nextclick status` can tell finished from interrupted
+    progress["limits"] = {"epochs": epochs, "patience": options.patience,
+                          "select_metric": options.select_metric if valid is not None and len(valid) else None}
     best_state = None
     if options.resume and directory is not None and (directory / "model.safetensors").exists():
         best_state = checkpoint.load_tensors(directory / "model.safetensors")
