@@ -256,8 +256,9 @@ def run_status(run_dir: str | Path) -> dict:
     for name in ("selection", "refit"):
         if (root / name).is_dir():
             parts.append({"part": name, "progress": training_progress(root / name)})
-    if not parts or training_progress(root) is not None:
-        parts.insert(0, {"part": ".", "progress": training_progress(root)})
+    own = training_progress(root)  # a run without selection/refit/grid trains in its own directory
+    if not parts or own is not None:
+        parts.insert(0, {"part": ".", "progress": own})
     metrics = root / "metrics.json"
     tested = json.loads(metrics.read_text())["test"] if metrics.is_file() else None
     for part in parts:

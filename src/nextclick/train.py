@@ -169,6 +169,11 @@ def training_state_path(directory: str | Path) -> Path:
     return Path(directory) / TRAINING_DIR / "state.json"
 
 
+def training_spent(epochs_done: int, epochs_without_gain: int, epochs: int | None, patience: int) -> bool:
+    """The trainer's stopping rule: patience used up, or the epoch budget (when known) spent."""
+    return epochs_without_gain >= patience or (epochs is not None and epochs_done >= epochs)
+
+
 def training_progress(directory: str | Path) -> dict | None:
     """How far the training checkpointed in `directory` got, read from its state.json alone (no
     tensors): epochs done, the best epoch and its validation scores, and whether it has finished
@@ -191,8 +196,7 @@ def training_progress(directory: str | Path) -> dict | None:
                   "select_metric": next((k for k, v in best_valid.items()
                                          if math.isclose(v, state["best_value"], abs_tol=1e-6)), None)}
     done = state["epoch"] + 1
-    finished: bool | None = state["bad_epochs"] >= limits["patience"] or (
-        limits["epochs"] is not None and done >= limits["epochs"])
+    finished: bool | None = training_spent(done, state["bad_epochs"], limits["epochs"], limits["patience"])
     if not finished and not saved:
         finished = None  # unknown: --epochs or --patience may have ended it sooner than the defaults
     return {
@@ -260,16 +264,17 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     elif log_path is not None and log_path.exists():
         log_path.unlink()
 
+    validating = valid is not None and len(valid) > 0
     # what ends this training, saved with its state so `nextclick status` can tell finished from interrupted
     progress["limits"] = {"epochs": epochs, "patience": options.patience,
-                          "select_metric": options.select_metric if valid is not None and len(valid) else None}
+                          "select_metric": options.select_metric if validating else None}
     best_state = None
     if options.resume and directory is not None and (directory / "model.safetensors").exists():
         best_state = checkpoint.load_tensors(directory / "model.safetensors")
 
     lengths = train.length
     for epoch in range(progress["epoch"] + 1, epochs):
-        if progress["bad_epochs"] >= options.patience:
+        if training_spent(epoch, progress["bad_epochs"], epochs, options.patience):
             break
         model.train()
         order = epoch_order(len(train), options.seed, epoch, shuffle)
@@ -297,7 +302,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             scheduler.step()
         progress["train_seconds"] += seconds
         progress["train_cases"] += seen
-        if valid is not None and len(valid):
+        if validating:
             evaluation = evaluate(model.score, valid, ks=options.ks, batch_size=options.eval_batch_size,
                                   max_length=model.max_length, progress=options.progress and not options.quiet,
                                   description="validate")
