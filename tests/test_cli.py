@@ -217,6 +217,33 @@ def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(t
     assert strip(shared["candidates"]) == strip(alone["candidates"]) and shared["chosen"] == alone["chosen"]
 
 
+def test_grid_workers_train_the_candidates_in_processes_and_pick_as_one_process_would(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001,0.03")
+    code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--variant", "workers", "--grid-workers", "2")
+    assert code == 0 and "chosen on validation HR@20" in out
+    run_dir = tmp_path / "runs" / "synthetic" / "narm-workers"
+    logs = sorted(path.name for path in (run_dir / "grid").glob("worker-*.log"))
+    assert logs == ["worker-1.log", "worker-2.log"]
+    assert all("grid part" in (run_dir / "grid" / name).read_text() for name in logs)  # each trained its share
+    shared = json.loads((tmp_path / "results" / "synthetic" / "narm-workers.json").read_text())
+    assert "--grid-workers 2" in shared["command"]
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--variant", "one")
+    alone = json.loads((tmp_path / "results" / "synthetic" / "narm-one.json").read_text())
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]  # noqa: E731
+    assert strip(shared["grid"]["candidates"]) == strip(alone["grid"]["candidates"])
+    scores = lambda result: {k: v for k, v in result["test"].items() if k.startswith(("HR@", "MRR@"))}  # noqa: E731
+    assert shared["grid"]["chosen"] == alone["grid"]["chosen"] and scores(shared) == scores(alone)
+
+
+def test_failed_grid_workers_are_a_clear_error_naming_their_logs(tmp_path):
+    from nextclick.bench import train_grid_in_workers
+
+    with pytest.raises(ChildProcessError, match=r"worker 1 \(exit 2, log .*worker-1\.log\), worker 2"):
+        train_grid_in_workers(["bench"], 2, 2, tmp_path, progress=False)
+    assert "error: the following arguments are required: model" in (tmp_path / "grid" / "worker-1.log").read_text()
+
+
 @pytest.mark.parametrize("argv, message", [
     (("bench", "s-pop", "--grid", "alpha=1,2"), "statistical"),
     (("bench", "narm", "--grid-part", "1/2"), "give the --grid too"),
@@ -225,6 +252,9 @@ def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(t
     (("bench", "narm", "--grid", "lr=0.1,0.1"), "repeats"),
     (("bench", "narm", "--grid", "lr=0.1", "--grid-part", "3/2"), "K/N"),
     (("bench", "narm", "--grid", "lr=../x"), "letters, digits"),
+    (("bench", "narm", "--grid-workers", "2"), "give the --grid too"),
+    (("bench", "narm", "--grid", "lr=0.1,0.2", "--grid-workers", "2", "--grid-part", "1/2"), "exclude each other"),
+    (("bench", "narm", "--grid", "lr=0.1,0.2", "--grid-workers", "0"), "at least 1"),
 ])
 def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -237,6 +237,66 @@ def grid_select(
     return model, record
 
 
+def train_grid_in_workers(argv: list[str], workers: int, threads: int, run_dir: Path, *, progress: bool = True) -> None:
+    """Share a grid search among `workers` processes on this machine (lanes of one GPU, or groups of
+    cores): worker k runs the same bench command line `argv` with `--grid-part k/workers`, `threads //
+    workers` torch threads and `--resume` (a candidate interrupted earlier continues), its output in
+    <run>/grid/worker-k.log. Returns when all have finished; raises naming the logs of any that failed
+    (what they trained is kept: the same command resumes it). The caller then picks and tests."""
+    log_dir = run_dir / "grid"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    per_worker = max(1, threads // workers)
+    processes = []
+    try:
+        for k in range(1, workers + 1):
+            # later flags win in argparse, so appending overrides what argv says for these
+            command = [sys.executable, "-m", "nextclick.cli", *argv, "--grid-part", f"{k}/{workers}",
+                       "--grid-workers", "1", "--threads", str(per_worker), "--resume", "--quiet"]
+            log = open(log_dir / f"worker-{k}.log", "a")
+            processes.append((k, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                  stdin=subprocess.DEVNULL), log))
+        if progress:
+            print(f"grid: {workers} workers, {per_worker} threads each; logs {log_dir}/worker-K.log; "
+                  f"`nextclick status {run_dir}` shows each candidate", file=sys.stderr)
+        bar = _grid_bar(run_dir, progress)
+        while any(process.poll() is None for _, process, _ in processes):
+            time.sleep(2)
+            bar()
+        bar(close=True)
+    finally:
+        for _, process, log in processes:
+            if process.poll() is None:  # interrupted: stop the others too (each resumes from its checkpoint)
+                process.terminate()
+                process.wait()
+            log.close()
+    failed = [(k, process.returncode) for k, process, _ in processes if process.returncode != 0]
+    if failed:
+        raise ChildProcessError("grid workers failed: " + ", ".join(
+            f"worker {k} (exit {code}, log {log_dir / f'worker-{k}.log'})" for k, code in failed)
+            + "; what finished is kept: run the same command again to resume")
+
+
+def _grid_bar(run_dir: Path, progress: bool) -> Callable[..., None]:
+    """A progress bar over the grid's finished candidates, read from the run directory."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc="grid candidates", unit="candidate", disable=not progress, leave=False)
+
+    def update(close: bool = False) -> None:
+        if not progress:
+            return
+        status = run_status(run_dir) if (run_dir / "grid" / GRID_SPEC).is_file() else None
+        if status is not None:
+            bar.total = status["grid_candidates"]
+            bar.n = sum(1 for part in status["parts"] if part["part"].startswith("grid/")
+                        and part["progress"] and part["progress"]["finished"])
+            bar.refresh()
+        if close:
+            bar.close()
+
+    return update
+
+
 def run_status(run_dir: str | Path) -> dict:
     """How far a bench or train run got, from its checkpoint directory alone: each training in it (the
     run itself, or its `selection` and `refit`, and every grid candidate, with those a grid has not
@@ -281,10 +341,14 @@ def run_bench(
     command: list[str] | None = None,
     grid: dict[str, tuple[str, ...]] | None = None,
     grid_part: tuple[int, int] | None = None,
+    grid_workers: int = 1,
+    worker_argv: list[str] | None = None,
 ) -> tuple[dict | None, Path]:
     """Train, select on validation, test once; write the result file and return (result, its path).
     With `grid`, the hyper-parameters are searched first (grid_select); with `grid_part`, only that
-    share of the search runs and (None, the run directory) comes back."""
+    share of the search runs and (None, the run directory) comes back; with `grid_workers` > 1, that
+    many processes running the bench command line `worker_argv` train the candidates first
+    (train_grid_in_workers), and this one picks and tests."""
     options = options or TrainOptions()
     threads = set_threads(threads)
     device = resolve_device(options.device)  # a device this machine lacks fails here, before any output
@@ -306,10 +370,22 @@ def run_bench(
             config_from_overrides(type(model).Config, {**overrides, **values})
     if grid_part is not None and not grid:
         raise ValueError("--grid-part shares a --grid search; give the --grid too")
+    if grid_workers < 1:
+        raise ValueError(f"--grid-workers must be at least 1, got {grid_workers}")
+    if grid_workers > 1 and not grid:
+        raise ValueError("--grid-workers shares a --grid search; give the --grid too")
+    if grid_workers > 1 and grid_part is not None:
+        raise ValueError("--grid-workers and --grid-part exclude each other: the workers take the parts themselves")
+    if grid_workers > 1 and worker_argv is None:
+        raise ValueError("grid_workers needs the bench command line the workers run (worker_argv)")
     if options.checkpoint_dir is None:
         options = replace(options, checkpoint_dir=str(Path("runs") / split.name / (model.name + (f"-{variant}" if variant else ""))))
     directory = Path(options.checkpoint_dir)
     if grid:
+        if grid_workers > 1:
+            train_grid_in_workers(worker_argv, grid_workers, threads, directory,
+                                  progress=options.progress and not options.quiet)
+            options = replace(options, resume=True)  # every candidate has trained: read, pick, test
         selected = grid_select(model_name, split, overrides, grid, options, grid_part)
         if selected is None:
             return None, directory

@@ -247,7 +247,7 @@ def _explain_test_set(args) -> int:
     model, meta, split = _checkpoint_and_split(args)
     summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
                **summarise(model, split.test, progress=not args.quiet),
-               "machine": machine_info(threads), "command": shlex.join(["nextclick", *sys.argv[1:]])}
+               "machine": machine_info(threads), "command": shlex.join(["nextclick", *args.argv])}
     out = _output_path(args.out, ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")
@@ -269,7 +269,8 @@ def cmd_bench(args) -> int:
     result, path = run_bench(
         args.model, args.dataset, overrides=_parse_overrides(args.set), options=_train_options(args),
         variant=args.variant, results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
-        command=["nextclick", *sys.argv[1:]], grid=parse_grid(args.grid), grid_part=part,
+        command=["nextclick", *args.argv], grid=parse_grid(args.grid), grid_part=part,
+        grid_workers=args.grid_workers, worker_argv=args.argv,
     )
     if result is None:
         print(f"grid part {part[0]}/{part[1]} trained under {path / 'grid'}; once every part is done, the same "
@@ -295,7 +296,7 @@ def cmd_speed(args) -> int:
     result = measure_training_speed(
         args.model, args.dataset, overrides=_parse_overrides(args.set), batches=args.batches,
         reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
-        command=["nextclick", *sys.argv[1:]], device=args.device,
+        command=["nextclick", *args.argv], device=args.device,
     )
     path = result_path(args.results_dir, result["dataset"], result["model"], args.variant).with_suffix(".speed.json")
     checkpoint.atomic_write_json(path, result)
@@ -482,6 +483,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-part", default=None, metavar="K/N",
                    help="train only candidates K, K+N, K+2N, ... of the --grid and stop (N processes share a search); "
                         "then the same command without --grid-part, with --resume, picks and tests")
+    p.add_argument("--grid-workers", type=int, default=1, metavar="N",
+                   help="train the --grid's candidates in N processes on this machine (lanes of one GPU, or groups "
+                        "of cores; each gets --threads / N threads and logs to <run>/grid/worker-K.log), then pick "
+                        "and test here (1: one process). Interrupted, the same command resumes")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/<d>/<model>.speed.json")
@@ -551,9 +556,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a bench records and its grid workers rerun
     try:
         return args.func(args)
-    except (DataError, ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError) as error:
+    except (DataError, ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError,
+            ChildProcessError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"nextclick: error: {message}", file=sys.stderr)
         return 2
