@@ -117,6 +117,14 @@ def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
     assert 0 < result["reference_path"]["operator_calls_per_step"] < result["fast_path"]["operator_calls_per_step"]
 
 
+def test_speed_times_batches_of_the_size_asked_for(tmp_path, capsys):
+    code, _, _ = run(capsys, "speed", "sr-iem", "--set", "embedding_size=8", "--batches", "2", "--batch-size", "64",
+                     "--threads", "1", "--results-dir", str(tmp_path))
+    assert code == 0
+    result = json.loads((tmp_path / "synthetic" / "sr-iem.speed.json").read_text())
+    assert result["batch_size"] == 64 and result["fast_path"]["cases"] == 128 and "batch 64" in result["what"]
+
+
 def test_curve_reports_test_metrics_of_every_kept_epoch_beside_validation(tmp_path, capsys):
     run_dir = tmp_path / "narm"
     code, _, _ = run(capsys, "train", "narm", "-o", str(run_dir), "--epochs", "2", "--keep-epochs", "-q",

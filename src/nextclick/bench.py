@@ -443,6 +443,7 @@ def measure_training_speed(
     *,
     overrides: dict[str, Any] | None = None,
     batches: int = 30,
+    batch_size: int = 512,
     warmup: int = 3,
     reference_batches: int = 0,
     threads: int | None = None,
@@ -451,7 +452,7 @@ def measure_training_speed(
     command: list[str] | None = None,
     device: str = "auto",
 ) -> dict:
-    """Training cases/s over `batches` real random batches (after `warmup`), measured the way the
+    """Training cases/s over `batches` real random batches of `batch_size` (after `warmup`), measured the way the
     trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
@@ -467,7 +468,7 @@ def measure_training_speed(
         model.train()
 
         def timed_step(step: int) -> int:
-            batch = make_batch(cases, order[step * 512 : (step + 1) * 512])
+            batch = make_batch(cases, order[step * batch_size : (step + 1) * batch_size])
             if pad_to is not None:
                 extra = pad_to - batch.items.shape[1]
                 batch = Batch(torch.nn.functional.pad(batch.items, (extra, 0)), batch.lengths, batch.labels, batch.full_lengths)
@@ -491,7 +492,8 @@ def measure_training_speed(
     result = {
         "model": model.name,
         "dataset": split.name,
-        "what": "training cases/s: batch building + forward + backward + optimizer step, batch 512, random batches",
+        "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, random batches",
+        "batch_size": batch_size,
         "config": asdict(model.config),
         "fast_path": timed(model, batches),
     }

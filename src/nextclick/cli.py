@@ -295,7 +295,7 @@ def cmd_speed(args) -> int:
 
     result = measure_training_speed(
         args.model, args.dataset, overrides=_parse_overrides(args.set), batches=args.batches,
-        reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
+        batch_size=args.batch_size, reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
         command=["nextclick", *args.argv], device=args.device,
     )
     path = result_path(args.results_dir, result["dataset"], result["model"], args.variant).with_suffix(".speed.json")
@@ -493,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model name")
     _add_data_options(p)
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
-    p.add_argument("--batches", type=int, default=30, help="timed batches of 512 (30)")
+    p.add_argument("--batches", type=int, default=30, help="timed batches (30)")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="cases per timed batch (512, DSAN's batch; a model's own batch size shows what its training sees)")
     p.add_argument("--reference-batches", type=int, default=0,
                    help="also time this many batches in the official code's layout (padded to the longest prefix)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
