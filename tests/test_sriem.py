@@ -49,20 +49,6 @@ def test_forward_backward_shapes(variant):
 
 
 @pytest.mark.parametrize("variant", ["paper", "code"])
-def test_item_table_gradient_is_dense_and_the_same_as_with_a_dense_lookup(variant):
-    batch = labelled([[1, 2, 3], [4], [5, 6, 7, 8, 9], [3, 3]], [2, 3, 4, 3])
-    sparse_lookup, dense_lookup = small(variant), small(variant)
-    dense_lookup.embedding.sparse = False
-    for model in (sparse_lookup, dense_lookup):
-        model.loss(batch).backward()
-    gradient = sparse_lookup.embedding.weight.grad
-    assert gradient.layout == torch.strided  # fused Adam takes dense gradients only
-    torch.testing.assert_close(gradient, dense_lookup.embedding.weight.grad)
-    optimizer = sparse_lookup.optimizer()
-    optimizer.step()  # the fused Adam step accepts it
-
-
-@pytest.mark.parametrize("variant", ["paper", "code"])
 def test_importance_weights(variant):
     model = small(variant).eval()
     batch = labelled([[1, 2, 3], [4], [5, 6, 7, 8, 9]], [2, 3, 4])

@@ -82,10 +82,7 @@ class SRIEM(NeuralModel):
         d = c.embedding_size
         code = c.variant == "code"
         width = d if code else c.attention_size  # l
-        # sparse: the lookup's gradient (B x L rows) is added into the scoring matmul's dense item-table
-        # gradient instead of the engine summing two dense (N+1) x d tables; the same gradient, and
-        # 10-13% more training cases/s on the CPU (yoochoose1_64, batch 64-128, 2 threads).
-        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0, sparse=True)
+        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.query = nn.Linear(d, width, bias=False)  # W_q
         self.key = nn.Linear(d, width, bias=False)  # W_k
         self.fusion = nn.Linear(2 * d, d, bias=code)  # W_0 (the code's nn.Linear has a bias)
