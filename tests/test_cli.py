@@ -1,6 +1,7 @@
 """The command line as a user runs it: clear one-line errors, working commands on synthetic data."""
 
 import json
+import shutil
 
 import pytest
 
@@ -244,6 +245,53 @@ def test_grid_workers_train_the_candidates_in_processes_and_pick_as_one_process_
     assert shared["grid"]["chosen"] == alone["grid"]["chosen"] and scores(shared) == scores(alone)
 
 
+def test_a_grid_resumes_from_its_records_alone_where_the_checkpoints_are_gone(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "--variant", "g", "-o", "runs/g")
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--refit")
+    assert code == 0 and sorted(path.name for path in (tmp_path / "kept").iterdir()) == ["lr=0.001.json", "lr=0.03.json"]
+    first = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    shutil.rmtree(tmp_path / "runs")  # a new machine: only the records came along
+    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--refit", "--resume")[0] == 0
+    assert not list((tmp_path / "runs" / "g" / "grid").glob("*/train.jsonl"))  # no candidate trained again
+    again = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    assert again["grid"]["candidates"] == first["grid"]["candidates"] and again["grid"]["chosen"] == first["grid"]["chosen"]
+    scores = lambda result: {k: v for k, v in result["test"].items() if k.startswith(("HR@", "MRR@"))}  # noqa: E731
+    assert scores(again) == scores(first)  # the refit of the chosen config, from the same seed
+    status = json.loads(run(capsys, "status", "runs/g", "--json")[1])
+    progress = {part["part"]: part["progress"] for part in status["parts"]}
+    assert progress["grid/lr=0.03"]["finished"] and progress["grid/lr=0.03"]["record"]
+    shutil.rmtree(tmp_path / "runs" / "g" / "grid" / "lr=0.03")  # the search's records folder still tells
+    status = json.loads(run(capsys, "status", "runs/g", "--json")[1])
+    progress = {part["part"]: part["progress"] for part in status["parts"]}
+    assert progress["grid/lr=0.03"]["record"] == "kept/lr=0.03.json"
+    assert progress["grid/lr=0.03"]["best_valid"]["HR@20"] == first["grid"]["candidates"][1]["HR@20"]
+
+
+def test_a_candidate_chosen_from_its_record_alone_is_trained_again_to_be_tested_without_refit(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "--variant", "g", "-o", "runs/g")
+    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid)[0] == 0
+    first = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    shutil.rmtree(tmp_path / "runs")
+    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume")[0] == 0
+    trained = [path.parent.name for path in (tmp_path / "runs" / "g" / "grid").glob("*/train.jsonl")]
+    assert trained == ["lr=" + first["grid"]["chosen"]["lr"]]  # only the chosen one, for its weights
+    again = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    assert again["grid"]["candidates"] == first["grid"]["candidates"]
+    assert again["test"]["HR@20"] == first["test"]["HR@20"] and again["test"]["MRR@20"] == first["test"]["MRR@20"]
+
+
+def test_a_grid_record_made_under_other_settings_is_refused_not_overwritten(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = ("--grid", "lr=0.001", "--grid-records", "kept", "-o", "runs/g")
+    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid)[0] == 0
+    kept = (tmp_path / "kept" / "lr=0.001.json").read_text()
+    code, _, err = run(capsys, "bench", "narm", *SMALL_NARM, "--set", "embedding_size=16", *grid, "--resume")
+    assert code == 2 and "trained under other settings (config differ)" in err
+    assert (tmp_path / "kept" / "lr=0.001.json").read_text() == kept
+
+
 def test_failed_grid_workers_are_a_clear_error_naming_their_logs(tmp_path):
     from nextclick.bench import train_grid_in_workers
 
@@ -263,6 +311,7 @@ def test_failed_grid_workers_are_a_clear_error_naming_their_logs(tmp_path):
     (("bench", "narm", "--grid-workers", "2"), "give the --grid too"),
     (("bench", "narm", "--grid", "lr=0.1,0.2", "--grid-workers", "2", "--grid-part", "1/2"), "exclude each other"),
     (("bench", "narm", "--grid", "lr=0.1,0.2", "--grid-workers", "0"), "at least 1"),
+    (("bench", "narm", "--grid-records", "kept"), "give the --grid too"),
 ])
 def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -278,7 +327,7 @@ def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, mon
     code, _, err = run(capsys, *argv)
     assert code == 0 and "grid candidate 1 of 2: lr=0.001" in err and "grid candidate 2 of 2: lr=0.01" in err
     code, _, err = run(capsys, *argv, "--resume")
-    assert code == 0 and "grid candidate 2 of 2: lr=0.01 (resumed)" in err
+    assert code == 0 and "grid candidate 2 of 2: lr=0.01 (finished earlier: its record is kept in runs/" in err
 
 
 def test_status_lists_grid_candidates_finished_and_not_begun(tmp_path, capsys, monkeypatch):

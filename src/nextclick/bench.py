@@ -186,7 +186,7 @@ def candidate_name(values: dict[str, str]) -> str:
 
 def grid_select(
     model_name: str, split: Split, overrides: dict[str, Any], grid: dict[str, tuple[str, ...]], options: TrainOptions,
-    part: tuple[int, int] | None = None,
+    part: tuple[int, int] | None = None, records: str | Path | None = None,
 ) -> tuple[Recommender, dict] | None:
     """Train every candidate of `grid` (the cartesian product, first values first) on the same fit /
     validation carve, each from the same seed and in a checkpoint directory of its own
@@ -197,28 +197,50 @@ def grid_select(
 
     `part=(k, n)` trains only candidates k, k+n, k+2n, ... (1-based k) and returns None: n processes
     (on n machines, or lanes of one GPU) share a search; the full call with `resume` then finds their
-    trainings finished, picks and tests. Interrupted candidates continue from their checkpoints."""
+    trainings finished, picks and tests. Interrupted candidates continue from their checkpoints.
+
+    A finished candidate leaves a small record (its fit record and the settings it trained under) in
+    <run>/grid/<candidate>/candidate.json and, with `records`, in <records>/<candidate>.json too. With
+    `resume`, a candidate with a record is not trained again, even where its checkpoint is gone: a
+    search can so go on across machines that keep only the records (a committed folder, shared
+    storage). With `refit` the records alone decide (the chosen one is retrained on all cases);
+    without it, the chosen candidate's weights are read from its checkpoint, or trained again."""
     candidates = grid_candidates(grid)
     root = Path(options.checkpoint_dir)
     (root / "grid").mkdir(parents=True, exist_ok=True)  # the whole search, so `nextclick status` can list what is left
-    checkpoint.atomic_write_json(root / "grid" / GRID_SPEC, {"metric": options.select_metric,
-                                                            "candidates": [candidate_name(v) for v in candidates]})
-    best: tuple[float, Recommender, dict, dict] | None = None
+    checkpoint.atomic_write_json(root / "grid" / GRID_SPEC, {
+        "metric": options.select_metric, "candidates": [candidate_name(v) for v in candidates],
+        "records": str(records) if records is not None else None})
+    best: tuple[float, Recommender | None, dict, dict] | None = None
     rows = []
     for index, values in enumerate(candidates):
         if part is not None and index % part[1] != part[0] - 1:
             continue
-        directory = root / "grid" / candidate_name(values)
+        name = candidate_name(values)
+        directory = root / "grid" / name
         torch.manual_seed(options.seed)  # every candidate starts as a plain bench run of its config would
         np.random.seed(options.seed)
-        model = build(model_name, split.n_items, {**overrides, **values})
-        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
-        candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
-                                    resume=options.resume and training_state_path(directory).exists())
-        if not options.quiet:
-            print(f"grid candidate {index + 1} of {len(candidates)}: {candidate_name(values)}"
-                  + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
-        model, record = fit_and_select(model, split, candidate_options)
+        model: Recommender | None = build(model_name, split.n_items, {**overrides, **values})
+        settings = candidate_settings(model, split, options)
+        record_paths = candidate_record_paths(root, name, records)
+        kept = read_candidate_record(record_paths, settings) if options.resume else None
+        if kept is not None:
+            model, record = None, kept["record"]  # weights only if it is chosen and not refitted (below)
+            if not options.quiet:
+                print(f"grid candidate {index + 1} of {len(candidates)}: {name} (finished earlier: its record "
+                      f"is kept in {kept['path']})", file=sys.stderr)
+        else:
+            checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+            candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
+                                        resume=options.resume and training_state_path(directory).exists())
+            if not options.quiet:
+                print(f"grid candidate {index + 1} of {len(candidates)}: {name}"
+                      + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
+            model, record = fit_and_select(model, split, candidate_options)
+            kept = {"candidate": name, "values": values, "settings": settings, "record": record,
+                    "machine": machine_info(device=resolve_device(options.device) if model.neural else "cpu"),
+                    "git_commit": git_commit(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_candidate_record(record_paths, kept)
         value = record["valid"][options.select_metric]
         rows.append({**values, "selected_epoch": record["selected_epoch"], "epochs_run": record["epochs_run"],
                      **{key: metric for key, metric in record["valid"].items()
@@ -230,11 +252,79 @@ def grid_select(
         return None
     assert best is not None
     _, model, record, chosen = best
+    if model is None:  # chosen from its record alone
+        torch.manual_seed(options.seed)
+        np.random.seed(options.seed)
+        model = build(model_name, split.n_items, {**overrides, **chosen})
+        if not options.refit:  # the test needs its selected weights: from its checkpoint, or trained again
+            directory = root / "grid" / candidate_name(chosen)
+            checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+            model, _ = fit_and_select(model, split, replace(
+                options, checkpoint_dir=str(directory), resume=training_state_path(directory).exists()))
     record["grid"] = {"metric": options.select_metric, "grid": {key: list(v) for key, v in grid.items()},
                       "candidates": rows, "chosen": chosen, "directory": str(root / "grid" / candidate_name(chosen))}
     if options.refit:
         model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
     return model, record
+
+
+CANDIDATE_RECORD = "candidate.json"  # in <run>/grid/<candidate>/ once the candidate has finished
+SETTING_OPTIONS = ("epochs", "patience", "batch_size", "seed", "select_metric", "validation", "length_buckets",
+                   "max_batches")  # the TrainOptions a candidate's validation score depends on
+
+
+def candidate_settings(model: Recommender, split: Split, options: TrainOptions) -> dict:
+    """What a grid candidate's validation score depends on, as JSON would hold it: a record made under
+    other settings (another config, seed, carve or epoch budget) is not this candidate's."""
+    settings = {"model": model.name, "dataset": split.name, "n_items": split.n_items, "config": asdict(model.config),
+                **{key: getattr(options, key) for key in SETTING_OPTIONS}}
+    return json.loads(json.dumps(settings))  # tuples as lists, as read back from a record
+
+
+def candidate_record_paths(root: Path, name: str, records: str | Path | None) -> list[Path]:
+    """Where a candidate's record lives: its own directory, and the shared `records` folder if given."""
+    return [root / "grid" / name / CANDIDATE_RECORD] + ([Path(records) / f"{name}.json"] if records is not None else [])
+
+
+def read_candidate_record(paths: list[Path], settings: dict) -> dict | None:
+    """The first record found at `paths` (with `path`: where it was), None if there is none. A record
+    made under other settings is an error, not a miss: silently training again would overwrite it."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        kept = json.loads(path.read_text())
+        theirs = kept.get("settings") or {}
+        if theirs != settings:
+            differ = sorted(key for key in set(settings) | set(theirs) if theirs.get(key) != settings.get(key))
+            raise ValueError(f"{path} records a grid candidate trained under other settings ({', '.join(differ)} "
+                             "differ); give the settings it was trained with, another --grid-records folder, "
+                             "or move the record away")
+        return {**kept, "path": str(path)}
+    return None
+
+
+def write_candidate_record(paths: list[Path], kept: dict) -> None:
+    """Store `kept` wherever it is not stored yet (a record read from one place is copied to the others)."""
+    value = {key: item for key, item in kept.items() if key != "path"}
+    for path in paths:
+        if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(value, default=str)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.atomic_write_json(path, value)
+
+
+def record_progress(path: Path) -> dict | None:
+    """A finished candidate's progress (as train.training_progress gives it) read from its record alone,
+    for a candidate whose checkpoint is gone."""
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    record, settings = kept["record"], kept["settings"]
+    return {"epochs_done": record["epochs_run"], "best_epoch": record["selected_epoch"],
+            "select_metric": settings["select_metric"], "best_valid": record["valid"],
+            "epochs_without_gain": record["epochs_run"] - record["selected_epoch"] - 1,
+            "patience": settings["patience"], "max_epochs": settings["epochs"] or settings["config"].get("epochs"),
+            "finished": True, "train_seconds": record.get("train_seconds", 0.0), "saved_at": path.stat().st_mtime,
+            "record": str(path)}
 
 
 def train_grid_in_workers(argv: list[str], workers: int, threads: int, run_dir: Path, *, progress: bool = True) -> None:
@@ -312,7 +402,11 @@ def run_status(run_dir: str | Path) -> dict:
     begun = sorted(path.name for path in (root / "grid").iterdir() if path.is_dir()) if (root / "grid").is_dir() else []
     names = spec["candidates"] + sorted(set(begun) - set(spec["candidates"])) if spec else begun
     for name in names:
-        parts.append({"part": f"grid/{name}", "progress": training_progress(root / "grid" / name)})
+        progress = training_progress(root / "grid" / name)
+        if progress is None or not progress["finished"]:  # its checkpoint gone or behind: a record may hold it
+            paths = candidate_record_paths(root, name, spec.get("records") if spec else None)
+            progress = next(filter(None, map(record_progress, paths)), progress)
+        parts.append({"part": f"grid/{name}", "progress": progress})
     for name in ("selection", "refit"):
         if (root / name).is_dir():
             parts.append({"part": name, "progress": training_progress(root / name)})
@@ -343,12 +437,14 @@ def run_bench(
     grid_part: tuple[int, int] | None = None,
     grid_workers: int = 1,
     worker_argv: list[str] | None = None,
+    grid_records: str | Path | None = None,
 ) -> tuple[dict | None, Path]:
     """Train, select on validation, test once; write the result file and return (result, its path).
     With `grid`, the hyper-parameters are searched first (grid_select); with `grid_part`, only that
     share of the search runs and (None, the run directory) comes back; with `grid_workers` > 1, that
     many processes running the bench command line `worker_argv` train the candidates first
-    (train_grid_in_workers), and this one picks and tests."""
+    (train_grid_in_workers), and this one picks and tests. `grid_records`: a folder that keeps each
+    finished candidate's record as well (grid_select), so a search resumes where only that folder survives."""
     options = options or TrainOptions()
     threads = set_threads(threads)
     device = resolve_device(options.device)  # a device this machine lacks fails here, before any output
@@ -376,6 +472,8 @@ def run_bench(
         raise ValueError("--grid-workers shares a --grid search; give the --grid too")
     if grid_workers > 1 and grid_part is not None:
         raise ValueError("--grid-workers and --grid-part exclude each other: the workers take the parts themselves")
+    if grid_records is not None and not grid:
+        raise ValueError("--grid-records keeps a --grid search's candidates; give the --grid too")
     if grid_workers > 1 and worker_argv is None:
         raise ValueError("grid_workers needs the bench command line the workers run (worker_argv)")
     if options.checkpoint_dir is None:
@@ -386,7 +484,7 @@ def run_bench(
             train_grid_in_workers(worker_argv, grid_workers, threads, directory,
                                   progress=options.progress and not options.quiet)
             options = replace(options, resume=True)  # every candidate has trained: read, pick, test
-        selected = grid_select(model_name, split, overrides, grid, options, grid_part)
+        selected = grid_select(model_name, split, overrides, grid, options, grid_part, grid_records)
         if selected is None:
             return None, directory
         model, fit_record = selected

@@ -270,7 +270,7 @@ def cmd_bench(args) -> int:
         args.model, args.dataset, overrides=_parse_overrides(args.set), options=_train_options(args),
         variant=args.variant, results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
         command=["nextclick", *args.argv], grid=parse_grid(args.grid), grid_part=part,
-        grid_workers=args.grid_workers, worker_argv=args.argv,
+        grid_workers=args.grid_workers, worker_argv=args.argv, grid_records=args.grid_records,
     )
     if result is None:
         print(f"grid part {part[0]}/{part[1]} trained under {path / 'grid'}; once every part is done, the same "
@@ -349,7 +349,8 @@ def _part_state(progress: dict | None) -> str:
     if progress["finished"]:
         if progress["select_metric"] is None:
             return f"finished ({progress['epochs_done']} epochs)"
-        return f"finished ({progress['epochs_without_gain']} epochs without gain)"
+        source = f"; from its record {progress['record']}" if progress.get("record") else ""
+        return f"finished ({progress['epochs_without_gain']} epochs without gain{source})"
     budget = "" if progress["finished"] is False else " (an old state: its limits were not saved)"
     return f"stopped or running{budget}: last epoch saved {_ago(progress['saved_at'])}, continues with --resume"
 
@@ -487,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the --grid's candidates in N processes on this machine (lanes of one GPU, or groups "
                         "of cores; each gets --threads / N threads and logs to <run>/grid/worker-K.log), then pick "
                         "and test here (1: one process). Interrupted, the same command resumes")
+    p.add_argument("--grid-records", default=None, metavar="DIR",
+                   help="also keep each finished --grid candidate's record (its validation scores and the settings "
+                        "it trained under, a few KB) in DIR/<candidate>.json; with --resume a candidate recorded there "
+                        "is not trained again, even on a machine without its checkpoint (commit or share DIR to "
+                        "continue a search elsewhere; with --refit the records alone decide)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/<d>/<model>.speed.json")
