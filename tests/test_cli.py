@@ -289,6 +289,8 @@ def test_a_grid_record_made_under_other_settings_is_refused_not_overwritten(tmp_
     kept = (tmp_path / "kept" / "lr=0.001.json").read_text()
     code, _, err = run(capsys, "bench", "narm", *SMALL_NARM, "--set", "embedding_size=16", *grid, "--resume")
     assert code == 2 and "trained under other settings (config differ)" in err
+    code, _, err = run(capsys, "bench", "narm", *SMALL_NARM, *grid)  # a fresh search would train it again
+    assert code == 2 and "kept already holds 1 candidate records (lr=0.001.json, ...): add --resume" in err
     assert (tmp_path / "kept" / "lr=0.001.json").read_text() == kept
 
 

@@ -206,6 +206,7 @@ def grid_select(
     storage). With `refit` the records alone decide (the chosen one is retrained on all cases);
     without it, the chosen candidate's weights are read from its checkpoint, or trained again."""
     candidates = grid_candidates(grid)
+    commit = git_commit()  # the code this process imported, recorded with each candidate it finishes
     root = Path(options.checkpoint_dir)
     (root / "grid").mkdir(parents=True, exist_ok=True)  # the whole search, so `nextclick status` can list what is left
     checkpoint.atomic_write_json(root / "grid" / GRID_SPEC, {
@@ -225,7 +226,7 @@ def grid_select(
         record_paths = candidate_record_paths(root, name, records)
         kept = read_candidate_record(record_paths, settings) if options.resume else None
         if kept is not None:
-            model, record = None, kept["record"]  # weights only if it is chosen and not refitted (below)
+            model, record, trained_here = None, kept["record"], False  # weights only if chosen without refit (below)
             if not options.quiet:
                 print(f"grid candidate {index + 1} of {len(candidates)}: {name} (finished earlier: its record "
                       f"is kept in {kept['path']})", file=sys.stderr)
@@ -237,10 +238,11 @@ def grid_select(
                 print(f"grid candidate {index + 1} of {len(candidates)}: {name}"
                       + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
             model, record = fit_and_select(model, split, candidate_options)
+            trained_here = True
             kept = {"candidate": name, "values": values, "settings": settings, "record": record,
                     "machine": machine_info(device=resolve_device(options.device) if model.neural else "cpu"),
-                    "git_commit": git_commit(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_candidate_record(record_paths, kept)
+                    "git_commit": commit, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_candidate_record(record_paths, kept, trained_here=trained_here)
         value = record["valid"][options.select_metric]
         rows.append({**values, "selected_epoch": record["selected_epoch"], "epochs_run": record["epochs_run"],
                      **{key: metric for key, metric in record["valid"].items()
@@ -303,11 +305,12 @@ def read_candidate_record(paths: list[Path], settings: dict) -> dict | None:
     return None
 
 
-def write_candidate_record(paths: list[Path], kept: dict) -> None:
-    """Store `kept` wherever it is not stored yet (a record read from one place is copied to the others)."""
+def write_candidate_record(paths: list[Path], kept: dict, *, trained_here: bool) -> None:
+    """Store `kept` at `paths`: all of them for a candidate just trained here; for one read from a record,
+    wherever none is stored yet (copied to the other places; one already there stays as it is)."""
     value = {key: item for key, item in kept.items() if key != "path"}
     for path in paths:
-        if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(value, default=str)):
+        if trained_here or not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.atomic_write_json(path, value)
 
@@ -474,6 +477,11 @@ def run_bench(
         raise ValueError("--grid-workers and --grid-part exclude each other: the workers take the parts themselves")
     if grid_records is not None and not grid:
         raise ValueError("--grid-records keeps a --grid search's candidates; give the --grid too")
+    if grid_records is not None and not options.resume:
+        held = sorted(path.name for path in Path(grid_records).glob("*.json")) if Path(grid_records).is_dir() else []
+        if held:
+            raise ValueError(f"{grid_records} already holds {len(held)} candidate records ({held[0]}, ...): add --resume "
+                             "to continue that search, or give another --grid-records folder")
     if grid_workers > 1 and worker_argv is None:
         raise ValueError("grid_workers needs the bench command line the workers run (worker_argv)")
     if options.checkpoint_dir is None:
