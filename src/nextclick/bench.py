@@ -218,29 +218,22 @@ def grid_select(
         if part is not None and index % part[1] != part[0] - 1:
             continue
         name = candidate_name(values)
-        directory = root / "grid" / name
-        torch.manual_seed(options.seed)  # every candidate starts as a plain bench run of its config would
-        np.random.seed(options.seed)
-        model: Recommender | None = build(model_name, split.n_items, {**overrides, **values})
+        model: Recommender | None = build_candidate(model_name, split, overrides, values, options.seed)
         settings = candidate_settings(model, split, options)
         record_paths = candidate_record_paths(root, name, records)
-        kept = read_candidate_record(record_paths, settings) if options.resume else None
-        if kept is not None:
+        found = read_candidate_record(record_paths, settings) if options.resume else None
+        if found is not None:
+            kept, path = found
             model, record, trained_here = None, kept["record"], False  # weights only if chosen without refit (below)
             if not options.quiet:
                 print(f"grid candidate {index + 1} of {len(candidates)}: {name} (finished earlier: its record "
-                      f"is kept in {kept['path']})", file=sys.stderr)
+                      f"is kept in {path})", file=sys.stderr)
         else:
-            checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
-            candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
-                                        resume=options.resume and training_state_path(directory).exists())
-            if not options.quiet:
-                print(f"grid candidate {index + 1} of {len(candidates)}: {name}"
-                      + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
-            model, record = fit_and_select(model, split, candidate_options)
+            model, record = train_candidate(model, split, options, root / "grid" / name,
+                                            f"grid candidate {index + 1} of {len(candidates)}: {name}")
             trained_here = True
             kept = {"candidate": name, "values": values, "settings": settings, "record": record,
-                    "machine": machine_info(device=resolve_device(options.device) if model.neural else "cpu"),
+                    "machine": machine_info(device=resolve_device(options.device)),
                     "git_commit": commit, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_candidate_record(record_paths, kept, trained_here=trained_here)
         value = record["valid"][options.select_metric]
@@ -255,19 +248,34 @@ def grid_select(
     assert best is not None
     _, model, record, chosen = best
     if model is None:  # chosen from its record alone
-        torch.manual_seed(options.seed)
-        np.random.seed(options.seed)
-        model = build(model_name, split.n_items, {**overrides, **chosen})
+        model = build_candidate(model_name, split, overrides, chosen, options.seed)
         if not options.refit:  # the test needs its selected weights: from its checkpoint, or trained again
-            directory = root / "grid" / candidate_name(chosen)
-            checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
-            model, _ = fit_and_select(model, split, replace(
-                options, checkpoint_dir=str(directory), resume=training_state_path(directory).exists()))
+            model, _ = train_candidate(model, split, replace(options, resume=True),
+                                       root / "grid" / candidate_name(chosen), None)
     record["grid"] = {"metric": options.select_metric, "grid": {key: list(v) for key, v in grid.items()},
                       "candidates": rows, "chosen": chosen, "directory": str(root / "grid" / candidate_name(chosen))}
     if options.refit:
         model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
     return model, record
+
+
+def build_candidate(model_name: str, split: Split, overrides: dict[str, Any], values: dict[str, str], seed: int) -> Recommender:
+    """A fresh model of one grid candidate's config, seeded as a plain bench run of that config would be."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return build(model_name, split.n_items, {**overrides, **values})
+
+
+def train_candidate(model: Recommender, split: Split, options: TrainOptions, directory: Path,
+                    announce: str | None) -> tuple[Recommender, dict]:
+    """Train (or, with `resume`, continue from its checkpoint) one grid candidate in `directory`, selected
+    on validation; says `announce` on stderr first unless quiet."""
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
+                                resume=options.resume and training_state_path(directory).exists())
+    if announce and not options.quiet:
+        print(announce + (" (resumed)" if candidate_options.resume else ""), file=sys.stderr)
+    return fit_and_select(model, split, candidate_options)
 
 
 CANDIDATE_RECORD = "candidate.json"  # in <run>/grid/<candidate>/ once the candidate has finished
@@ -288,8 +296,8 @@ def candidate_record_paths(root: Path, name: str, records: str | Path | None) ->
     return [root / "grid" / name / CANDIDATE_RECORD] + ([Path(records) / f"{name}.json"] if records is not None else [])
 
 
-def read_candidate_record(paths: list[Path], settings: dict) -> dict | None:
-    """The first record found at `paths` (with `path`: where it was), None if there is none. A record
+def read_candidate_record(paths: list[Path], settings: dict) -> tuple[dict, Path] | None:
+    """The first record found at `paths` and where it was, None if there is none. A record
     made under other settings is an error, not a miss: silently training again would overwrite it."""
     for path in paths:
         if not path.is_file():
@@ -301,18 +309,17 @@ def read_candidate_record(paths: list[Path], settings: dict) -> dict | None:
             raise ValueError(f"{path} records a grid candidate trained under other settings ({', '.join(differ)} "
                              "differ); give the settings it was trained with, another --grid-records folder, "
                              "or move the record away")
-        return {**kept, "path": str(path)}
+        return kept, path
     return None
 
 
 def write_candidate_record(paths: list[Path], kept: dict, *, trained_here: bool) -> None:
     """Store `kept` at `paths`: all of them for a candidate just trained here; for one read from a record,
     wherever none is stored yet (copied to the other places; one already there stays as it is)."""
-    value = {key: item for key, item in kept.items() if key != "path"}
     for path in paths:
         if trained_here or not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_json(path, value)
+            checkpoint.atomic_write_json(path, kept)
 
 
 def record_progress(path: Path) -> dict | None:
