@@ -132,6 +132,21 @@ def test_seed_table_pools_only_results_that_differ_in_the_seed_alone():
     assert report.seed_table([run(1, 0.70), run(1, 0.72)]) == ""  # the same seed twice is no spread
 
 
+def test_seed_table_counts_a_reproduced_run_once_and_skips_a_seed_that_scored_two_ways():
+    def run(seed: int, hr: float, variant: str | None, seconds: float = 10.0) -> dict:
+        r = result("sr-iem", BY_LENGTH, seed=seed, config={"d": 200},
+                   train_options={"seed": seed, "checkpoint_dir": f"runs/{variant}"})
+        r["test"].update({"HR@20": hr, "MRR@20": hr / 2, "seconds": seconds})
+        r["variant"] = variant
+        return r
+
+    seeds = [run(1, 0.70, None), run(2, 0.71, "seed2"), run(3, 0.66, "seed3")]
+    reproduced = run(1, 0.70, "grid", seconds=12.5)  # the same scores, another timing: the same run again
+    lines = report.seed_table(seeds + [reproduced]).splitlines()
+    assert lines[2:] == ["| toy | sr-iem | 1, 2, 3 | 69.00 | 5.00 | 34.50 | 2.50 |"]
+    assert report.seed_table(seeds + [run(1, 0.72, "grid")]) == ""  # which is seed 1's number is unclear
+
+
 def test_click_weight_summaries_get_their_own_table_not_a_skip_note(tmp_path, capsys):
     good, weights = tmp_path / "dsan.json", tmp_path / "dsan.click_weights.json"
     good.write_text(json.dumps(result("dsan", BY_LENGTH)))

@@ -342,21 +342,38 @@ def _same_run_but_the_seed(result: dict) -> str:
     return json.dumps([result.get("dataset"), result.get("model"), result.get("config"), options], sort_keys=True)
 
 
+def _one_per_seed(group: list[dict]) -> list[dict] | None:
+    """`group` with each seed once; None where two runs of one seed scored differently (no single
+    number for that seed). Runs of one seed with the same scores are one run reproduced (a grid search
+    that chose a configuration run before, say): counting it twice would weigh that seed double. Of a
+    reproduced run, the first by label stands for it. Timings may differ between reproductions."""
+    def scores(r: dict) -> tuple:
+        return tuple(sorted((key, value) for key, value in r["test"].items() if "@" in key))
+
+    by_seed: dict[int, list[dict]] = {}
+    for r in sorted(group, key=lambda r: r.get("_label", label(r))):
+        by_seed.setdefault(r["seed"], []).append(r)
+    if any(len({scores(r) for r in runs}) > 1 for runs in by_seed.values()):
+        return None
+    return [by_seed[seed][0] for seed in sorted(by_seed)]
+
+
 def seed_table(results: Sequence[dict], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
     """Markdown: mean and spread (max - min) over seeds of every group of results that differ in the
     seed alone (same dataset, model, config and training options), as protocols.md asks where numbers
-    are close ("" when no group has two seeds)."""
+    are close ("" when no group has two seeds); a reproduced run counts once (_one_per_seed)."""
     groups: dict[str, list[dict]] = {}
     for r in results:
         if "seed" in r:
             groups.setdefault(_same_run_but_the_seed(r), []).append(r)
     header = ["dataset", "model", "seeds"] + [f"{m} {w}" for m in metrics for w in ("mean", "spread")]
     body = []
-    for group in groups.values():
-        seeds = sorted(r["seed"] for r in group)
-        if len(seeds) < 2 or len(set(seeds)) < len(seeds):  # one run, or the same seed twice (not a seed spread)
+    for runs in groups.values():
+        group = _one_per_seed(runs)
+        if group is None or len(group) < 2:  # one seed, or one seed tested two ways (not a seed spread)
             continue
-        first = min(group, key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in group]
+        first = group[0]
         name = re.sub(r"-seed\d+$", "", first.get("_label", label(first)))
         cells = [first.get("dataset", "?"), name, ", ".join(map(str, seeds))]
         for metric in metrics:
