@@ -66,6 +66,7 @@ def check_short_training(model, directory: Path, epochs: int = 1, margin: float 
     path = checkpoint.save(directory / model.name, model, split.vocab, split.protocol, split.name)
     loaded, _, meta = checkpoint.load(path)
     assert meta["model"] == model.name and loaded.config == model.config
+    loaded.to(model.device)  # checkpoints load on the CPU; training used the GPU where there is one
     batch = make_batch(valid, np.arange(200), model.max_length)
     torch.testing.assert_close(model.score(batch), loaded.score(batch), rtol=0, atol=0)
     return model

@@ -48,7 +48,7 @@ def test_spurious_clicks_get_less_target_attention_and_some_get_none(trained):
         source = (begins + test.length[index])[:, None] - width + columns[None, :]
         real = batch.items.numpy() != 0
         flags = np.where(real, data.spurious_test[np.clip(source, 0, None)], False)
-        weights = attention.target_attention.numpy()
+        weights = attention.target_attention.cpu().numpy()  # on the model's device (a GPU when there is one)
         spurious_weights.append(weights[real & flags])
         intent_weights.append(weights[real & ~flags])
     spurious = np.concatenate(spurious_weights)
