@@ -63,7 +63,11 @@ def run_settings(default_config: Mapping[str, Any], config: Mapping[str, Any], d
         if key not in options or options[key] is None:
             continue  # None: the model config's value, already counted above
         value = options[key]
-        if key in default_config:  # epochs, batch_size: the option replaces the config's value
+        # epochs, batch_size: an option whose default is None (the config's value) replaces the config's
+        # value when given. patience: the trainer's option has a default of its own (3), and the
+        # statistical models' configs their own field (2) that the option does not replace, so it is
+        # compared with the option's default like any other option
+        if key in default_config and default_options.get(key) is None:
             if _same(value, default_config[key]):
                 settings.pop(key, None)
             else:
