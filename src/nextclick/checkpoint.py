@@ -4,7 +4,7 @@
     <dir>/model.safetensors    weights (neural) or fitted statistics (non-neural)
     <dir>/vocab.safetensors    external item ids (`ids[i]` for dense index i)
     <dir>/metrics.json         validation / test metrics written by train and bench
-    <dir>/training/            resumable trainer state (see nextclick.train)
+    <dir>/training/            resumable trainer state (see nextclick.training.state)
 
 Every write goes to a temporary file first and is renamed into place, so an interrupted run never
 leaves a half-written file. Loading validates everything and fails with a message saying what is wrong.
@@ -25,7 +25,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nextclick.data.sessions import Protocol, Vocab
-from nextclick.models.base import Recommender, config_from_overrides
+from nextclick.models.base import Recommender
+from nextclick.models.config import config_from_overrides
 
 FORMAT_VERSION = 1
 

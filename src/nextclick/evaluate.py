@@ -122,7 +122,7 @@ def evaluate(
     start = time.perf_counter()
     ranks = np.empty(len(cases), dtype=np.int64)
     done = 0
-    from nextclick.train import progress_interval
+    from nextclick.runtime import progress_interval
 
     bar = tqdm(total=len(cases), desc=description, unit="case", disable=not progress, leave=False,
                mininterval=progress_interval())

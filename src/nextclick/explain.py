@@ -96,7 +96,7 @@ def summarise(model, cases: Cases, batch_size: int = 1000, progress: bool = Fals
     deviation, last, peaks, scalars, name = 0.0, 0.0, [], {}, None
     from tqdm.auto import tqdm
 
-    from nextclick.train import progress_interval
+    from nextclick.runtime import progress_interval
 
     bar = tqdm(total=len(cases), desc="click weights", unit="case", disable=not progress, leave=False,
                mininterval=progress_interval())

@@ -7,6 +7,7 @@ Building a batch is one vectorised gather, no per-case Python loop.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -38,7 +39,9 @@ class Batch:
         return torch.gather(self.items, 1, shift)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in (self.items, self.lengths, self.labels, self.full_lengths)))
+        """The same batch on `device` (every tensor field, so Batch subclasses with more inputs move whole)."""
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v.to(device) for k, v in moved.items() if isinstance(v, torch.Tensor)})
 
 
 def make_batch(cases: Cases, indices: np.ndarray | None = None, max_length: int | None = None) -> Batch:

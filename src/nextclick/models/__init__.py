@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nextclick.models.base import ConfigError, Recommender, config_from_overrides
+from nextclick.models.base import Recommender
+from nextclick.models.config import ConfigError, config_from_overrides
 from nextclick.models.dsan import DSAN
 from nextclick.models.factorization import BPRMF, FPMC
 from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN

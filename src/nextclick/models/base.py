@@ -1,91 +1,41 @@
 """One contract for every model, neural or not.
 
-    model = Model(n_items, config)          # stores parameters only
-    model.fit(train_cases, valid_cases)     # learns; returns self
-    model.score(batch) -> (B, n_items + 1)  # higher is better; column 0 (padding) is -inf
-    model.recommend(prefixes, k)            # top-k on top of score
+    model = Model(n_items, config)            # stores parameters only
+    model.prepare(train_sessions)             # before training: tables built from the training sessions
+    model.fit(train_cases)                    # statistical models learn here; returns self
+    scores, loss = model(batch, labels)       # neural models: one call for the trainer (and DDP)
+    model.score(batch) -> (B, n_items + 1)    # higher is better; column 0 (padding) is -inf
+    model.recommend(prefixes, k)              # top-k on top of score
 
-Non-neural models compute statistics in `fit` and keep them as tensors (`state_tensors`), so every
-checkpoint is safetensors + JSON. Neural models are `torch.nn.Module`s trained by `nextclick.train`.
+Neural models are `torch.nn.Module`s trained by `nextclick.training`; they choose what a training epoch
+is made of (`training_stream`: prefix cases in padded batches by default) and how its batches are built
+(`collate`). Inner-product models also give `query_vectors(batch)` and `item_vectors()`, so that
+`score(batch)[:, 1:] == query_vectors(batch) @ item_vectors()[1:].T` (serving's top-K index uses them).
+Statistical models compute their arrays in `fit` and keep them as tensors (`state_tensors`), so every
+checkpoint is safetensors + JSON.
+
+Models sit below everything that drives them: nothing here (or in a model file) imports the trainer,
+the evaluator, the search or the bench. A model's `fit` neither selects epochs nor tunes itself; a
+statistical model that trains in epochs reports each one to `epoch_end`, and the caller decides.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from nextclick.data.batches import Batch, batch_from_prefixes
-from nextclick.data.sessions import Cases
+from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
+from nextclick.data.sessions import Cases, Sessions
+from nextclick.data.streams import PrefixStream, Stream, StreamOptions
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def config_from_overrides(config_class: type, overrides: dict[str, Any] | None = None, base: Any = None):
-    """Build a model Config from {field: value}; values may be strings from the command line.
-    Unknown keys and values of the wrong type are rejected with a message naming them."""
-    base = base if base is not None else config_class()
-    overrides = overrides or {}
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    hints = typing.get_type_hints(config_class)
-    changes = {}
-    for key, value in overrides.items():
-        key = key.replace("-", "_")
-        if key not in fields:
-            raise ConfigError(f"unknown option {key!r} for {config_class.__qualname__}; options: {', '.join(fields)}")
-        changes[key] = _coerce(key, value, hints[key])
-    return dataclasses.replace(base, **changes)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    optional = type(None) in typing.get_args(hint)
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
-        return None
-    target = args[0] if (origin is typing.Union or str(origin) == "<class 'types.UnionType'>") and args else hint
-    if typing.get_origin(target) is typing.Literal:
-        choices = typing.get_args(target)
-        if value not in choices:
-            raise ConfigError(f"option {key!r} must be one of {', '.join(map(str, choices))}; got {value!r}")
-        return value
-    try:
-        if target is bool:
-            if isinstance(value, bool):
-                return value
-            lowered = str(value).lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if target is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if target is float:
-            return float(value)
-        if target is str:
-            return str(value)
-        if typing.get_origin(target) is tuple:
-            parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
-            inner = typing.get_args(target)[0]
-            return tuple(inner(p) for p in parts)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {key!r} expects {getattr(target, '__name__', target)}; got {value!r}") from None
-    return value
-
-
-def config_to_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)
+# called after each epoch of a statistical model trained in epochs, with the epoch (1-based) and its
+# record (loss, seconds); returns True to stop. The caller (nextclick.runs.select) evaluates there.
+EpochEnd = Callable[[int, dict], bool]
 
 
 @dataclass
@@ -103,22 +53,30 @@ class ClickWeights:
 
 
 class Recommender:
-    """Behaviour shared by every model; subclasses define `name`, `Config`, `fit` and `score`."""
+    """Behaviour shared by every model; subclasses define `name`, `Config`, `score` and how they learn."""
 
     name: ClassVar[str]
     Config: ClassVar[type]
     neural: ClassVar[bool] = False
     citation: ClassVar[str] = ""
+    # statistical models: config values a `tune=true` run searches on validation (nextclick.runs.search),
+    # the paper's value first
+    search_space: ClassVar[dict[str, tuple]] = {}
+    # statistical models that learn in epochs (config `epochs`, `patience`): the bench selects the
+    # number of epochs on validation through `fit(..., epoch_end=...)`
+    trains_in_epochs: ClassVar[bool] = False
 
     n_items: int
     config: Any
 
     @property
     def max_length(self) -> int | None:
+        """Clicks a batch keeps (the most recent); None = the whole prefix."""
         return getattr(self.config, "max_length", None)
 
-    def fit(self, train: Cases, valid: Cases | None = None, **options) -> Recommender:
-        raise NotImplementedError
+    def prepare(self, train: Sessions) -> None:
+        """Build what training needs from the training sessions (popularity for negatives, item graphs,
+        memories, neighbour indexes) before the first epoch. Most models need nothing."""
 
     def score(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -149,6 +107,10 @@ class StatisticalModel(Recommender):
         self.n_items = n_items
         self.config = config if config is not None else self.Config()
 
+    def fit(self, train: Cases, *, progress: bool = False, epoch_end: EpochEnd | None = None) -> StatisticalModel:
+        """Learn from the training cases (their full sessions are at hand too); returns self."""
+        raise NotImplementedError
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         missing = [f for f in self.state_fields if getattr(self, f, None) is None]
         if missing:
@@ -163,8 +125,9 @@ class StatisticalModel(Recommender):
 
 
 class NeuralModel(nn.Module, Recommender):
-    """Base for torch models. Subclasses implement `forward(batch) -> logits (B, n_items + 1)`;
-    training (optimizer, loss, early stopping) is `nextclick.train`'s job."""
+    """Base for torch models. Subclasses implement `forward(batch, labels=None) -> (scores, loss)`:
+    scores (B, n_items + 1) with -inf in the padding column, and the training loss when labels are
+    given (None otherwise). Training (optimizer steps, early stopping) is `nextclick.training`'s job."""
 
     neural = True
 
@@ -173,10 +136,21 @@ class NeuralModel(nn.Module, Recommender):
         self.n_items = n_items
         self.config = config if config is not None else self.Config()
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        """Full-catalogue cross-entropy (padding column excluded by its -inf logit)."""
-        logits = self(batch)
-        return nn.functional.cross_entropy(logits, batch.labels)
+    # -- what a training epoch is made of --
+    def training_stream(self, cases: Cases, options: StreamOptions) -> Stream:
+        """The batches of each training epoch. Default: the prefix cases, shuffled per epoch (seeded by
+        epoch, so a resumed run sees the same order), in padded batches built by `collate`. Models
+        trained otherwise (session-parallel, masked sequences) return a stream of their own."""
+        return PrefixStream(cases, options, self.collate)
+
+    def collate(self, cases: Cases, indices: np.ndarray) -> Batch:
+        """The cases at `indices` as one batch: right-aligned, padded, truncated to `max_length`. Models
+        with other inputs (session graphs) return a Batch subclass carrying them."""
+        return make_batch(cases, indices, self.max_length)
+
+    # -- the one call the trainer makes --
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
 
     def optimizer(self) -> torch.optim.Optimizer:
         config = self.config
@@ -212,13 +186,7 @@ class NeuralModel(nn.Module, Recommender):
 
     def score(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():
-            return self(batch.to(self.device))
-
-    def fit(self, train: Cases, valid: Cases | None = None, **options) -> NeuralModel:
-        from nextclick.train import TrainOptions, train_model
-
-        train_model(self, train, valid, TrainOptions(**options))
-        return self
+            return self(batch.to(self.device))[0]
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """On the CPU whatever the model's device, so checkpoints load anywhere."""
@@ -228,7 +196,8 @@ class NeuralModel(nn.Module, Recommender):
         self.load_state_dict(tensors)
 
 
-def padded_logits(logits_for_items: torch.Tensor) -> torch.Tensor:
-    """(B, n_items) scores for items 1..n -> (B, n_items + 1) with -inf in the padding column."""
-    pad = logits_for_items.new_full((logits_for_items.shape[0], 1), -torch.inf)
-    return torch.cat([pad, logits_for_items], dim=1)
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Full-catalogue cross-entropy (the padding column drops out through its -inf logit); None
+    without labels. The default loss of the neural models."""
+    return None if labels is None else nn.functional.cross_entropy(logits, labels)
+

@@ -248,9 +248,19 @@ class DSAN(NeuralModel):
         logits[:, 0] = -torch.inf
         return logits
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self._logits(batch, include_token=False)
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scores over items 1..N (B, N+1), and with labels the loss: the official softmax runs over the
+        items and the target-token row, a permanent negative, which is no candidate when ranking."""
+        logits = self._logits(batch, include_token=labels is not None)
+        loss = None if labels is None else F.cross_entropy(logits, labels)
+        return logits[:, : self.n_items + 1], loss
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        # the official softmax runs over items 1..N and the target token (a permanent negative)
-        return F.cross_entropy(self._logits(batch, include_token=True), batch.labels)
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        """(B, d): w_k * z / |z|, so that scores = query_vectors @ item_vectors().T."""
+        with self.evaluating():
+            return self.config.w_k * F.normalize(self.encode(batch.to(self.device)), dim=-1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N+1, d): unit item vectors, row 0 padding (never a candidate)."""
+        with torch.no_grad():
+            return F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1).detach()

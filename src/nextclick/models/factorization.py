@@ -23,17 +23,15 @@ the item of a random row among the first n_items rows of the click log (an accid
 popularity-weighted); we draw negatives uniformly from the catalogue, as BPR does. FPMC uses (sparse) Adam, lr 0.005, 100 factors, init N(0, 0.01),
 no L2, one negative, as DSAN's FPMC run (dsan_reference.md 5.9). Training samples come from the full
 training sessions: every click (BPR-MF) or every transition (FPMC), also on Retailrocket whose protocol
-scores prefixes of length >= 2 only. When `fit` gets validation cases, the number of epochs is chosen by
-validation HR@20 (a fixed subset of at most 20,000 cases; stop after `patience` epochs without gain),
-and that number is written into the config, so the refit on all training sessions trains as long.
+scores prefixes of length >= 2 only. The bench chooses the number of epochs on validation HR@20 (a fixed subset of at most 20,000 cases;
+stop after `patience` epochs without gain; nextclick.runs.select) and writes that number into the
+config, so the refit on all training sessions trains as long.
 Items never clicked in training keep their initial factors except for negative-sample updates; the
 popularity tie-break (below 1e-9 of the click share) orders exact ties.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -45,10 +43,8 @@ from tqdm.auto import tqdm
 
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.evaluate import evaluate
-from nextclick.models.base import StatisticalModel
+from nextclick.models.base import EpochEnd, StatisticalModel
 from nextclick.models.knn import click_counts, popularity_tie_break
-from nextclick.tune import DEFAULT_METRIC, validation_subset
 
 
 def _prefix_mean(table: torch.Tensor | nn.Embedding, items: torch.Tensor) -> torch.Tensor:
@@ -66,10 +62,10 @@ def _finish(scores: torch.Tensor, popularity: np.ndarray) -> torch.Tensor:
 
 
 class _PairwiseModel(StatisticalModel):
-    """BPR training loop shared by BPR-MF and FPMC: epochs of shuffled mini-batches, optional selection
-    of the epoch count on validation cases. Subclasses define the network, the samples and `_export`."""
+    """BPR training loop shared by BPR-MF and FPMC: epochs of shuffled mini-batches. Subclasses define
+    the network, the samples and `_export`."""
 
-    fit_record: dict | None = None
+    trains_in_epochs = True  # the bench chooses `epochs` on validation through `fit(..., epoch_end=...)`
     popularity: np.ndarray | None = None
 
     def _network(self, sessions: Sessions) -> nn.Module:
@@ -89,7 +85,9 @@ class _PairwiseModel(StatisticalModel):
         """Copy the inference arrays (the checkpointed state) out of the network."""
         raise NotImplementedError
 
-    def fit(self, train: Cases, valid: Cases | None = None, progress: bool = False, **options) -> _PairwiseModel:
+    def fit(self, train: Cases, *, progress: bool = False, epoch_end: EpochEnd | None = None) -> _PairwiseModel:
+        """`config.epochs` epochs of BPR on the training sessions; after each, `epoch_end(epoch, record)`
+        (when given) may stop the training (the bench selects the number of epochs there)."""
         config = self.config
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
@@ -98,8 +96,6 @@ class _PairwiseModel(StatisticalModel):
         network = self._network(sessions)
         optimizer = self._optimizer(network)
         samples = self._samples(sessions)
-        valid_cases = validation_subset(valid) if valid is not None else None
-        history, best = [], {"value": -np.inf, "epoch": 0, "state": None}
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
             order = rng.permutation(len(samples))
@@ -116,20 +112,9 @@ class _PairwiseModel(StatisticalModel):
                 total += float(loss.detach())
             bar.close()
             self._export(network)
-            entry = {"epoch": epoch, "loss": round(total / len(samples), 5), "seconds": round(time.perf_counter() - start, 2)}
-            if valid_cases is not None:
-                metrics = evaluate(self.score, valid_cases).metrics
-                entry.update({k: round(v, 6) for k, v in metrics.items() if k.endswith("@20")})
-                if metrics[DEFAULT_METRIC] > best["value"]:
-                    best = {"value": metrics[DEFAULT_METRIC], "epoch": epoch, "state": copy.deepcopy(self.state_tensors())}
-            history.append(entry)
-            if valid_cases is not None and epoch - best["epoch"] >= config.patience:
+            record = {"epoch": epoch, "loss": round(total / len(samples), 5), "seconds": round(time.perf_counter() - start, 2)}
+            if epoch_end is not None and epoch_end(epoch, record):
                 break
-        if valid_cases is not None:
-            self.load_state_tensors(best["state"])
-            self.config = dataclasses.replace(config, epochs=best["epoch"])
-            self.fit_record = {"epoch_selection": {"metric": DEFAULT_METRIC, "valid_cases": len(valid_cases),
-                                                   "selected_epochs": best["epoch"], "history": history}}
         return self
 
 

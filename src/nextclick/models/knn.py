@@ -51,7 +51,7 @@ What differs from the papers and from session-rec (whose code we did not copy), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sparse
@@ -60,7 +60,6 @@ import torch
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.base import StatisticalModel
-from nextclick.tune import grid_search
 
 ITEM_TIE_BREAK = 1e-9  # popularity term added to item scores: at most this times the click share
 NEIGHBOUR_TIE_BREAK = 1e-12  # recency term for choosing among equally similar neighbours
@@ -206,18 +205,6 @@ def decay_by_step(weighting: str, steps: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown neighbour weighting {weighting!r}")
 
 
-class _Tunable:
-    """Mixin: `fit(train, valid)` runs the class's grid search on `valid` when the config says `tune`."""
-
-    search_space: ClassVar[dict[str, tuple]] = {}
-    fit_record: dict | None = None
-
-    def _maybe_tune(self, train: Cases, valid: Cases | None) -> None:
-        if getattr(self.config, "tune", False) and valid is not None and self.search_space:
-            self.config, search = grid_search(self, train, valid, self.search_space)
-            self.fit_record = {"search": search}
-
-
 # ---------------------------------------------------------------------------------------------------
 # Item-KNN
 # ---------------------------------------------------------------------------------------------------
@@ -228,10 +215,10 @@ class ItemKNNConfig:
     neighbours: int = 100  # similar items kept per item (GRU4Rec baselines.py ItemKNN n_sims; model_zoo 2.3); 0 = all
     shrinkage: float = 20.0  # λ in n_ij / (sqrt(n_i n_j) + λ) (GRU4Rec baseline lmbd; NARM §4.2 "regularization")
     recommend_last_item: bool = False  # GRU4Rec's ItemKNN zeroes self-similarity; True: see the module docstring
-    tune: bool = False  # grid-search `search_space` on the validation cases given to fit (nextclick.tune)
+    tune: bool = False  # search `search_space` on validation before fitting (nextclick.runs.search)
 
 
-class ItemKNN(_Tunable, StatisticalModel):
+class ItemKNN(StatisticalModel):
     name = "item-knn"
     Config = ItemKNNConfig
     citation = "Item-KNN (Sarwar et al., WWW 2001) as the session baseline of GRU4Rec (ICLR 2016) and NARM (CIKM 2017)"
@@ -244,8 +231,7 @@ class ItemKNN(_Tunable, StatisticalModel):
     popularity: np.ndarray | None = None
     _similar: sparse.csr_matrix | None = None
 
-    def fit(self, train: Cases, valid: Cases | None = None, **options) -> ItemKNN:
-        self._maybe_tune(train, valid)
+    def fit(self, train: Cases, **options) -> ItemKNN:
         sessions, width = train.sessions, self.n_items + 1
         indptr, items, _, clicks = last_positions(
             sessions.session_of_click(), sessions.items, click_positions(sessions), len(sessions), width)
@@ -299,10 +285,10 @@ class ItemKNN(_Tunable, StatisticalModel):
 class SessionKNNConfig:
     neighbours: int = 500  # k (DSAN's SKNN.py run, dsan_reference.md 5.2; session-rec used 50 on Diginetica)
     sample_size: int = 0  # m most recent candidate sessions; 0 = all (DSAN: no sampling; session-rec: 500)
-    tune: bool = False  # grid-search `search_space` on the validation cases given to fit (nextclick.tune)
+    tune: bool = False  # search `search_space` on validation before fitting (nextclick.runs.search)
 
 
-class SessionKNN(_Tunable, StatisticalModel):
+class SessionKNN(StatisticalModel):
     name = "sknn"
     Config = SessionKNNConfig
     citation = "SKNN (Jannach & Ludewig, RecSys 2017)"
@@ -315,8 +301,7 @@ class SessionKNN(_Tunable, StatisticalModel):
     popularity: np.ndarray | None = None  # (n_items + 1,) training clicks
     _index: dict | None = None
 
-    def fit(self, train: Cases, valid: Cases | None = None, **options) -> SessionKNN:
-        self._maybe_tune(train, valid)
+    def fit(self, train: Cases, **options) -> SessionKNN:
         sessions = train.sessions
         self.session_indptr, self.session_items, self.session_positions, _ = last_positions(
             sessions.session_of_click(), sessions.items, click_positions(sessions), len(sessions), self.n_items + 1)
@@ -405,7 +390,7 @@ class VectorSessionKNNConfig:
     position_weighting: Decay = "quadratic"  # weight of a prefix click by position (same source)
     neighbour_weighting: Decay = "linear"  # decay by the step of the most recent shared item (same source)
     idf_weighting: float = 10.0  # z_i scaled by 1 + this x idf(i) (same source); 0 = off
-    tune: bool = False  # grid-search `search_space` on the validation cases given to fit (nextclick.tune)
+    tune: bool = False  # search `search_space` on validation before fitting (nextclick.runs.search)
 
 
 class VectorSessionKNN(SessionKNN):
@@ -440,7 +425,7 @@ class STANConfig:
     # λ2 in training sessions (the splits have no timestamps): DSAN's Retailrocket 80 days x ≈960 sessions/day
     recency_decay: float = 77_000.0  # 0 = no recency factor
     neighbour_position_decay: float = 2.5  # λ3 (DSAN's Retailrocket value; session-rec Diginetica: 5)
-    tune: bool = False  # grid-search `search_space` on the validation cases given to fit (nextclick.tune)
+    tune: bool = False  # search `search_space` on validation before fitting (nextclick.runs.search)
 
 
 class STAN(SessionKNN):

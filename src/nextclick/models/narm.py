@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel
+from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,28 @@ class NARM(NeuralModel):
             items = self._inputs(batch)[0]  # (B, L) the clicks the encoder reads, left-aligned
             return ClickWeights(items=items, weights=self.session_vector(batch)[1], name="local attention")
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def _decoder_query(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, |c_t|) -> the vector whose inner products with `item_vectors()` are the scores."""
+        if self.config.decoder == "bilinear":
+            return self.bilinear(context)  # (B, D)
+        return torch.cat([context, context.new_ones(len(context), 1)], dim=1)  # (B, |c_t| + 1): W c + b
+
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
         if self.config.decoder == "bilinear":
             logits = self.bilinear(context) @ self.embedding.weight.T  # (B, D) x (D, N+1)
         else:
             logits = self.output(context)  # (B, N+1)
         logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
-        return logits
+        return logits, cross_entropy(logits, labels)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        with self.evaluating():
+            return self._decoder_query(self.session_vector(batch.to(self.device))[0])
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N+1, D) item embeddings (bilinear decoder), or (N+1, |c_t| + 1) output rows with their bias."""
+        with torch.no_grad():
+            if self.config.decoder == "bilinear":
+                return self.embedding.weight.detach().clone()
+            return torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1).detach()

@@ -49,7 +49,7 @@ class Pop(StatisticalModel):
     state_fields = ("popularity",)
     popularity: np.ndarray | None = None
 
-    def fit(self, train: Cases, valid: Cases | None = None, **options) -> "Pop":
+    def fit(self, train: Cases, **options) -> "Pop":
         self.popularity = click_counts(train, self.n_items)
         return self
 

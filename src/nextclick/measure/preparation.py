@@ -1,6 +1,6 @@
 """Speed benchmark for `nextclick data prepare`: a deterministic Yoochoose-format log of 10 million
 clicks, prepared with the `srgnn` recipe; wall seconds and peak memory go to
-results/data/prepare_yoochoose_10m.json.
+results/preparation/prepare_yoochoose_10m.json.
 
 The log imitates `yoochoose-clicks.dat` (RecSys Challenge 2015): `session_id,timestamp,item_id,category`,
 no header, ISO-8601 timestamps with milliseconds and a `Z`, six months of clicks (2014-04-01 to
@@ -16,7 +16,6 @@ generator's own peak must not count.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from nextclick.runtime import git_commit
 
 # Shape of the real yoochoose-clicks.dat (RecSys Challenge 2015 data description).
 YOOCHOOSE_ITEMS = 52_739
@@ -86,7 +87,7 @@ def generate_yoochoose_log(path: str | os.PathLike, n_clicks: int = BENCH_CLICKS
 
 
 def run_benchmark(
-    results_path: str | os.PathLike = "results/data/prepare_yoochoose_10m.json",
+    results_path: str | os.PathLike = "results/preparation/prepare_yoochoose_10m.json",
     *,
     n_clicks: int = BENCH_CLICKS,
     seed: int = 0,
@@ -105,7 +106,7 @@ def run_benchmark(
         generate_yoochoose_log(log_path, n_clicks, seed)
         generate_seconds = time.perf_counter() - started
         digest = _sha256(log_path)
-        command = [sys.executable, "-m", "nextclick.data.bench_prepare", "--child", str(log_path), str(out_dir), recipe]
+        command = [sys.executable, "-m", "nextclick.measure.preparation", "--child", str(log_path), str(out_dir), recipe]
         if fraction:
             command.append(fraction)
         load_before = os.getloadavg()[0]  # the machine is shared: other jobs slow the run down
@@ -143,7 +144,7 @@ def run_benchmark(
         "split": measured["result"],
         "steps": measured["steps"],
         "machine": {**machine_info(), "load_average_1m_before": round(load_before, 2)},
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     results_path = Path(results_path)
@@ -154,7 +155,7 @@ def run_benchmark(
 
 def _child(log_path: str, out_dir: str, recipe: str, fraction: str | None) -> None:
     """Runs in the fresh process: prepare, then print one JSON line with timings and ru_maxrss."""
-    from nextclick.data.prepare_cli import run_prepare
+    from nextclick.data.prepare import run_prepare
 
     _, stats = run_prepare(
         log_path, recipe, out_dir, log_format="yoochoose", fraction=fraction, force=True, progress=False
@@ -214,48 +215,5 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _git_commit() -> str | None:
-    try:
-        here = Path(__file__).resolve().parent
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        return done.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# command line
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clicks", type=int, default=BENCH_CLICKS, help=f"clicks to generate ({BENCH_CLICKS:,})")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (0)")
-    parser.add_argument("--fraction", default=None, help="also keep only the most recent fraction of cases, e.g. 1/64")
-    parser.add_argument("--results", default="results/data/prepare_yoochoose_10m.json", help="result JSON to write")
-    parser.add_argument("--workdir", default=None, help="where the generated log and split go (a temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated log and split")
-
-
-def cmd_bench_prepare(args: argparse.Namespace) -> int:
-    result = run_benchmark(
-        args.results, n_clicks=args.clicks, seed=args.seed, fraction=args.fraction, workdir=args.workdir, keep=args.keep
-    )
-    verdict = "within" if result["within_targets"] else "OUTSIDE"
-    print(
-        f"prepared {result['log']['clicks']:,} clicks in {result['seconds']:.1f} s "
-        f"(read {result['stage_seconds']['read_seconds']:.1f}, recipe {result['stage_seconds']['recipe_seconds']:.1f}, "
-        f"write {result['stage_seconds']['write_seconds']:.1f}), peak memory {result['peak_memory_gib']:.2f} GiB: "
-        f"{verdict} the targets (< {TARGET_SECONDS:.0f} s, < 8 GiB); wrote {args.results}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 5 and sys.argv[1] == "--child":
-        _child(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
-    else:
-        parser = argparse.ArgumentParser(
-            prog="python -m nextclick.data.bench_prepare", description=__doc__.splitlines()[0]
-        )
-        add_bench_arguments(parser)
-        sys.exit(cmd_bench_prepare(parser.parse_args()))
+if __name__ == "__main__":  # the fresh child process that only prepares (see run_benchmark)
+    _child(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)

@@ -4,26 +4,17 @@
 sets `func(args) -> exit code`. Bad input raises `DataError` / `ValueError` with a one-line message,
 which the main CLI prints as `nextclick: error: ...` with exit code 2.
 
-`run_prepare` is the library call behind `data prepare` (read -> recipe -> save), shared with the speed
-benchmark so that the benchmark times exactly what users run.
+The library calls behind them: nextclick.data.prepare (run_prepare, split_statistics) and
+nextclick.measure.preparation (the preparation speed benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import time
-from pathlib import Path
 
-from nextclick.data.benchmarks import DataError, load_split, save_split
-from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns, read_log
-from nextclick.data.recipes import RECIPES, prepare
-from nextclick.data.sessions import Split
-
-# Inputs above this size get a progress bar by default (the 33M-click Yoochoose log is 1.4 GB).
-PROGRESS_MIN_BYTES = 16 * 1024**2
+from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns
+from nextclick.data.recipes import RECIPES
 
 PREPARE_HELP = """\
 Turn a raw click log into a split directory (train.txt, test.txt, split.json, stats.json) that every
@@ -139,7 +130,6 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_stats)
 
-    from nextclick.data.bench_prepare import add_bench_arguments, cmd_bench_prepare
 
     b = commands.add_parser(
         "bench-prepare",
@@ -151,88 +141,6 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_bench_prepare)
 
 
-# ---------------------------------------------------------------------------------------------------
-# data prepare
-
-
-def run_prepare(
-    input_path: str | os.PathLike,
-    recipe: str,
-    out_dir: str | os.PathLike,
-    *,
-    log_format: str | None = None,
-    columns: GenericColumns | None = None,
-    fraction: str | None = None,
-    test_days: float | None = None,
-    strict: bool = False,
-    max_bad_fraction: float = MAX_BAD_FRACTION,
-    drop_duplicates: bool = False,
-    force: bool = False,
-    progress: bool | None = None,
-) -> tuple[Split, dict]:
-    """Read, run the recipe, write the split and stats.json. `progress=None`: a bar for large inputs."""
-    input_path, out_dir = Path(input_path), Path(out_dir)
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(RECIPES))}")
-    if (out_dir / "train.txt").exists() and not force:
-        raise DataError(f"{out_dir} already holds a split; pass --force to overwrite it")
-    if not input_path.is_file():
-        raise DataError(f"no such file: {input_path}")
-    if progress is None:
-        progress = input_path.stat().st_size >= PROGRESS_MIN_BYTES
-    # read, group, filter, split, [fraction,] write
-    bar = _stage_bar(enabled=progress, stages=6 if fraction else 5)
-    timings = {}
-    started = time.perf_counter()
-
-    bar(f"read {input_path.name}")
-    log = read_log(
-        input_path,
-        log_format,
-        columns=columns,
-        strict=strict,
-        max_bad_fraction=max_bad_fraction,
-        drop_duplicates=drop_duplicates,
-    )
-    timings["read_seconds"] = round(time.perf_counter() - started, 3)
-    split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
-    timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
-
-    bar(f"write {out_dir}")
-    before_write = time.perf_counter()
-    extra = {
-        "recipe": recipe,
-        "input": str(input_path),
-        "log_format": log.log_format,
-        **({"fraction": str(stats["fraction"]["fraction"])} if "fraction" in stats else {}),
-    }
-    save_split(split, out_dir, extra=extra)
-    timings["write_seconds"] = round(time.perf_counter() - before_write, 3)
-    timings["total_seconds"] = round(time.perf_counter() - started, 3)
-    stats["timings"] = timings
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    bar(None)
-    return split, stats
-
-
-def _stage_bar(*, enabled: bool, stages: int):
-    """A tqdm bar over the preparation stages (polars parses a file in one call, so the stages are the
-    units of progress); call it with each stage's name as the stage starts, and with None at the end."""
-    if not enabled:
-        return lambda stage: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=stages, file=sys.stderr, bar_format="prepare [{elapsed}] {n_fmt}/{total_fmt} {desc}")
-
-    def advance(stage: str | None) -> None:
-        if stage is None:
-            bar.set_description_str("done", refresh=False)
-            bar.close()
-            return
-        bar.set_description_str(stage, refresh=False)
-        bar.update(1)
-
-    return advance
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -248,6 +156,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             time_format=args.time_format,
             separator=_separator(args.separator),
         )
+    from nextclick.data.prepare import run_prepare
+
     split, stats = run_prepare(
         args.input,
         args.recipe,
@@ -286,27 +196,11 @@ def _separator(text: str) -> str:
     return separator
 
 
-# ---------------------------------------------------------------------------------------------------
-# data stats
-
-
-def split_statistics(directory: str | os.PathLike) -> dict:
-    """The counts of a split directory, plus its stats.json when there is one."""
-    directory = Path(directory)
-    if not (directory / "train.txt").is_file():
-        raise DataError(f"{directory} holds no split (no train.txt); prepare one with `nextclick data prepare`")
-    split = load_split(directory)
-    summary = {"split": str(directory), **split.stats()}
-    stats_file = directory / "stats.json"
-    if stats_file.is_file():
-        try:
-            summary["stats.json"] = json.loads(stats_file.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError(f"{stats_file} is not valid JSON: {error}") from None
-    return summary
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from nextclick.data.prepare import split_statistics
+
     summary = split_statistics(args.dir)
     if args.json:
         print(json.dumps(summary, indent=1))
@@ -345,4 +239,32 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(
             "stats.json: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in recorded.items())
         )
+    return 0
+
+
+DEFAULT_RESULTS = "results/preparation/prepare_yoochoose_10m.json"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clicks", type=int, default=10_000_000, help="clicks to generate (10,000,000)")
+    parser.add_argument("--seed", type=int, default=0, help="generator seed (0)")
+    parser.add_argument("--fraction", default=None, help="also keep only the most recent fraction of cases, e.g. 1/64")
+    parser.add_argument("--results", default=DEFAULT_RESULTS, help="result JSON to write")
+    parser.add_argument("--workdir", default=None, help="where the generated log and split go (a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated log and split")
+
+
+def cmd_bench_prepare(args: argparse.Namespace) -> int:
+    from nextclick.measure.preparation import TARGET_SECONDS, run_benchmark
+
+    result = run_benchmark(
+        args.results, n_clicks=args.clicks, seed=args.seed, fraction=args.fraction, workdir=args.workdir, keep=args.keep
+    )
+    verdict = "within" if result["within_targets"] else "OUTSIDE"
+    print(
+        f"prepared {result['log']['clicks']:,} clicks in {result['seconds']:.1f} s "
+        f"(read {result['stage_seconds']['read_seconds']:.1f}, recipe {result['stage_seconds']['recipe_seconds']:.1f}, "
+        f"write {result['stage_seconds']['write_seconds']:.1f}), peak memory {result['peak_memory_gib']:.2f} GiB: "
+        f"{verdict} the targets (< {TARGET_SECONDS:.0f} s, < 8 GiB); wrote {args.results}"
+    )
     return 0

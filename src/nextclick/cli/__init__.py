@@ -1,0 +1,65 @@
+"""`nextclick` command line: thin — parses, calls the library, prints. One module per verb group:
+catalogue (datasets, models), runs (train, bench, status, curve, speed, demo), use (evaluate,
+recommend, explain), data (data prepare | stats | bench-prepare), and report.
+
+Every command works on the embedded synthetic dataset when no dataset is named. Bad input gives one
+line `nextclick: error: ...` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = """Session-based recommendation: train, evaluate and serve next-click models.
+
+Datasets are the published splits under <data dir>/benchmarks (see `nextclick datasets`), a split
+directory made by `nextclick data prepare`, or, by default, the embedded synthetic dataset.
+"""
+
+
+def cmd_report(args) -> int:
+    from nextclick import report
+
+    return report.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nextclick.cli import catalogue, data, runs, use
+    from nextclick.report import add_arguments as add_report_arguments
+
+    parser = argparse.ArgumentParser(prog="nextclick", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    catalogue.register(sub)
+    runs.register(sub)
+    use.register(sub)
+    p = sub.add_parser("report", help="markdown tables and PNG plots made from results/*/*/*/result.json alone")
+    add_report_arguments(p)
+    p.set_defaults(func=cmd_report)
+    data.add_data_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nextclick.checkpoint import CheckpointError
+    from nextclick.data.benchmarks import DataError
+    from nextclick.models.config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a bench records and its grid workers rerun
+    try:
+        return args.func(args)
+    except (DataError, ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError,
+            ChildProcessError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"nextclick: error: {message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("nextclick: interrupted (a checkpointed run continues with --resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,95 @@
+"""Options and helpers shared by the verb groups of the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nextclick.data.sessions import VALIDATIONS
+
+if TYPE_CHECKING:
+    from nextclick.training.loop import TrainOptions
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="published split name (retailrocket, diginetica, yoochoose1_64), a split directory, "
+                             "or 'synthetic' (default)")
+    parser.add_argument("--data-dir", default=None,
+                        help="data directory holding benchmarks/ (default: $NEXTCLICK_DATA, else ../shared/data)")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="where neural models train and score: auto (a CUDA GPU when torch sees one, else the "
+                             "CPU), cpu, cuda or cuda:N; results record it")
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
+                        help="override a model config value (repeatable); see `nextclick models --config MODEL`")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the model's paper setting)")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping (3)")
+    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the model's)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (1, as DSAN's official code)")
+    parser.add_argument("--select", default="HR@20", metavar="METRIC",
+                        help="validation metric that selects the epoch: HR@K or MRR@K for K = 5, 10, 20 (HR@20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_device_option(parser)
+    parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
+    parser.add_argument("--length-buckets", type=int, default=0,
+                        help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")
+    parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    parser.add_argument("--validation", choices=VALIDATIONS, default="last-sessions",
+                        help="validation data carved from training: the last 10%% of sessions (default), a "
+                             "random 10%% of cases as NARM's and SR-GNN's official codes (leaky: a session's "
+                             "prefixes fall on both sides), or a random 10%% of whole sessions")
+    parser.add_argument("--refit", action="store_true",
+                        help="after selecting the epoch on validation, train afresh on all training cases for that "
+                             "many epochs and test the result (the papers' codes train on all training data)")
+    parser.add_argument("--keep-epochs", action="store_true",
+                        help="keep every epoch's weights under <checkpoint dir>/epochs/ (for `nextclick curve`)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def train_options(args) -> "TrainOptions":
+    from nextclick.training.loop import TrainOptions
+
+    return TrainOptions(
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, seed=args.seed,
+        select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+        progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
+        keep_epochs=args.keep_epochs, validation=args.validation, refit=args.refit, device=args.device,
+    )
+
+
+def checkpoint_and_split(args):
+    """The checkpoint's model and metadata, and the split it is read against: --dataset, else the
+    dataset it was trained on; the two must share a catalogue."""
+    from nextclick import checkpoint
+    from nextclick.data.benchmarks import resolve
+
+    model, _, meta = checkpoint.load(args.checkpoint)
+    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
+    if split.n_items != model.n_items:
+        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
+    return model, meta, split
+
+
+def output_path(out: str, suffix: str) -> Path:
+    """`--out` plus a suffix, appended rather than replacing: 'results/dn/narm.weights' must not become
+    'results/dn/narm.json' (a benchmark result). A given .png or .json ending is dropped first."""
+    base = out.removesuffix(".json") if out.endswith(".json") else out.removesuffix(".png")
+    return Path(base + suffix)

@@ -1,0 +1,140 @@
+"""Using a trained run: `nextclick evaluate`, `recommend` and `explain`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+
+from nextclick.cli.common import add_data_options, checkpoint_and_split, output_path
+
+
+def cmd_evaluate(args) -> int:
+    from nextclick.evaluate import evaluate
+    from nextclick.runtime import set_threads
+
+    set_threads(args.threads)
+    model, meta, split = checkpoint_and_split(args)
+    result = evaluate(model.score, split.test, batch_size=args.batch_size, max_length=model.max_length,
+                      progress=not args.quiet, description="test")
+    summary = result.summary()
+    if args.by_length:
+        summary["by_length"] = result.by_length()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"{meta['model']} on {split.name} test ({summary['cases']:,} cases):")
+        print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    import numpy as np
+
+    from nextclick import checkpoint
+
+    if not args.items:
+        raise ValueError("an empty session has nothing to recommend from: give at least one item id")
+    model, vocab, _ = checkpoint.load(args.checkpoint)
+    try:
+        indices = vocab.encode([int(i) for i in args.items])
+    except ValueError:
+        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    top, scores = model.recommend([np.asarray(indices)], k=args.k)
+    ids = vocab.decode(top[0])
+    if args.json:
+        print(json.dumps([{"item": int(i), "score": float(s)} for i, s in zip(ids, scores[0])]))
+    else:
+        for rank, (item, score) in enumerate(zip(ids, scores[0]), 1):
+            print(f"{rank:3d}  {int(item):>10}  {float(score):.6f}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from nextclick import checkpoint
+    from nextclick.explain import explain, plot
+
+    if args.test:
+        return _explain_test_set(args)
+    if not args.items:
+        raise ValueError("an empty session has nothing to explain: give at least one item id (or --test)")
+    try:
+        items = [int(i) for i in args.items]
+    except ValueError:
+        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    model, vocab, _ = checkpoint.load(args.checkpoint)
+    explanation = explain(model, vocab, items, k=args.k)
+    png, path = output_path(args.out, ".png"), output_path(args.out, ".json")
+    plot(explanation, png)
+    path.write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
+    if explanation.scalars:
+        print("   ".join(f"{name} {value:.4f}" for name, value in explanation.scalars.items()))
+    print(f"click        {explanation.weights_name}")
+    for item, weight in zip(explanation.items, explanation.weights):
+        print(f"{item:>10}   {weight:.4f}{'   (exactly zero)' if weight == 0 else ''}")
+    print("top recommendations: " + ", ".join(str(r["item"]) for r in explanation.recommendations))
+    print(f"wrote {png} and {path}")
+    return 0
+
+
+def _explain_test_set(args) -> int:
+    from nextclick.runtime import machine_info
+    from nextclick.explain import summarise
+    from nextclick.runtime import set_threads
+
+    if args.items:
+        raise ValueError("--test reads every test case: give item ids or --test, not both")
+    threads = set_threads(args.threads)
+    model, meta, split = checkpoint_and_split(args)
+    summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
+               **summarise(model, split.test, progress=not args.quiet),
+               "machine": machine_info(threads), "command": shlex.join(["nextclick", *args.argv])}
+    out = output_path(args.out, ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    peak = summary["peak_over_uniform"]
+    print(f"{summary['model']} on {split.name} test ({summary['cases']:,} cases): {summary['weights_name']}")
+    print(f"  uniform (within 1e-6 of 1/t) in {100 * summary['uniform_share']:.1f}% of sessions of 2+ clicks;"
+          f" largest distance from 1/t {summary['largest_distance_from_uniform']:.4f}")
+    print(f"  t x largest weight: median {peak['median']}, 90th percentile {peak['p90']}, max {peak['max']}")
+    print(f"  clicks with weight exactly 0: {100 * summary['zero_weight_share']:.2f}%;"
+          f" mean weight of the last click (2+ clicks) {summary['last_click_mean_weight']:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on a test set (full ranking, HR@K and MRR@K)")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    add_data_options(p)
+    p.add_argument("--batch-size", type=int, default=500, help="cases per scoring batch (bounds memory)")
+    p.add_argument("--by-length", action="store_true", help="also break metrics down by prefix length")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recommend", help="top-K next items for a session: checkpoint + item ids in click order")
+    p.add_argument("checkpoint", help="checkpoint directory")
+    p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
+    p.add_argument("-k", type=int, default=20, help="how many items to return (20)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("explain", help="what an attention model weighed in one session (dsan, narm, sr-iem), as PNG heatmap and JSON",
+                       description="The weight of each click in the session representation (DSAN: target attention, "
+                                   "SR-IEM: importance, NARM: local attention), DSAN's self-attention and alphas, "
+                                   "SR-IEM's affinity matrix, and the top recommendations.")
+    p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan, narm with a local or hybrid encoder, sr-iem)")
+    p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
+    p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
+    p.add_argument("-k", type=int, default=10, help="recommendations to list (10)")
+    p.add_argument("--test", action="store_true",
+                   help="instead of one session, summarise the weights over every test case of the checkpoint's "
+                        "dataset (or --dataset): how far from uniform, how much on the last click, how many "
+                        "exactly zero; writes <out>.json")
+    add_data_options(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (--test)")
+    p.set_defaults(func=cmd_explain)

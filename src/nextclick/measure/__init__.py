@@ -1,0 +1,1 @@
+"""Measurements beside the benchmarks: training speed, test curves, preparation speed."""

@@ -1,0 +1,125 @@
+"""Training speed, measured the way the trainer runs: `nextclick speed`.
+
+Training cases/s over real random batches: batch building (the model's own `collate`), forward,
+backward, optimizer step, after a warm-up; optionally also in the official DSAN code's layout (every
+batch padded to the longest training prefix) for the speed-up against it. Every measurement records
+the machine, threads, device, torch version and load average.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from nextclick.data.benchmarks import resolve
+from nextclick.models import build, model_class
+from nextclick.runs.identity import run_id, run_settings
+from nextclick.runtime import git_commit, machine_info, resolve_device, set_threads
+from nextclick.training.loop import train_step
+
+DEFAULT_BATCH_SIZE = 512  # DSAN's batch; a model's own batch size shows what its training sees
+
+
+def operator_calls(run: Callable[[], object]) -> int:
+    """The torch operator calls `run` makes, nested ones not counted again. Each costs dispatch time
+    on the CPU and, on a GPU, at least one kernel launch: a small model on a GPU is bound by this count,
+    not by its arithmetic (DSAN's bisection-based alpha-entmax makes thousands per step)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+
+    def nested(event) -> bool:
+        return event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")
+
+    return sum(1 for event in profile.events() if event.name.startswith("aten::") and not nested(event))
+
+
+def measure_training_speed(
+    model_name: str,
+    dataset: str | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    batches: int = 30,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    warmup: int = 3,
+    reference_batches: int = 0,
+    threads: int | None = None,
+    seed: int = 1,
+    data_root: str | None = None,
+    command: list[str] | None = None,
+    device: str = "auto",
+) -> dict:
+    """Training cases/s over `batches` real random batches of `batch_size` (after `warmup`), measured the way the
+    trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
+    the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
+    to the longest training prefix, which is the official DSAN code's layout."""
+    threads = set_threads(threads)
+    device = resolve_device(device)
+    split = resolve(dataset, data_root)
+    cases = split.train_cases()
+    order = np.random.default_rng(seed).permutation(len(cases))
+
+    def timed(model, n, pad_to=None) -> dict:
+        model.to(device)
+        optimizer = model.optimizer()
+        model.train()
+
+        def timed_step(step: int) -> int:
+            batch = model.collate(cases, order[step * batch_size : (step + 1) * batch_size])
+            if pad_to is not None:
+                extra = pad_to - batch.items.shape[1]
+                batch = dataclasses.replace(batch, items=torch.nn.functional.pad(batch.items, (extra, 0)))
+            train_step(model, optimizer, batch, device)
+            if device.type == "cuda":  # GPU work is asynchronous: the step ends when the GPU is done
+                torch.cuda.synchronize(device)
+            return len(batch)
+
+        seen, seconds = 0, 0.0
+        for step in range(warmup + n):
+            start = time.perf_counter()
+            size = timed_step(step)
+            if step >= warmup:
+                seconds += time.perf_counter() - start
+                seen += size
+        return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1),
+                "operator_calls_per_step": operator_calls(lambda: timed_step(warmup))}
+
+    torch.manual_seed(seed)
+    model = build(model_name, split.n_items, overrides)
+    result = {
+        "model": model.name,
+        "dataset": split.name,
+        "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, random batches",
+        "batch_size": batch_size,
+        "config": asdict(model.config),
+        "fast_path": timed(model, batches),
+    }
+    if reference_batches:
+        torch.manual_seed(seed)
+        reference = build(model_name, split.n_items, {**(overrides or {}), "group_by_length": False})
+        longest = int(cases.length.max())
+        result["reference_path"] = {"padded_to": longest, **timed(reference, reference_batches, pad_to=longest)}
+        result["speedup"] = round(result["fast_path"]["cases_per_second"] / result["reference_path"]["cases_per_second"], 1)
+    result.update(machine=machine_info(threads, device), git_commit=git_commit(),
+                  command=shlex.join(command if command is not None else sys.argv))
+    return result
+
+
+def speed_path(results_dir: str | Path, result: dict) -> Path:
+    """results/speed/<dataset>/<model>/<settings>.json: named, like a run, by what differs from the defaults
+    (config overrides, batch size, device, the reference layout)."""
+    settings = run_settings(asdict(model_class(result["model"]).Config()), result["config"], {}, {})
+    if result["batch_size"] != DEFAULT_BATCH_SIZE:
+        settings["batch_size"] = str(result["batch_size"])
+    if result["machine"]["device"] != "cpu":
+        settings["device"] = "cuda"
+    if "reference_path" in result:
+        settings["reference"] = "true"
+    return Path(results_dir) / "speed" / result["dataset"] / result["model"] / f"{run_id(settings)}.json"

@@ -1,0 +1,126 @@
+"""Fit on the training data, select on validation, refit: how every benchmark number is made.
+
+Neural models train on the fit part of the carve (the first 90% of training sessions by default) and
+stop early on its validation part; the selected epoch's weights are tested, or, with `refit`, a fresh
+model trained on all training cases for that many epochs. Statistical models are fitted on the fit
+part and measured on validation (models that train in epochs, BPR-MF and FPMC, have their number of
+epochs chosen there), then refitted on all training sessions, since they have no epochs to select.
+The test set is never looked at here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextclick import checkpoint
+from nextclick.data.sessions import Cases, Split
+from nextclick.evaluate import evaluate
+from nextclick.models.base import Recommender
+from nextclick.training.loop import TrainOptions, TrainResult, train_model
+from nextclick.training.state import training_state_path
+
+SELECTION_METRIC = "HR@20"  # statistical models' epochs and searches: the paper codes' metric
+VALIDATION_SUBSET = 20_000  # validation cases per statistical candidate or epoch: enough to separate them, cheap on 2 cores
+
+
+def validation_subset(cases: Cases, max_cases: int = VALIDATION_SUBSET, seed: int = 0) -> Cases:
+    """At most `max_cases` validation cases, drawn without replacement by a fixed seed, in file order."""
+    if len(cases) <= max_cases:
+        return cases
+    chosen = np.sort(np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False))
+    return cases.select(chosen)
+
+
+def fit_and_select(model: Recommender, split: Split, options: TrainOptions,
+                   valid_fraction: float = 0.1) -> tuple[Recommender, dict]:
+    """Train with validation-based selection; returns the model to test and a record of the fit."""
+    fit_cases, valid_cases = split.carve(options.validation, valid_fraction, seed=options.seed)
+    record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
+                              "validation": options.validation}
+    if model.neural:
+        selection_options = options
+        if options.refit and options.checkpoint_dir:  # the validation-selected model lives in selection/
+            selection_options = replace(options, checkpoint_dir=str(Path(options.checkpoint_dir) / "selection"))
+            checkpoint.save_meta(Path(selection_options.checkpoint_dir), model, split.vocab, split.protocol, split.name)
+        result: TrainResult = train_model(model, fit_cases, valid_cases, selection_options)
+        record.update(
+            selected_epoch=result.best_epoch,
+            epochs_run=result.epochs_run,
+            valid=result.best_valid,
+            history=result.history,
+            train_seconds=round(result.train_seconds, 2),
+            seconds_per_epoch=round(result.seconds_per_epoch, 2),
+            train_cases_per_second=round(result.cases_per_second, 1),
+        )
+        if options.refit:
+            model, record["refit"] = refit(model, split, options, epochs=result.best_epoch + 1)
+        return model, record
+    progress = options.progress and not options.quiet
+    start = time.perf_counter()
+    model.prepare(fit_cases.sessions)
+    if getattr(model, "trains_in_epochs", False):
+        record.update(select_epochs(model, fit_cases, valid_cases, progress))
+    else:
+        model.fit(fit_cases, progress=progress)
+    record["fit_seconds_validation_run"] = round(time.perf_counter() - start, 3)
+    valid_eval = evaluate(model.score, valid_cases, ks=options.ks, batch_size=options.eval_batch_size,
+                          max_length=model.max_length)
+    record["valid"] = {k: round(v, 6) for k, v in valid_eval.metrics.items()}
+    record["selected_config"] = asdict(model.config)
+    start = time.perf_counter()
+    cases = split.train_cases()
+    model.prepare(cases.sessions)
+    model.fit(cases, progress=progress)
+    record["fit_seconds"] = round(time.perf_counter() - start, 3)
+    record["refit_on_all_training_sessions"] = True
+    return model, record
+
+
+def select_epochs(model: Recommender, fit_cases: Cases, valid_cases: Cases, progress: bool = False,
+                  metric: str = SELECTION_METRIC) -> dict:
+    """Fit a statistical model that trains in epochs (config `epochs`, `patience`), evaluating each epoch
+    on a validation subset; stop after `patience` epochs without gain, keep the best epoch's state and
+    write its number into the config (so a refit trains as long). Returns the record of the choice."""
+    cases = validation_subset(valid_cases)
+    history: list[dict] = []
+    best: dict[str, Any] = {"value": -np.inf, "epoch": 0, "state": None}
+
+    def epoch_end(epoch: int, entry: dict) -> bool:
+        metrics = evaluate(model.score, cases).metrics
+        entry.update({k: round(v, 6) for k, v in metrics.items() if k.endswith("@20")})
+        if metrics[metric] > best["value"]:
+            best.update(value=metrics[metric], epoch=epoch, state=copy.deepcopy(model.state_tensors()))
+        history.append(entry)
+        return epoch - best["epoch"] >= model.config.patience
+
+    model.fit(fit_cases, progress=progress, epoch_end=epoch_end)
+    model.load_state_tensors(best["state"])
+    model.config = replace(model.config, epochs=best["epoch"])
+    return {"epoch_selection": {"metric": metric, "valid_cases": len(cases), "selected_epochs": best["epoch"],
+                                "history": history}}
+
+
+def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: int) -> tuple[Recommender, dict]:
+    """Train a fresh copy of `selected`'s model (same config and seed) on *all* training cases for the
+    number of epochs validation chose, and keep the last epoch. The papers' codes train on all
+    training data; this gives the validation-selected model the same data without looking at test."""
+    torch.manual_seed(options.seed)  # the same initial weights as the selection run, resumed or not
+    model = type(selected)(selected.n_items, selected.config)
+    directory = Path(options.checkpoint_dir) / "refit" if options.checkpoint_dir else None
+    refit_options = replace(options, epochs=epochs, patience=epochs + 1,
+                            checkpoint_dir=str(directory) if directory else None,
+                            resume=options.resume and directory is not None and training_state_path(directory).exists())
+    if directory is not None:  # a checkpoint of its own, so `nextclick curve <run>/refit` can read kept epochs
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    cases = split.train_cases()
+    result = train_model(model, cases, None, refit_options)
+    return model, {"epochs": epochs, "cases": len(cases), "history": result.history,
+                   "train_seconds": round(result.train_seconds, 2),
+                   "train_cases_per_second": round(result.cases_per_second, 1)}

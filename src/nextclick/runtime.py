@@ -1,0 +1,82 @@
+"""What every command needs from the machine, in one small module: the device, the thread count, the
+provenance a result records (machine, git commit) and the pace of progress bars. Nothing here knows
+about models, training or data."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; other names must be devices this machine has."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return device
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Torch's intra-op threads: `threads`, or every core when None."""
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    return threads
+
+
+def progress_interval() -> float:
+    """Seconds between progress-bar refreshes: lively on a terminal, sparse in a log file."""
+    return 0.5 if sys.stderr.isatty() else 60.0
+
+
+def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
+    """The machine a number was measured on: cpu, cores, threads, torch, and the device used."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads or torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": "cpu",
+        # other work on the machine slows a run down: record it so numbers can be read fairly
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+    device = torch.device(device)
+    if device.type == "cuda":  # the device the run computed on, not merely one the machine has
+        info["device"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def git_commit() -> str | None:
+    """HEAD (with -dirty for uncommitted changes), or $NEXTCLICK_GIT_COMMIT where it is set: a copy of
+    the tree run elsewhere (a container, a remote GPU machine) may carry no .git, or a stale one."""
+    if os.environ.get("NEXTCLICK_GIT_COMMIT"):
+        return os.environ["NEXTCLICK_GIT_COMMIT"]
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None

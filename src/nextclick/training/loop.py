@@ -1,0 +1,202 @@
+"""The one training loop for every neural model.
+
+Per epoch: the model's training stream gives the batches (by default every prefix case, shuffled per
+epoch with a seed, so a resumed run sees the same order); each is one call `scores, loss =
+model(batch, labels)` and an optimizer step; then the validation cases, which come from the last
+training sessions and never from test, are evaluated. The best epoch by `select_metric` is kept;
+training stops after `patience` epochs without improvement. After every epoch the complete state
+(weights, optimizer, scheduler, RNG, history) is written atomically (training/state.py), so
+`resume=True` continues exactly where an interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from nextclick import checkpoint
+from nextclick.data.batches import Batch
+from nextclick.data.sessions import Cases
+from nextclick.data.streams import StreamOptions
+from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
+from nextclick.runtime import progress_interval, resolve_device
+from nextclick.training.state import (epoch_weights_path, load_training_state, save_training_state,
+                                      training_spent)
+
+
+@dataclass
+class TrainOptions:
+    epochs: int | None = None  # None: the model config's `epochs`
+    patience: int = 3  # epochs without validation improvement before stopping
+    batch_size: int | None = None  # None: the model config's `batch_size`
+    seed: int = 1  # DSAN's official code seeds with 1
+    select_metric: str = "HR@20"  # the paper codes pick epochs by HR@20 (on test; we use validation)
+    ks: tuple[int, ...] = DEFAULT_KS
+    eval_batch_size: int = 500
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+    quiet: bool = False
+    log_path: str | None = None  # default: <checkpoint_dir>/train.jsonl
+    length_buckets: int = 0  # >0: group this many batches by prefix length (faster, less random)
+    max_batches: int | None = None  # cap per epoch (smoke tests)
+    # read by nextclick.runs (not by the loop): which training data selects the epoch, the last 10% of
+    # sessions (ours), a random 10% of cases (NARM's and SR-GNN's official codes) or of whole sessions
+    # (Split.carve), and whether the selected configuration is then refitted on all training cases
+    validation: str = "last-sessions"
+    refit: bool = False
+    keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
+    # "auto": the GPU when torch sees one, else the CPU; or any torch device name ("cpu", "cuda:1")
+    device: str = "auto"
+
+    def __post_init__(self):
+        metrics = list(metrics_from_ranks(np.ones(1), self.ks))  # the names an evaluation reports, in its order
+        if self.select_metric not in metrics:  # fail now, not after the first epoch's training
+            raise ValueError(f"cannot select epochs on {self.select_metric!r}: choose one of {', '.join(metrics)}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: dict
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_cases: int = 0
+
+    @property
+    def cases_per_second(self) -> float:
+        return self.train_cases / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.train_seconds / max(1, len(self.history))
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> torch.Tensor:
+    """One optimisation step on one batch, as the trainer and `nextclick speed` both run it; returns the
+    loss (detached, still on `device`: reading it is the caller's choice, as it waits for a GPU)."""
+    batch = batch.to(device)
+    _, loss = model(batch, batch.labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def stream_options(model, options: TrainOptions) -> StreamOptions:
+    """What the model's training stream needs from the run's options and the model's config."""
+    return StreamOptions(batch_size=options.batch_size or getattr(model.config, "batch_size", 512), seed=options.seed,
+                         shuffle=getattr(model.config, "shuffle", True), length_buckets=options.length_buckets,
+                         max_batches=options.max_batches)
+
+
+def _log(path: Path | None, record: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions | None = None) -> TrainResult:
+    """Train `model` (a NeuralModel) in place; on return it holds the weights of the selected epoch."""
+    options = options or TrainOptions()
+    epochs = options.epochs if options.epochs is not None else getattr(model.config, "epochs", 30)
+    directory = Path(options.checkpoint_dir) if options.checkpoint_dir else None
+    log_path = Path(options.log_path) if options.log_path else (directory / "train.jsonl" if directory else None)
+    say = (lambda *a: None) if options.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
+    device = resolve_device(options.device)
+    model.prepare(train.sessions)
+    model.to(device)  # before the optimizer, whose state must live beside the parameters
+
+    optimizer = model.optimizer()
+    scheduler = model.scheduler(optimizer)
+    progress = {"epoch": -1, "best_epoch": -1, "best_value": -math.inf, "best_valid": {}, "bad_epochs": 0,
+                "history": [], "train_seconds": 0.0, "train_cases": 0}
+    if options.resume:
+        if directory is None:
+            raise ValueError("resume needs a checkpoint directory")
+        progress = load_training_state(directory, model, optimizer, scheduler)
+        say(f"resumed after epoch {progress['epoch']} (best so far: epoch {progress['best_epoch']})")
+    elif log_path is not None and log_path.exists():
+        log_path.unlink()
+
+    validating = valid is not None and len(valid) > 0
+    # what ends this training, saved with its state so `nextclick status` can tell finished from interrupted
+    progress["limits"] = {"epochs": epochs, "patience": options.patience,
+                          "select_metric": options.select_metric if validating else None}
+    best_state = None
+    if options.resume and directory is not None and (directory / "model.safetensors").exists():
+        best_state = checkpoint.load_tensors(directory / "model.safetensors")
+
+    stream = model.training_stream(train, stream_options(model, options))
+    for epoch in range(progress["epoch"] + 1, epochs):
+        if training_spent(epoch, progress["bad_epochs"], epochs, options.patience):
+            break
+        model.train()
+        bar = tqdm(total=stream.cases(epoch), desc=f"epoch {epoch}", unit="case",
+                   disable=not options.progress or options.quiet, dynamic_ncols=True, leave=False,
+                   mininterval=progress_interval())
+        start = time.perf_counter()
+        total_loss, seen = 0.0, 0
+        for batch in stream.batches(epoch):
+            loss = train_step(model, optimizer, batch, device)
+            total_loss += loss.item() * len(batch)
+            seen += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)  # refresh would defeat mininterval
+        bar.close()
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
+                  "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}  # this epoch's
+        if scheduler is not None:
+            scheduler.step()
+        progress["train_seconds"] += seconds
+        progress["train_cases"] += seen
+        if validating:
+            evaluation = evaluate(model.score, valid, ks=options.ks, batch_size=options.eval_batch_size,
+                                  max_length=model.max_length, progress=options.progress and not options.quiet,
+                                  description="validate")
+            record["valid"] = {k: round(v, 6) for k, v in evaluation.metrics.items()}
+            record["valid_seconds"] = round(evaluation.seconds, 2)
+            value = evaluation.metrics[options.select_metric]
+        else:
+            value = float(epoch)  # no validation (a refit on all training cases): keep the last epoch
+        improved = value > progress["best_value"]
+        if improved:
+            progress.update(best_epoch=epoch, best_value=value, best_valid=record.get("valid", {}), bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if directory is not None:
+                checkpoint.save_weights(directory, model)
+        else:
+            progress["bad_epochs"] += 1
+        progress["epoch"] = epoch
+        progress["history"].append(record)
+        if directory is not None and options.keep_epochs:
+            checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
+        if directory is not None:
+            save_training_state(directory, model, optimizer, scheduler, progress)
+        _log(log_path, record)
+        metrics = " ".join(f"{k} {v:.4f}" for k, v in record.get("valid", {}).items() if k.endswith("@20"))
+        say(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {seconds:7.1f}s  {record['cases_per_second']:8.1f} cases/s"
+            f"  valid {metrics}{'  *' if improved else ''}")
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        best_epoch=progress["best_epoch"],
+        best_valid=progress["best_valid"],
+        epochs_run=progress["epoch"] + 1,
+        history=progress["history"],
+        train_seconds=progress["train_seconds"],
+        train_cases=progress["train_cases"],
+    )

@@ -1,0 +1,133 @@
+"""A training run's resumable state, committed together so that a run continues exactly.
+
+    <run>/training/state.safetensors   model, optimizer and RNG tensors
+    <run>/training/state.json          epoch, best epoch, history, limits, optimizer groups, scheduler
+    <run>/model.safetensors            the best epoch's weights
+    <run>/epochs/epoch_<n>.safetensors every epoch's weights (keep_epochs), for test curves
+
+`training_progress` reads how far a run got from state.json alone (no tensors), for `nextclick status`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from nextclick import checkpoint
+
+TRAINING_DIR = "training"
+EPOCHS_DIR = "epochs"
+DEFAULT_PATIENCE = 3  # TrainOptions.patience: what a state saved before it recorded its limits ran with
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
+
+
+def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_tensors().items()}
+    optim_tensors, optim_json = _optimizer_tensors(optimizer)
+    tensors.update(optim_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    checkpoint.atomic_save_tensors(directory / TRAINING_DIR / "state.safetensors", tensors)
+    checkpoint.atomic_write_json(
+        training_state_path(directory),
+        {**progress, "optimizer": optim_json, "scheduler": scheduler.state_dict() if scheduler else None},
+    )
+
+
+def training_state_path(directory: str | Path) -> Path:
+    """The JSON half of a run's resumable state (progress: epoch, best epoch, history, ...)."""
+    return Path(directory) / TRAINING_DIR / "state.json"
+
+
+def training_spent(epochs_done: int, epochs_without_gain: int, epochs: int | None, patience: int) -> bool:
+    """The trainer's stopping rule: patience used up, or the epoch budget (when known) spent."""
+    return epochs_without_gain >= patience or (epochs is not None and epochs_done >= epochs)
+
+
+def training_progress(directory: str | Path) -> dict | None:
+    """How far the training checkpointed in `directory` got, read from its state.json alone (no
+    tensors): epochs done, the best epoch and its validation scores, and whether it has finished
+    (patience or the epoch budget spent) or would continue with `resume`. None when nothing was saved.
+    States saved before they recorded their limits are read with the defaults (patience 3, the
+    config's epochs) and the metric whose score equals the best value; `finished` is None where
+    those defaults cannot tell (--epochs or --patience may have been given)."""
+    path = training_state_path(directory)
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    limits = state.get("limits")
+    best_valid = state.get("best_valid") or {}
+    saved = limits is not None
+    if not saved:
+        meta = Path(directory) / "config.json"
+        config = json.loads(meta.read_text()).get("config", {}) if meta.is_file() else {}
+        validated = bool(best_valid)  # a refit validates nothing; its epoch budget was not saved
+        limits = {"epochs": config.get("epochs") if validated else None, "patience": DEFAULT_PATIENCE,
+                  "select_metric": next((k for k, v in best_valid.items()
+                                         if math.isclose(v, state["best_value"], abs_tol=1e-6)), None)}
+    done = state["epoch"] + 1
+    finished: bool | None = training_spent(done, state["bad_epochs"], limits["epochs"], limits["patience"])
+    if not finished and not saved:
+        finished = None  # unknown: --epochs or --patience may have ended it sooner than the defaults
+    return {
+        "epochs_done": done,
+        "best_epoch": state["best_epoch"],
+        "select_metric": limits["select_metric"],
+        "best_valid": best_valid,
+        "epochs_without_gain": state["bad_epochs"],
+        "patience": limits["patience"],
+        "max_epochs": limits["epochs"],
+        "finished": finished,
+        "train_seconds": round(state.get("train_seconds", 0.0), 1),
+        "saved_at": path.stat().st_mtime,
+    }
+
+
+def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
+    folder = directory / TRAINING_DIR
+    state_json = training_state_path(directory)
+    if not state_json.is_file():
+        raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
+    progress = json.loads(state_json.read_text())
+    tensors = checkpoint.load_tensors(folder / "state.safetensors")
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimizer(optimizer, tensors, progress.pop("optimizer"))
+    scheduler_state = progress.pop("scheduler")
+    if scheduler is not None and scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return progress
+
+
+
+def epoch_weights_path(directory: str | Path, epoch: int) -> Path:
+    return Path(directory) / EPOCHS_DIR / f"epoch_{epoch}.safetensors"
+
+
+def kept_epochs(directory: str | Path) -> list[int]:
+    """The epochs whose weights a `keep_epochs` run left in `directory`, in order."""
+    numbers = (path.stem.removeprefix("epoch_") for path in Path(directory, EPOCHS_DIR).glob("epoch_*.safetensors"))
+    return sorted(int(number) for number in numbers if number.isdigit())
