@@ -22,17 +22,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# docs/results.md and its figures, made from the committed results/*.json alone
+# results/INDEX.md, docs/results.md and its figures, made from the committed result files and
+# results/manifest.json alone (no dataset is read)
 report: $(STAMP)
 	mkdir -p docs/figures
 	{ echo "# Benchmark results"; echo; \
-	  echo "Made by \`make report\` (\`nextclick report results/*/*.json\`) from the committed result files alone;"; \
-	  echo "percent; validation-selected, test evaluated once. Per-length figures: docs/figures/by_length_<dataset>.png."; \
-	  echo; $(BIN)/nextclick report results/*/*.json --by-length docs/figures/by_length.png \
+	  echo "Made by \`make report\` (\`nextclick report results --index results/INDEX.md\`) from the committed result files"; \
+	  echo "alone; each run's files are in results/<dataset>/<model>/<run id>/, the headline run of each model in"; \
+	  echo "results/INDEX.md. Percent; validation-selected, test evaluated once. Per-length figures:"; \
+	  echo "docs/figures/by_length_<dataset>.png."; \
+	  echo; $(BIN)/nextclick report results --index results/INDEX.md --by-length docs/figures/by_length.png \
 	    --history docs/figures/validation_curves.png; \
 	  echo "## The seed models by prefix length (NARM Table 5, SR-IEM Figure 2)"; echo; \
 	  echo "Figures: docs/figures/seed_models_by_length_<dataset>.png."; echo; \
-	  $(BIN)/nextclick report $$(ls results/*/narm*.json results/*/sr-iem*.json 2>/dev/null | grep -v "test_curve\|click_weights") \
+	  $(BIN)/nextclick report results/*/narm/*/result.json results/*/sr-iem/*/result.json \
 	    --by-length docs/figures/seed_models_by_length.png --every-length; } > docs/results.md
 
 clean:
