@@ -16,9 +16,10 @@ come to the same id stop the migration before anything moves: they would be one 
 Each moved result gains `migrated_from` (its old path). Results written before `test_by_repeat` existed
 get it computed here, once, from their ranks and the split's test cases (which needs the data
 directory), so that the report never has to load a dataset. Speed measurements move to
-results/speed/<dataset>/<model>/<name>.json, data preparation measurements to
-results/preparation/<name>.json. Files are written at the new place and removed from the old one (what
-`git mv` does; git sees the renames). Run again on a migrated tree, it finds nothing to move.
+results/speed/<dataset>/<model>/<settings>.json (named like a run, as nextclick.measure.speed names
+them), data preparation measurements to results/preparation/<name>.json. Files are written at the new
+place and removed from the old one (what `git mv` does; git sees the renames). Run again on a migrated
+tree, it finds nothing to move.
 """
 
 from __future__ import annotations
@@ -144,12 +145,24 @@ def old_results(results: Path) -> list[Path]:
     return paths
 
 
-def speed_name(path: Path, model: str) -> str:
-    """`dsan-speed-cuda-grouped.speed.json` -> `cuda-grouped`; `dsan.speed.json` -> `default`. Speed
-    measurements are named by what they compare (their settings overlap: `cuda-default` and
-    `cuda-grouped` ask for the same config), so their old names are kept, less the model and `speed`."""
-    name = path.name.removesuffix(SPEED_SUFFIX).removeprefix(model).lstrip("-").removeprefix("speed").lstrip("-")
-    return name or "default"
+SPEED_BATCH_SIZE = 512  # `nextclick speed`'s default batch (nextclick.measure.speed.DEFAULT_BATCH_SIZE)
+
+
+def speed_name(measurement: dict) -> str:
+    """A speed measurement's name, made as nextclick.measure.speed makes it: the settings it asked for
+    that differ from the defaults (config `--set`s, batch size, a GPU, the reference layout). The config
+    comes from its command, as a run's does: the recorded one holds values the code of its day resolved
+    (DSAN's group_by_length, then on by default)."""
+    default_config, config = requested_config(measurement)
+    settings = run_settings(default_config, config, {}, {})
+    _, options = command_arguments(measurement.get("command") or "")
+    if options.get("batch_size", SPEED_BATCH_SIZE) != SPEED_BATCH_SIZE:
+        settings["batch_size"] = str(options["batch_size"])
+    if measurement.get("machine", {}).get("device", "cpu") != "cpu":
+        settings["device"] = "cuda"
+    if "reference_path" in measurement:
+        settings["reference"] = "true"
+    return run_id(settings)
 
 
 def plan(results: Path, default_options: dict[str, Any]) -> list[Move]:
@@ -170,10 +183,11 @@ def plan(results: Path, default_options: dict[str, Any]) -> list[Move]:
             if side.exists():
                 moves.append(Move(side, folder / name))
     for path in sorted(results.glob(f"*/*{SPEED_SUFFIX}")):
-        model = json.loads(path.read_text())["model"]
-        moves.append(Move(path, results / "speed" / path.parent.name / model / f"{speed_name(path, model)}.json"))
+        measurement = json.loads(path.read_text())
+        name = speed_name(measurement)
+        moves.append(Move(path, results / "speed" / path.parent.name / measurement["model"] / f"{name}.json"))
     for path in sorted((results / OLD_PREPARATION_DIR).glob("*.json")):
-        moves.append(Move(path, results / "preparation" / f"{path.name.removeprefix('prepare_')}"))
+        moves.append(Move(path, results / "preparation" / path.name))  # where measure.preparation writes it
     check(results, moves)
     return moves
 
