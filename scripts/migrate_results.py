@@ -104,7 +104,7 @@ def command_arguments(command: str) -> tuple[dict[str, str], dict[str, Any]]:
 
 def requested_config(result: dict) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the model's default config, the config the run was asked for), both as plain dicts."""
-    from nextclick.models import config_from_overrides, model_class  # (re-exported from models.base)
+    from nextclick.models import config_from_overrides, model_class
 
     config_class = model_class(result["model"]).Config
     default = dataclasses.asdict(config_class())
