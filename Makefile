@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean report
+.PHONY: demo test test-slow install clean report
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# the long reference tests (faithful DSAN training, grid worker processes, all of diginetica's test set)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 # results/INDEX.md, docs/results.md and its figures, made from the committed result files and
 # results/manifest.json alone (no dataset is read)

@@ -52,3 +52,53 @@ def diginetica_path() -> Path:
 def yoochoose_path() -> Path:
     """The real Yoochoose yoochoose-clicks.dat sample in ../shared/data/raw."""
     return _raw("yoochoose_sample_clicks.dat")
+
+
+@pytest.fixture
+def tiny_model(monkeypatch):
+    """A registered neural model ("tiny") small enough that grid, refit and status tests train in
+    milliseconds: the mean of a session's item vectors scored against every item."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from nextclick.models import REGISTRY
+    from nextclick.models.base import NeuralModel, cross_entropy
+
+    @dataclass(frozen=True)
+    class TinyConfig:
+        embedding_size: int = 8
+        dropout: float = 0.0
+        lr: float = 0.01
+        batch_size: int = 256
+        epochs: int = 2
+        max_length: int | None = 5
+        shuffle: bool = True
+
+    class Tiny(NeuralModel):
+        name = "tiny"
+        Config = TinyConfig
+
+        def __init__(self, n_items, config=None):
+            super().__init__(n_items, config)
+            self.embedding = nn.Embedding(n_items + 1, self.config.embedding_size, padding_idx=0)
+            self.dropout = nn.Dropout(self.config.dropout)
+
+        def query_vectors(self, batch):
+            with self.evaluating():
+                return self._query(batch.to(self.device))
+
+        def item_vectors(self):
+            return self.embedding.weight.detach().clone()
+
+        def _query(self, batch):
+            rows = self.embedding(batch.items)  # (B, L, D), zero at padding
+            return self.dropout(rows.sum(1) / batch.lengths.unsqueeze(1))
+
+        def forward(self, batch, labels=None):
+            scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
+            scores[:, 0] = -torch.inf
+            return scores, cross_entropy(scores, labels)
+
+    monkeypatch.setitem(REGISTRY, "tiny", Tiny)
+    return Tiny

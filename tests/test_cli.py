@@ -14,6 +14,12 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def result_of(results, model, dataset="synthetic"):
+    """The one result.json a bench wrote under results/<dataset>/<model>/<run id>/, and its run id."""
+    [path] = (results / dataset / model).glob("*/result.json")
+    return json.loads(path.read_text())
+
+
 def test_every_command_has_help(capsys):
     for command in ("datasets", "models", "train", "evaluate", "recommend", "explain", "bench", "speed", "demo", "report", "curve", "status"):
         with pytest.raises(SystemExit) as exit_:
@@ -26,7 +32,8 @@ def test_bench_writes_a_complete_result_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "bench", "s-pop", "--results-dir", str(tmp_path / "results"), "-q")
     assert code == 0 and "HR@20" in out
-    result = json.loads((tmp_path / "results" / "synthetic" / "s-pop.json").read_text())
+    result = result_of(tmp_path / "results", "s-pop")
+    assert result["run_id"] == "default" and (tmp_path / "results" / "synthetic" / "s-pop" / "default" / "ranks.npz").exists()
     for key in ("test", "valid", "config", "seed", "wall_seconds", "machine", "git_commit", "command", "protocol",
                 "test_by_length", "fit_seconds"):
         assert key in result, key
@@ -35,7 +42,7 @@ def test_bench_writes_a_complete_result_file(tmp_path, capsys, monkeypatch):
 
 
 def test_bench_records_the_commit_it_started_from(tmp_path, capsys, monkeypatch):
-    from nextclick import bench
+    from nextclick.runs import bench
 
     head = {"commit": "started-at"}
     monkeypatch.setattr(bench, "git_commit", lambda: head["commit"])
@@ -49,7 +56,7 @@ def test_bench_records_the_commit_it_started_from(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(bench, "fit_and_select", fit_while_someone_commits)
     monkeypatch.chdir(tmp_path)
     assert run(capsys, "bench", "pop", "--results-dir", str(tmp_path / "results"), "-q")[0] == 0
-    assert json.loads((tmp_path / "results" / "synthetic" / "pop.json").read_text())["git_commit"] == "started-at"
+    assert result_of(tmp_path / "results", "pop")["git_commit"] == "started-at"
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without a GPU")
@@ -65,7 +72,9 @@ def test_bench_records_the_device_it_computed_on(tmp_path, capsys, monkeypatch):
     code, out, _ = run(capsys, "bench", "narm", "--device", "cpu", "--epochs", "1", "--max-batches", "2",
                        "--set", "hidden_size=8", "--set", "embedding_size=8", "--results-dir", str(tmp_path / "results"), "-q")
     assert code == 0 and "device cpu" in out
-    assert json.loads((tmp_path / "results" / "synthetic" / "narm.json").read_text())["machine"]["device"] == "cpu"
+    result = result_of(tmp_path / "results", "narm")
+    assert result["machine"]["device"] == "cpu"
+    assert result["run_id"] == "embedding_size=8,epochs=1,hidden_size=8,max_batches=2"  # --device is no setting
 
 
 def test_train_evaluate_recommend_on_synthetic(tmp_path, capsys):
@@ -111,7 +120,7 @@ def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
     code, out, _ = run(capsys, "speed", "dsan", "--set", "embedding_dim=8", "--batches", "2", "--reference-batches", "1",
                        "--threads", "1", "--device", "cpu", "--results-dir", str(tmp_path))
     assert code == 0 and "cases/s" in out
-    result = json.loads((tmp_path / "synthetic" / "dsan.speed.json").read_text())
+    result = json.loads((tmp_path / "speed" / "synthetic" / "dsan" / "embedding_dim=8,reference=true.json").read_text())
     assert result["fast_path"]["cases"] == 1024 and result["reference_path"]["cases"] == 512
     assert result["machine"]["threads"] == 1
     # on the CPU, length groups trade operator calls for less padding (a GPU encodes without them: test_device.py)
@@ -122,7 +131,7 @@ def test_speed_times_batches_of_the_size_asked_for(tmp_path, capsys):
     code, _, _ = run(capsys, "speed", "sr-iem", "--set", "embedding_size=8", "--batches", "2", "--batch-size", "64",
                      "--threads", "1", "--results-dir", str(tmp_path))
     assert code == 0
-    result = json.loads((tmp_path / "synthetic" / "sr-iem.speed.json").read_text())
+    result = json.loads((tmp_path / "speed" / "synthetic" / "sr-iem" / "batch_size=64,embedding_size=8.json").read_text())
     assert result["batch_size"] == 64 and result["fast_path"]["cases"] == 128 and "batch 64" in result["what"]
 
 
@@ -153,22 +162,21 @@ def test_bench_can_select_on_random_training_cases_or_sessions(validation, tmp_p
     monkeypatch.chdir(tmp_path)
     code, _, _ = run(capsys, "bench", "s-pop", "--validation", validation, "-q")
     assert code == 0
-    result = json.loads((tmp_path / "results" / "synthetic" / "s-pop.json").read_text())
-    assert result["validation"] == validation
+    result = result_of(tmp_path / "results", "s-pop")
+    assert result["validation"] == validation and result["run_id"] == f"validation={validation}"
     assert result["train_options"]["validation"] == validation
 
 
-def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_path, capsys, monkeypatch):
+def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    code, _, _ = run(capsys, "bench", "narm", "--epochs", "2", "--refit", "--keep-epochs", "-q", "--threads", "1",
-                     "--set", "hidden_size=16", "--set", "embedding_size=8")
+    code, _, _ = run(capsys, "bench", "tiny", "--refit", "--keep-epochs", "-q", "--threads", "1")
     assert code == 0
-    result = json.loads((tmp_path / "results" / "synthetic" / "narm.json").read_text())
+    result = result_of(tmp_path / "results", "tiny")
     refit = result["refit"]
     assert refit["epochs"] == result["selected_epoch"] + 1 == len(refit["history"])
     assert refit["cases"] == result["fit_cases"] + result["valid_cases"]
     assert all("valid" not in epoch for epoch in refit["history"])
-    run_dir = tmp_path / "runs" / "synthetic" / "narm"
+    run_dir = tmp_path / "runs" / "synthetic" / "tiny" / result["run_id"]
     assert (run_dir / "selection" / "epochs" / "epoch_0.safetensors").exists()  # the selection run, for `curve`
     code, out, _ = run(capsys, "curve", str(run_dir / "selection"), "-q", "--threads", "1")
     assert code == 0 and "selected on validation" in out
@@ -181,80 +189,83 @@ def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_pa
 
 
 SMALL_NARM = ("--epochs", "2", "-q", "--threads", "1", "--set", "hidden_size=16", "--set", "embedding_size=8")
+TINY = ("tiny", "-q", "--threads", "1", "--max-batches", "40")
 
 
-def test_grid_search_tests_only_the_candidate_with_the_best_validation_score(tmp_path, capsys, monkeypatch):
+def test_grid_search_tests_only_the_candidate_with_the_best_validation_score(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, "--grid", "lr=0.001,0.03", "--variant", "grid")
+    code, out, _ = run(capsys, "bench", *TINY, "--grid", "lr=0.001,0.03")
     assert code == 0 and "chosen on validation HR@20" in out
-    result = json.loads((tmp_path / "results" / "synthetic" / "narm-grid.json").read_text())
+    result = result_of(tmp_path / "results", "tiny")
+    assert result["run_id"] == "grid.lr=0.001+0.03,max_batches=40"
     candidates = result["grid"]["candidates"]
     assert [row["lr"] for row in candidates] == ["0.001", "0.03"]
     best = max(candidates, key=lambda row: row["HR@20"])
     assert result["grid"]["chosen"] == {"lr": best["lr"]}
     assert result["config"]["lr"] == float(best["lr"]) and result["valid"]["HR@20"] == best["HR@20"]
-    run_dir = tmp_path / "runs" / "synthetic" / "narm-grid"
+    run_dir = tmp_path / "runs" / "synthetic" / "tiny" / result["run_id"]
     assert json.loads((run_dir / "config.json").read_text())["config"]["lr"] == float(best["lr"])
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the chosen one
     assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])
     # each candidate trains as a plain bench run of its config would, from the same seed
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, "--set", "lr=0.03", "--variant", "plain")
-    plain = json.loads((tmp_path / "results" / "synthetic" / "narm-plain.json").read_text())
+    code, _, _ = run(capsys, "bench", *TINY, "--set", "lr=0.03", "--results-dir", "plain")
+    plain = result_of(tmp_path / "plain", "tiny")
     assert candidates[1]["HR@20"] == plain["valid"]["HR@20"] and candidates[1]["selected_epoch"] == plain["selected_epoch"]
 
 
-def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(tmp_path, capsys, monkeypatch):
+def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    grid = ("--grid", "lr=0.001,0.03", "--grid", "embedding_dropout=0.25,0.5", "--variant", "g")
+    grid = ("--grid", "lr=0.001,0.03", "--grid", "dropout=0.25,0.5", "-o", "runs/g")
     for part in ("1/3", "2/3", "3/3"):
-        code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--grid-part", part)
+        code, out, _ = run(capsys, "bench", *TINY, *grid, "--grid-part", part)
         assert code == 0 and f"grid part {part} trained" in out
     assert not (tmp_path / "results").exists()  # a part tests nothing
-    run_dir = tmp_path / "runs" / "synthetic" / "narm-g"
+    run_dir = tmp_path / "runs" / "g"
     assert len([path for path in (run_dir / "grid").iterdir() if path.is_dir()]) == 4
     trained = {path: path.stat().st_mtime_ns for path in (run_dir / "grid").glob("*/train.jsonl")}
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume", "--refit")
+    code, _, _ = run(capsys, "bench", *TINY, *grid, "--resume", "--refit")
     assert code == 0
     assert {path: path.stat().st_mtime_ns for path in trained} == trained  # nothing trained again
-    result = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    result = result_of(tmp_path / "results", "tiny")
     assert result["refit"]["epochs"] == result["selected_epoch"] + 1  # the chosen candidate, retrained on all
     assert (run_dir / "refit" / "model.safetensors").exists()
     shared = result["grid"]
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid[:-2], "--variant", "one")  # one process
-    alone = json.loads((tmp_path / "results" / "synthetic" / "narm-one.json").read_text())["grid"]
+    code, _, _ = run(capsys, "bench", *TINY, *grid[:-2], "-o", "runs/one", "--results-dir", "one")  # one process
+    alone = result_of(tmp_path / "one", "tiny")["grid"]
     strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]  # noqa: E731
     assert strip(shared["candidates"]) == strip(alone["candidates"]) and shared["chosen"] == alone["chosen"]
 
 
+@pytest.mark.slow  # two worker processes train NARM
 def test_grid_workers_train_the_candidates_in_processes_and_pick_as_one_process_would(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     grid = ("--grid", "lr=0.001,0.03")
-    code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--variant", "workers", "--grid-workers", "2")
+    code, out, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "-o", "runs/workers", "--grid-workers", "2")
     assert code == 0 and "chosen on validation HR@20" in out
-    run_dir = tmp_path / "runs" / "synthetic" / "narm-workers"
+    run_dir = tmp_path / "runs" / "workers"
     logs = sorted(path.name for path in (run_dir / "grid").glob("worker-*.log"))
     assert logs == ["worker-1.log", "worker-2.log"]
     assert all("grid part" in (run_dir / "grid" / name).read_text() for name in logs)  # each trained its share
-    shared = json.loads((tmp_path / "results" / "synthetic" / "narm-workers.json").read_text())
+    shared = result_of(tmp_path / "results", "narm")
     assert "--grid-workers 2" in shared["command"]
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--variant", "one")
-    alone = json.loads((tmp_path / "results" / "synthetic" / "narm-one.json").read_text())
+    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "-o", "runs/one", "--results-dir", "one")
+    alone = result_of(tmp_path / "one", "narm")
     strip = lambda rows: [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]  # noqa: E731
     assert strip(shared["grid"]["candidates"]) == strip(alone["grid"]["candidates"])
     scores = lambda result: {k: v for k, v in result["test"].items() if k.startswith(("HR@", "MRR@"))}  # noqa: E731
     assert shared["grid"]["chosen"] == alone["grid"]["chosen"] and scores(shared) == scores(alone)
 
 
-def test_a_grid_resumes_from_its_records_alone_where_the_checkpoints_are_gone(tmp_path, capsys, monkeypatch):
+def test_a_grid_resumes_from_its_records_alone_where_the_checkpoints_are_gone(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "--variant", "g", "-o", "runs/g")
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--refit")
+    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "-o", "runs/g")
+    code, _, _ = run(capsys, "bench", *TINY, *grid, "--refit")
     assert code == 0 and sorted(path.name for path in (tmp_path / "kept").iterdir()) == ["lr=0.001.json", "lr=0.03.json"]
-    first = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    first = result_of(tmp_path / "results", "tiny")
     shutil.rmtree(tmp_path / "runs")  # a new machine: only the records came along
-    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--refit", "--resume")[0] == 0
+    assert run(capsys, "bench", *TINY, *grid, "--refit", "--resume")[0] == 0
     assert not list((tmp_path / "runs" / "g" / "grid").glob("*/train.jsonl"))  # no candidate trained again
-    again = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    again = result_of(tmp_path / "results", "tiny")
     assert again["grid"]["candidates"] == first["grid"]["candidates"] and again["grid"]["chosen"] == first["grid"]["chosen"]
     scores = lambda result: {k: v for k, v in result["test"].items() if k.startswith(("HR@", "MRR@"))}  # noqa: E731
     assert scores(again) == scores(first)  # the refit of the chosen config, from the same seed
@@ -268,34 +279,35 @@ def test_a_grid_resumes_from_its_records_alone_where_the_checkpoints_are_gone(tm
     assert progress["grid/lr=0.03"]["best_valid"]["HR@20"] == first["grid"]["candidates"][1]["HR@20"]
 
 
-def test_a_candidate_chosen_from_its_record_alone_is_trained_again_to_be_tested_without_refit(tmp_path, capsys, monkeypatch):
+def test_a_candidate_chosen_from_its_record_alone_is_trained_again_to_be_tested_without_refit(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "--variant", "g", "-o", "runs/g")
-    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid)[0] == 0
-    first = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    grid = ("--grid", "lr=0.001,0.03", "--grid-records", "kept", "-o", "runs/g")
+    assert run(capsys, "bench", *TINY, *grid)[0] == 0
+    first = result_of(tmp_path / "results", "tiny")
     shutil.rmtree(tmp_path / "runs")
-    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--resume")[0] == 0
+    assert run(capsys, "bench", *TINY, *grid, "--resume")[0] == 0
     trained = [path.parent.name for path in (tmp_path / "runs" / "g" / "grid").glob("*/train.jsonl")]
     assert trained == ["lr=" + first["grid"]["chosen"]["lr"]]  # only the chosen one, for its weights
-    again = json.loads((tmp_path / "results" / "synthetic" / "narm-g.json").read_text())
+    again = result_of(tmp_path / "results", "tiny")
     assert again["grid"]["candidates"] == first["grid"]["candidates"]
     assert again["test"]["HR@20"] == first["test"]["HR@20"] and again["test"]["MRR@20"] == first["test"]["MRR@20"]
 
 
-def test_a_grid_record_made_under_other_settings_is_refused_not_overwritten(tmp_path, capsys, monkeypatch):
+def test_a_grid_record_made_under_other_settings_is_refused_not_overwritten(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
     grid = ("--grid", "lr=0.001", "--grid-records", "kept", "-o", "runs/g")
-    assert run(capsys, "bench", "narm", *SMALL_NARM, *grid)[0] == 0
+    assert run(capsys, "bench", *TINY, *grid)[0] == 0
     kept = (tmp_path / "kept" / "lr=0.001.json").read_text()
-    code, _, err = run(capsys, "bench", "narm", *SMALL_NARM, "--set", "embedding_size=16", *grid, "--resume")
+    code, _, err = run(capsys, "bench", *TINY, "--set", "embedding_size=16", *grid, "--resume")
     assert code == 2 and "trained under other settings (config differ)" in err
-    code, _, err = run(capsys, "bench", "narm", *SMALL_NARM, *grid)  # a fresh search would train it again
+    code, _, err = run(capsys, "bench", *TINY, *grid)  # a fresh search would train it again
     assert code == 2 and "kept already holds 1 candidate records (lr=0.001.json, ...): add --resume" in err
     assert (tmp_path / "kept" / "lr=0.001.json").read_text() == kept
 
 
+@pytest.mark.slow  # two fresh interpreters
 def test_failed_grid_workers_are_a_clear_error_naming_their_logs(tmp_path):
-    from nextclick.bench import train_grid_in_workers
+    from nextclick.runs.search import train_grid_in_workers
 
     with pytest.raises(ChildProcessError, match=r"worker 1 \(exit 2, log .*worker-1\.log\), worker 2"):
         train_grid_in_workers(["bench"], 2, 2, tmp_path, progress=False)
@@ -303,7 +315,8 @@ def test_failed_grid_workers_are_a_clear_error_naming_their_logs(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("bench", "s-pop", "--grid", "alpha=1,2"), "statistical"),
+    (("bench", "s-pop", "--grid", "alpha=1,2"), "unknown option 'alpha'"),
+    (("bench", "sknn", "--grid", "neighbours=5,10", "--grid-part", "1/2"), "statistical"),
     (("bench", "narm", "--grid-part", "1/2"), "give the --grid too"),
     (("bench", "narm", "--grid", "lr=0.1", "--set", "lr=0.2"), "both searched"),
     (("bench", "narm", "--grid", "lr=0.1,fast"), "lr"),
@@ -322,40 +335,39 @@ def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, monkeypatch):
+def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    argv = ("bench", "narm", "--epochs", "1", "--threads", "1", "--set", "hidden_size=8", "--set", "embedding_size=4",
-            "--max-batches", "2", "--grid", "lr=0.001,0.01")
+    argv = ("bench", "tiny", "--threads", "1", "--grid", "lr=0.001,0.01")
     code, _, err = run(capsys, *argv)
     assert code == 0 and "grid candidate 1 of 2: lr=0.001" in err and "grid candidate 2 of 2: lr=0.01" in err
     code, _, err = run(capsys, *argv, "--resume")
     assert code == 0 and "grid candidate 2 of 2: lr=0.01 (finished earlier: its record is kept in runs/" in err
 
 
-def test_status_lists_grid_candidates_finished_and_not_begun(tmp_path, capsys, monkeypatch):
+def test_status_lists_grid_candidates_finished_and_not_begun(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    grid = ("--grid", "lr=0.001,0.03", "--grid", "embedding_dropout=0.25,0.5", "--variant", "g")
-    code, _, _ = run(capsys, "bench", "narm", *SMALL_NARM, *grid, "--grid-part", "1/2")
+    grid = ("--grid", "lr=0.001,0.03", "--grid", "dropout=0.25,0.5", "-o", "runs/g")
+    code, _, _ = run(capsys, "bench", *TINY, *grid, "--grid-part", "1/2")
     assert code == 0
-    code, out, _ = run(capsys, "status", "runs/synthetic/narm-g", "--json")
+    code, out, _ = run(capsys, "status", "runs/g", "--json")
     status = json.loads(out)
     assert status["grid_candidates"] == 4 and status["tested"] is None
     progress = {part["part"]: part["progress"] for part in status["parts"]}
-    assert list(progress) == ["grid/lr=0.001,embedding_dropout=0.25", "grid/lr=0.001,embedding_dropout=0.5",
-                              "grid/lr=0.03,embedding_dropout=0.25", "grid/lr=0.03,embedding_dropout=0.5"]
+    assert list(progress) == ["grid/lr=0.001,dropout=0.25", "grid/lr=0.001,dropout=0.5",
+                              "grid/lr=0.03,dropout=0.25", "grid/lr=0.03,dropout=0.5"]
     begun = [name for name, value in progress.items() if value is not None]
-    assert begun == ["grid/lr=0.001,embedding_dropout=0.25", "grid/lr=0.03,embedding_dropout=0.25"]  # part 1 of 2
+    assert begun == ["grid/lr=0.001,dropout=0.25", "grid/lr=0.03,dropout=0.25"]  # part 1 of 2
     assert all(progress[name]["finished"] and progress[name]["epochs_done"] == 2 for name in begun)
-    code, out, _ = run(capsys, "status", "runs/synthetic/narm-g")
+    code, out, _ = run(capsys, "status", "runs/g")
     assert code == 0 and "4 candidates: 2 finished, 2 not begun" in out and "not tested yet" in out
     assert out.count("<- best so far") == 1
 
 
-def test_status_tells_an_interrupted_run_from_a_finished_one(tmp_path, capsys, monkeypatch):
+def test_status_tells_an_interrupted_run_from_a_finished_one(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
-    import nextclick.train
+    import nextclick.training.loop as loop
 
-    evaluate, calls = nextclick.train.evaluate, []
+    evaluate, calls = loop.evaluate, []
 
     def interrupted_in_the_second_validation(*args, **kwargs):
         calls.append(1)
@@ -363,15 +375,15 @@ def test_status_tells_an_interrupted_run_from_a_finished_one(tmp_path, capsys, m
             raise KeyboardInterrupt
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(nextclick.train, "evaluate", interrupted_in_the_second_validation)
-    argv = ("bench", "narm", *SMALL_NARM, "--epochs", "3", "--select", "MRR@20", "--refit", "-o", "runs/r")
+    monkeypatch.setattr(loop, "evaluate", interrupted_in_the_second_validation)
+    argv = ("bench", *TINY, "--epochs", "3", "--select", "MRR@20", "--refit", "-o", "runs/r")
     assert run(capsys, *argv)[0] == 130
     status = json.loads(run(capsys, "status", "runs/r", "--json")[1])
     [selection] = status["parts"]
     assert selection["part"] == "selection" and selection["progress"]["epochs_done"] == 1
     assert selection["progress"]["finished"] is False and selection["progress"]["select_metric"] == "MRR@20"
     assert "continues with --resume" in run(capsys, "status", "runs/r")[1]
-    monkeypatch.setattr(nextclick.train, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
     assert run(capsys, *argv, "--resume")[0] == 0
     status = json.loads(run(capsys, "status", "runs/r", "--json")[1])
     selection, refit = status["parts"]

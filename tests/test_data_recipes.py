@@ -322,7 +322,7 @@ def test_generic_log_needs_a_test_window(yoochoose_path, tmp_path):
 def _cli(argv):
     import argparse
 
-    from nextclick.data.prepare_cli import add_data_commands
+    from nextclick.cli.data import add_data_commands
 
     parser = argparse.ArgumentParser(prog="nextclick")
     add_data_commands(parser.add_subparsers(dest="command"))
@@ -378,7 +378,7 @@ def test_stats_of_a_published_split():
     base = data_dir()
     if base is None or not (base / "benchmarks" / "retailrocket").is_dir():
         pytest.skip("shared data absent: benchmarks/retailrocket not found")
-    from nextclick.data.prepare_cli import split_statistics
+    from nextclick.data.prepare import split_statistics
 
     summary = split_statistics(base / "benchmarks" / "retailrocket")
     assert summary["train_cases"] == 433_648 and summary["test_cases"] == 15_132  # DSAN Table 1
@@ -398,7 +398,7 @@ def test_published_splits_number_items_by_first_appearance(name):
 
 
 def test_bench_prepare_small(tmp_path):
-    from nextclick.data.bench_prepare import generate_yoochoose_log, run_benchmark
+    from nextclick.measure.preparation import generate_yoochoose_log, run_benchmark
 
     first = generate_yoochoose_log(tmp_path / "a.dat", 5_000, seed=3).read_bytes()
     assert first == generate_yoochoose_log(tmp_path / "b.dat", 5_000, seed=3).read_bytes()  # deterministic

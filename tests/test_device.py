@@ -9,7 +9,8 @@ from nextclick.data.batches import make_batch
 from nextclick.data.synthetic import SyntheticConfig, generate
 from nextclick.evaluate import evaluate
 from nextclick.models import build
-from nextclick.train import TrainOptions, resolve_device, train_model
+from nextclick.runtime import resolve_device
+from nextclick.training.loop import TrainOptions, train_model
 
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SMALL = {"dsan": dict(embedding_dim=16, max_positions=32), "narm": dict(hidden_size=16, embedding_size=16),

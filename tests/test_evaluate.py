@@ -82,6 +82,7 @@ def test_paired_t_test_detects_a_consistent_difference():
     assert paired_test(a, a)["MRR@20"]["p"] == 1.0
 
 
+@pytest.mark.slow  # scores all of diginetica's test cases
 def test_evaluating_diginetica_never_builds_the_full_score_matrix(benchmarks_dir):
     """60,858 x 43,097 float32 would be 10.5 GB; evaluation holds one batch at a time."""
     import subprocess

@@ -15,7 +15,7 @@ from nextclick.data.benchmarks import resolve
 from nextclick.data.synthetic import SyntheticConfig, generate
 from nextclick.explain import explain, plot, summarise
 from nextclick.models import build
-from nextclick.train import TrainOptions, train_model
+from nextclick.training.loop import TrainOptions, train_model
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,20 @@ def trained(tmp_path_factory):
     return data, model, directory
 
 
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """DSAN after a few batches (d = 16): its explanations have the shape of a trained one's, in a second."""
+    split = resolve("synthetic")
+    fit, _ = split.carve_validation()
+    torch.manual_seed(1)
+    model = build("dsan", split.n_items, {"embedding_dim": 16})
+    train_model(model, fit, None, TrainOptions(epochs=1, max_batches=5, progress=False, quiet=True, device="cpu"))
+    directory = tmp_path_factory.mktemp("dsan-quick")
+    checkpoint.save(directory, model, split.vocab, split.protocol, split.name)
+    return split, directory
+
+
+@pytest.mark.slow  # trains the faithful DSAN for three epochs (about 40 s on one core)
 def test_spurious_clicks_get_less_target_attention_and_some_get_none(trained):
     data, model, _ = trained
     test = data.split.test
@@ -58,9 +72,9 @@ def test_spurious_clicks_get_less_target_attention_and_some_get_none(trained):
     assert (spurious == 0.0).sum() > 0
 
 
-def test_explain_command_writes_a_heatmap_and_json(trained, tmp_path, capsys):
-    data, _, directory = trained
-    session = data.split.test.sessions[0].tolist()
+def test_explain_command_writes_a_heatmap_and_json(quick, tmp_path, capsys):
+    split, directory = quick
+    session = split.test.sessions[0].tolist()
     code = main(["explain", str(directory), *map(str, session), "--out", str(tmp_path / "why")])
     assert code == 0
     assert (tmp_path / "why.png").stat().st_size > 1000
@@ -155,11 +169,12 @@ def test_sr_iem_paper_form_importance_is_uniform_because_its_sigmoids_saturate()
     read = model.click_weights(batch)
     real = read.items != 0
     assert torch.equal(read.weights[real], (1.0 / real.sum(1, keepdim=True)).expand_as(real)[real])
-    model.loss(Batch(batch.items, batch.lengths, torch.tensor([1, 2]), batch.full_lengths)).backward()
+    model(batch, torch.tensor([1, 2]))[1].backward()
     assert model.query.weight.grad.abs().max() == 0 and model.key.weight.grad.abs().max() == 0
     assert model.embedding.weight.grad.abs().max() > 0
 
 
+@pytest.mark.slow  # the trained DSAN of the fixture above
 def test_test_set_summary_tells_uniform_from_sparse_weights(trained, tmp_path, capsys):
     data, dsan, _ = trained
     sparse = summarise(dsan, data.split.test)
@@ -179,11 +194,11 @@ def test_test_set_summary_tells_uniform_from_sparse_weights(trained, tmp_path, c
     assert "not both" in capsys.readouterr().err
 
 
-def test_out_keeps_its_dots_so_an_explanation_never_replaces_a_result(trained, tmp_path):
-    data, _, directory = trained
+def test_out_keeps_its_dots_so_an_explanation_never_replaces_a_result(quick, tmp_path):
+    split, directory = quick
     result = tmp_path / "narm.json"
     result.write_text("{}")  # a benchmark result beside the explanation
-    session = [str(i) for i in data.split.test.sessions[0].tolist()]
+    session = [str(i) for i in split.test.sessions[0].tolist()]
     assert main(["explain", str(directory), *session, "--out", str(tmp_path / "narm.why")]) == 0
     assert main(["explain", str(directory), "--test", "-d", "synthetic", "--out", str(tmp_path / "narm.weights")]) == 0
     assert result.read_text() == "{}"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from model_contract import check_contract, synthetic
+from model_contract import synthetic
 
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.data.sessions import Cases, Sessions
@@ -111,16 +111,18 @@ def test_fpmc_train_only_drops_the_session_factors_at_inference():
 
 
 def test_epoch_count_is_selected_on_validation_and_reused_by_the_refit():
+    from nextclick.runs.select import select_epochs
+
     split = synthetic()
     fit, valid = split.carve_validation(0.1)
-    model = build("fpmc", split.n_items, {"epochs": 3, "patience": 1}).fit(fit, valid)
-    selection = model.fit_record["epoch_selection"]
+    model = build("fpmc", split.n_items, {"epochs": 3, "patience": 1})
+    selection = select_epochs(model, fit, valid)["epoch_selection"]
     history = selection["history"]
     best = max(history, key=lambda entry: entry["HR@20"])
     assert selection["selected_epochs"] == best["epoch"] == model.config.epochs
     # the kept parameters are those of the selected epoch
     from nextclick.evaluate import evaluate
-    from nextclick.tune import validation_subset
+    from nextclick.runs.select import validation_subset
 
     assert evaluate(model.score, validation_subset(valid)).metrics["HR@20"] == pytest.approx(best["HR@20"], abs=1e-6)
 
@@ -130,11 +132,3 @@ def test_training_is_reproducible():
     first = build("bpr-mf", 4, {"epochs": 2}).fit(train)
     second = build("bpr-mf", 4, {"epochs": 2}).fit(train)
     np.testing.assert_array_equal(first.item_factors, second.item_factors)
-
-
-# ------------------------------------------------------------------ contract
-
-
-@pytest.mark.parametrize("name, overrides", [("bpr-mf", None), ("fpmc", None), ("fpmc", {"session_term": "prefix-mean", "epochs": 5})])
-def test_contract(name, overrides, tmp_path):
-    check_contract(name, tmp_path, overrides)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from model_contract import check_contract, synthetic
+from model_contract import synthetic
 
 from nextclick.data.batches import batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases, Sessions
@@ -209,23 +209,22 @@ def test_top_k_per_row_keeps_short_rows_and_the_best_of_long_rows():
 # ------------------------------------------------------------------ grid search
 
 
-def test_tune_searches_the_grid_on_validation_and_keeps_the_winner(monkeypatch):
-    split = synthetic()
-    fit, valid = split.carve_validation(0.1)
+def test_tune_searches_the_models_grid_on_validation_and_keeps_the_winner(monkeypatch, tmp_path):
+    from nextclick.runs.bench import run_bench
+    from nextclick.training.loop import TrainOptions
+
     monkeypatch.setattr(SessionKNN, "search_space", {"neighbours": (500, 1)})
-    model = build("sknn", split.n_items, {"tune": True}).fit(fit, valid)
-    search = model.fit_record["search"]
+    options = TrainOptions(progress=False, quiet=True, checkpoint_dir=str(tmp_path / "run"))
+    result, path = run_bench("sknn", None, overrides={"tune": "true"}, options=options, results_dir=tmp_path, threads=1)
+    search = result["grid"]
     assert search["metric"] == "HR@20" and search["grid"] == {"neighbours": [500, 1]}
     assert [c["neighbours"] for c in search["candidates"]] == [500, 1]
     assert search["candidates"][0]["HR@20"] > search["candidates"][1]["HR@20"]  # one neighbour is too few
-    assert model.config.neighbours == search["chosen"]["neighbours"] == 500
-    # without validation cases, fit does not search
-    assert build("sknn", split.n_items, {"tune": True}).fit(fit).fit_record is None
+    assert result["config"]["neighbours"] == search["chosen"]["neighbours"] == 500
+    assert path.parent.name == "tune=true"  # the run is named by what was asked, not by what was chosen
 
 
-# ------------------------------------------------------------------ contract
-
-
-@pytest.mark.parametrize("name", ["item-knn", "sknn", "v-sknn", "stan"])
-def test_contract(name, tmp_path):
-    check_contract(name, tmp_path)
+def test_models_do_not_search_by_themselves():
+    split = synthetic()
+    model = build("sknn", split.n_items, {"tune": True, "neighbours": 7}).fit(split.train_cases())
+    assert model.config.neighbours == 7

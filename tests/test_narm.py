@@ -9,7 +9,7 @@ import torch
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.models import REGISTRY, build
 from nextclick.models.narm import NARM, NARMConfig
-from model_contract import check_forward_backward, check_short_training, synthetic_validation
+from model_contract import check_forward_backward
 
 N_ITEMS = 30
 
@@ -88,9 +88,3 @@ def test_official_init_scales():
     assert abs(model.embedding.weight[1:].std().item() - (2 / 5001) ** 0.5) < 5e-4
     recurrent = model.gru.weight_hh_l0[:100]
     torch.testing.assert_close(recurrent @ recurrent.T, torch.eye(100), atol=1e-4, rtol=0)
-
-
-def test_beats_pop_on_synthetic(tmp_path):
-    torch.manual_seed(0)
-    split = synthetic_validation()[0]
-    check_short_training(NARM(split.n_items, NARMConfig(batch_size=256, lr=5e-3)), tmp_path)

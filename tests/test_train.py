@@ -7,7 +7,7 @@ import torch
 
 from nextclick.data.synthetic import SyntheticConfig, generate
 from nextclick.models import build
-from nextclick.train import TrainOptions, train_model
+from nextclick.training.loop import TrainOptions, train_model
 
 SMALL = dict(embedding_dim=16, max_positions=32)
 
@@ -42,10 +42,11 @@ def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path):
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
 
 
-def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
+def test_early_stopping_keeps_the_best_validation_epoch(tmp_path, tiny_model):
     s = split()
     fit, valid = s.carve_validation()
-    model = fresh(s)
+    torch.manual_seed(0)
+    model = tiny_model(s.n_items, tiny_model.Config(lr=0.05))
     result = train_model(model, fit, valid, TrainOptions(epochs=6, patience=1, progress=False, quiet=True, batch_size=64,
                                                           checkpoint_dir=str(tmp_path)))
     values = [h["valid"]["HR@20"] for h in result.history]
@@ -73,12 +74,13 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
         train_model(fresh(s), fit, valid, TrainOptions(epochs=1, checkpoint_dir=str(tmp_path), resume=True, quiet=True))
 
 
-def test_training_is_deterministic_for_a_seed():
+def test_training_is_deterministic_for_a_seed(tiny_model):
     s = split()
     fit, valid = s.carve_validation()
     losses = []
     for _ in range(2):
-        model = fresh(s)
+        torch.manual_seed(0)
+        model = tiny_model(s.n_items, tiny_model.Config(dropout=0.5))
         result = train_model(model, fit, None, TrainOptions(epochs=1, progress=False, quiet=True, batch_size=64))
         losses.append(result.history[0]["loss"])
     assert losses[0] == losses[1]

@@ -8,6 +8,7 @@ are known by name. Ids in these files are already dense 1..n; id 0 never occurs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -138,12 +139,18 @@ def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None)
     return path
 
 
-def resolve(dataset: str | None, data_root: str | os.PathLike | None = None) -> Split:
-    """A dataset name or directory -> Split. No name means the embedded synthetic dataset."""
+@functools.lru_cache(maxsize=1)
+def _synthetic_split() -> Split:
+    """The embedded dataset, generated once per process (it is deterministic; commands only read it)."""
     from nextclick.data import synthetic
 
+    return synthetic.generate().split
+
+
+def resolve(dataset: str | None, data_root: str | os.PathLike | None = None) -> Split:
+    """A dataset name or directory -> Split. No name means the embedded synthetic dataset."""
     if dataset in (None, "", "synthetic"):
-        return synthetic.generate().split
+        return _synthetic_split()
     if Path(dataset).is_dir() and (Path(dataset) / "train.txt").exists():
         return load_split(dataset)
     named = available(data_root)

@@ -21,6 +21,7 @@ import torch
 
 from nextclick.data.benchmarks import resolve
 from nextclick.models import build, model_class
+from nextclick.models.config import config_from_overrides
 from nextclick.runs.identity import run_id, run_settings
 from nextclick.runtime import git_commit, machine_info, resolve_device, set_threads
 from nextclick.training.loop import train_step
@@ -99,6 +100,8 @@ def measure_training_speed(
         "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, random batches",
         "batch_size": batch_size,
         "config": asdict(model.config),
+        # what was asked for (the config may hold values the code resolved, such as DSAN's length groups)
+        "requested_config": asdict(config_from_overrides(model_class(model_name).Config, overrides)),
         "fast_path": timed(model, batches),
     }
     if reference_batches:
@@ -115,7 +118,8 @@ def measure_training_speed(
 def speed_path(results_dir: str | Path, result: dict) -> Path:
     """results/speed/<dataset>/<model>/<settings>.json: named, like a run, by what differs from the defaults
     (config overrides, batch size, device, the reference layout)."""
-    settings = run_settings(asdict(model_class(result["model"]).Config()), result["config"], {}, {})
+    requested = result.get("requested_config", result["config"])
+    settings = run_settings(asdict(model_class(result["model"]).Config()), requested, {}, {})
     if result["batch_size"] != DEFAULT_BATCH_SIZE:
         settings["batch_size"] = str(result["batch_size"])
     if result["machine"]["device"] != "cpu":

@@ -75,7 +75,8 @@ def run_bench(
     overrides = dict(overrides or {})
     cls = model_class(model_name)
     requested = config_from_overrides(cls.Config, overrides)  # fails on a bad --set before any work
-    identity = run_id(run_settings(asdict(cls.Config()), asdict(requested), asdict(TrainOptions()), asdict(options), grid))
+    settings = run_settings(asdict(cls.Config()), asdict(requested), asdict(TrainOptions()), asdict(options), grid)
+    identity = run_id(settings)
     if not cls.neural and getattr(requested, "tune", False) and not grid:
         grid = dict(cls.search_space)  # the model's own search, the paper's values first
     if grid:
@@ -124,6 +125,7 @@ def run_bench(
     result = {
         "model": model.name,
         "run_id": identity,
+        "settings": settings,  # the run's identity in full (an id over MAX_LENGTH keeps only a head and a hash)
         "dataset": split.name,
         "protocol": split.protocol.to_dict(),
         "split": split.stats(),
