@@ -40,18 +40,32 @@ def progress_interval() -> float:
     return 0.5 if sys.stderr.isatty() else 60.0
 
 
-def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
-    """The machine a number was measured on: cpu, cores, threads, torch, and the device used."""
-    cpu = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def memory_bytes() -> int | None:
+    """The machine's memory (Linux), None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(threads: int | None = None, device: torch.device | str = "cpu") -> dict:
+    """The machine a number was measured on: cpu, cores, threads, torch, and the device used."""
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,

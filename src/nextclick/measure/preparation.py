@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from nextclick.runtime import git_commit
+from nextclick.runtime import cpu_model, git_commit, memory_bytes
 
 # Shape of the real yoochoose-clicks.dat (RecSys Challenge 2015 data description).
 YOOCHOOSE_ITEMS = 52_739
@@ -173,32 +173,17 @@ def _child(log_path: str, out_dir: str, recipe: str, fraction: str | None) -> No
 
 
 def machine_info() -> dict:
-    """CPU model, cores, memory and library versions: what the timings depend on."""
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """CPU model, cores, memory and library versions: what the preparation's timings depend on."""
     try:
         usable_cores = len(os.sched_getaffinity(0))
     except AttributeError:
         usable_cores = os.cpu_count()
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "usable_cores": usable_cores,
         "polars_threads": pl.thread_pool_size(),
-        "memory_bytes": memory,
+        "memory_bytes": memory_bytes(),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "polars": pl.__version__,
