@@ -1,0 +1,130 @@
+"""STAMP: Short-Term Attention/Memory Priority model (Liu, Zeng, Mokhosi, Zhang; KDD 2018).
+
+Official code: github.com/uestcnlp/STAMP (TensorFlow 1; model/STAMP_rsc.py, STAMP_cikm.py,
+config/nn_param.conf). What it computes, as the official code does it (model_zoo.md 2.11), for a
+prefix x_1..x_t:
+    x_i = E[x_i] clipped to L2 norm <= max_norm (tf.nn.embedding_lookup(max_norm=...): the looked-up
+          vectors are clipped, differentiably; the table itself is not changed)
+    m_s = mean_i x_i                                  the session's general interest
+    m_t = x_t                                         the last click, its current interest
+    a_i = w_0 . sigmoid(W_1 x_i + W_2 m_t + W_3 m_s)  no bias, and no softmax (norm_type='none')
+    m_a = sum_i a_i x_i + m_s                         the code adds the mean (the paper does not)
+    h_s = tanh(W_A m_a),  h_t = tanh(W_B m_t)         no biases
+    z_j = <h_s * h_t, E[j]>                           "trilinear" scores against the raw table
+and trains with softmax cross-entropy over items 1..N. STMP (paper section 4.4) is `attention=False`:
+m_a = m_s.
+
+Settings (config/nn_param.conf, stamp_rsc / stamp_cikm): d = 100, Adam lr 0.003, batch 512, 10 epochs,
+gradient-norm clip 150 (Yoochoose; 110 for Diginetica), weights N(0, 0.05), embeddings N(0, 0.002),
+lookup max_norm 1 (STAMP_rsc.py; STAMP_cikm.py uses 1.5).
+
+Where we differ, and why:
+- The paper puts a sigmoid around z before the softmax and has no `+ m_s`; we follow the code, which
+  produced the published numbers (model_zoo.md 6: both changes cost accuracy).
+- Batches: the official batcher groups sessions of equal length and trains their prefixes of length
+  1, 2, ... as consecutive batches; we train on the same prefix cases, shuffled like every other model.
+- Selection on validation, not on the test set (the official code keeps the best test epoch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nextclick.data.batches import Batch
+from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
+
+
+@dataclass(frozen=True)
+class STAMPConfig:
+    embedding_size: int = 100  # edim = hidden_size = 100 (nn_param.conf stamp_rsc / stamp_cikm)
+    max_norm: float | None = 1.0  # embedding_lookup(max_norm=1) in STAMP_rsc.py; STAMP_cikm.py: 1.5
+    attention: bool = True  # False: STMP (paper section 4.4), m_a = m_s
+    weight_std: float = 0.05  # stddev (nn_param.conf), every weight matrix
+    embedding_std: float = 0.002  # emb_stddev (nn_param.conf)
+    max_grad_norm: float | None = 150.0  # global gradient-norm clip: 150 Yoochoose, 110 Diginetica
+    max_length: int | None = None  # the official batches hold whole prefixes
+    lr: float = 3e-3  # init_lr (nn_param.conf); the paper text says about 0.005
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+    batch_size: int = 512  # nn_param.conf
+    epochs: int = 10  # nepoch (nn_param.conf); we stop early on validation
+    shuffle: bool = True
+
+
+def clip_by_norm(vectors: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """(..., d) vectors scaled down to L2 norm <= max_norm, out of place and differentiably, as
+    TensorFlow's embedding_lookup(max_norm=...) does (torch's Embedding(max_norm) renorms the table in
+    place and passes no gradient through the scale)."""
+    if max_norm is None:
+        return vectors
+    norms = vectors.norm(dim=-1, keepdim=True)
+    return vectors * torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0)
+
+
+class STAMP(NeuralModel):
+    name = "stamp"
+    Config = STAMPConfig
+    citation = "Liu et al., STAMP: Short-Term Attention/Memory Priority Model for Session-based Recommendation, KDD 2018"
+
+    def __init__(self, n_items: int, config: STAMPConfig | None = None):
+        super().__init__(n_items, config)
+        c = self.config
+        d = c.embedding_size
+        self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.weight_item = nn.Linear(d, d, bias=False)  # W_1 (line_layer_ctx)
+        self.weight_last = nn.Linear(d, d, bias=False)  # W_2 (line_layer_asp)
+        self.weight_mean = nn.Linear(d, d, bias=False)  # W_3 (line_layer_output)
+        self.attention_vector = nn.Linear(d, 1, bias=False)  # w_0 (wline_ca)
+        self.general = nn.Linear(d, d, bias=False)  # W_A (w1)
+        self.current = nn.Linear(d, d, bias=False)  # W_B (w2)
+        with torch.no_grad():
+            self.embedding.weight.normal_(0.0, c.embedding_std)
+            self.embedding.weight[0].zero_()  # pe_mask: the padding row is always zero
+            for layer in (self.weight_item, self.weight_last, self.weight_mean, self.attention_vector,
+                          self.general, self.current):
+                layer.weight.normal_(0.0, c.weight_std)
+
+    def _memory(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clicks x (B, L, d), mask (B, L), the mean m_s (B, d) and the last click m_t (B, d)."""
+        mask = batch.mask  # (B, L)
+        clicks = clip_by_norm(self.embedding(batch.items), self.config.max_norm) * mask.unsqueeze(-1)  # (B, L, d)
+        mean = clicks.sum(dim=1) / batch.lengths.unsqueeze(1).to(clicks.dtype)  # (B, d)
+        return clicks, mask, mean, clicks[:, -1]  # right-aligned: the last click is the last column
+
+    def _attention(self, clicks, mask, mean, last) -> torch.Tensor:
+        """a (B, L): unnormalised weights, 0 at padding."""
+        hidden = torch.sigmoid(self.weight_item(clicks) + (self.weight_last(last) + self.weight_mean(mean)).unsqueeze(1))
+        return self.attention_vector(hidden).squeeze(-1) * mask  # (B, L)
+
+    def _query(self, batch: Batch) -> torch.Tensor:
+        """h_s * h_t (B, d): the vector the trilinear scores take inner products with."""
+        clicks, mask, mean, last = self._memory(batch)
+        memory = mean
+        if self.config.attention:
+            weights = self._attention(clicks, mask, mean, last)  # (B, L)
+            memory = torch.bmm(weights.unsqueeze(1), clicks).squeeze(1) + mean  # m_a (B, d)
+        return torch.tanh(self.general(memory)) * torch.tanh(self.current(last))
+
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
+        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
+        return scores, cross_entropy(scores, labels)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        with self.evaluating():
+            return self._query(batch.to(self.device))
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.embedding.weight.detach().clone()
+
+    def click_weights(self, batch: Batch) -> ClickWeights:
+        """The attention a_i of each click (unnormalised, as in the code: they need not sum to 1)."""
+        if not self.config.attention:
+            raise ValueError("STMP (attention=false) weighs every click alike: there is no attention to explain")
+        with self.evaluating():
+            batch = batch.to(self.device)
+            return ClickWeights(items=batch.items, weights=self._attention(*self._memory(batch)),
+                                name="attention a_i (unnormalised)")
