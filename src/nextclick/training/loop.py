@@ -87,6 +87,9 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     _, loss = model(batch, batch.labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clip = getattr(model.config, "max_grad_norm", None)
+    if clip is not None:  # STAMP's official code clips the global gradient norm (its max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.detach()
 
