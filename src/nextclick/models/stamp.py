@@ -88,24 +88,28 @@ class STAMP(NeuralModel):
                 layer.weight.normal_(0.0, c.weight_std)
 
     def _memory(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clicks x (B, L, d), mask (B, L), the mean m_s (B, d) and the last click m_t (B, d)."""
-        mask = batch.mask  # (B, L)
-        clicks = clip_by_norm(self.embedding(batch.items), self.config.max_norm) * mask.unsqueeze(-1)  # (B, L, d)
-        mean = clicks.sum(dim=1) / batch.lengths.unsqueeze(1).to(clicks.dtype)  # (B, d)
-        return clicks, mask, mean, clicks[:, -1]  # right-aligned: the last click is the last column
+        """The real clicks only, packed: x (n, d) with the session (row) of each, the mean m_s (B, d) and
+        the last click m_t (B, d). Packing skips the padding, which on Retailrocket (mean prefix 9, a
+        random batch as wide as its longest prefix, ~150) would be 17 times the real work."""
+        rows, columns = batch.mask.nonzero(as_tuple=True)  # (n,), row-major: each session's clicks in order
+        clicks = clip_by_norm(self.embedding(batch.items[rows, columns]), self.config.max_norm)  # (n, d)
+        mean = clicks.new_zeros(len(batch), clicks.shape[1]).index_add(0, rows, clicks)
+        mean = mean / batch.lengths.unsqueeze(1).to(clicks.dtype)  # (B, d)
+        last = clip_by_norm(self.embedding(batch.items[:, -1]), self.config.max_norm)  # right-aligned: the last column
+        return clicks, rows, mean, last
 
-    def _attention(self, clicks, mask, mean, last) -> torch.Tensor:
-        """a (B, L): unnormalised weights, 0 at padding."""
-        hidden = torch.sigmoid(self.weight_item(clicks) + (self.weight_last(last) + self.weight_mean(mean)).unsqueeze(1))
-        return self.attention_vector(hidden).squeeze(-1) * mask  # (B, L)
+    def _attention(self, clicks, rows, mean, last) -> torch.Tensor:
+        """a (n,): one unnormalised weight per real click."""
+        context = (self.weight_last(last) + self.weight_mean(mean))[rows]  # (n, d)
+        return self.attention_vector(torch.sigmoid(self.weight_item(clicks) + context)).squeeze(-1)
 
     def _query(self, batch: Batch) -> torch.Tensor:
         """h_s * h_t (B, d): the vector the trilinear scores take inner products with."""
-        clicks, mask, mean, last = self._memory(batch)
+        clicks, rows, mean, last = self._memory(batch)
         memory = mean
         if self.config.attention:
-            weights = self._attention(clicks, mask, mean, last)  # (B, L)
-            memory = torch.bmm(weights.unsqueeze(1), clicks).squeeze(1) + mean  # m_a (B, d)
+            weights = self._attention(clicks, rows, mean, last)  # (n,)
+            memory = mean.index_add(0, rows, weights.unsqueeze(1) * clicks)  # m_a = sum_i a_i x_i + m_s (B, d)
         return torch.tanh(self.general(memory)) * torch.tanh(self.current(last))
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,5 +130,7 @@ class STAMP(NeuralModel):
             raise ValueError("STMP (attention=false) weighs every click alike: there is no attention to explain")
         with self.evaluating():
             batch = batch.to(self.device)
-            return ClickWeights(items=batch.items, weights=self._attention(*self._memory(batch)),
-                                name="attention a_i (unnormalised)")
+            clicks, rows, mean, last = self._memory(batch)
+            weights = torch.zeros(batch.items.shape, device=batch.items.device)  # (B, L), 0 at padding
+            weights[batch.mask] = self._attention(clicks, rows, mean, last)
+            return ClickWeights(items=batch.items, weights=weights, name="attention a_i (unnormalised)")
