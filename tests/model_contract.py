@@ -22,8 +22,9 @@ QUICK = {
     "narm": {"embedding_size": 32, "hidden_size": 48, "batch_size": 256, "lr": 5e-3},
     "sr-iem": {"embedding_size": 64, "attention_size": 32, "batch_size": 256, "lr": 5e-3},
     "dsan": {"embedding_dim": 32, "batch_size": 256, "lr": 3e-3, "fast_entmax": True},
+    "sr-gnn": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
 }
-QUICK_BATCHES = {"dsan": 60, "stamp": 30}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,6 +12,7 @@ from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN
 from nextclick.models.narm import NARM
 from nextclick.models.popularity import Pop, SessionPop
 from nextclick.models.sriem import SRIEM
+from nextclick.models.srgnn import SRGNN
 from nextclick.models.stamp import STAMP
 
 REGISTRY: dict[str, type[Recommender]] = {
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "fpmc": FPMC,
     "narm": NARM,
     "sr-iem": SRIEM,
+    "sr-gnn": SRGNN,
     "stamp": STAMP,
     "dsan": DSAN,
 }

@@ -1,0 +1,58 @@
+"""SR-GNN (models/srgnn.py) and its session graph and gated graph cell (models/layers.py)."""
+
+import numpy as np
+import torch
+
+from nextclick.data.batches import Batch, batch_from_prefixes
+from nextclick.models import build
+from nextclick.models.layers import GatedGraphCell, session_graphs
+
+from model_contract import check_forward_backward
+
+
+def test_the_graph_has_one_node_per_distinct_item_and_averages_neighbours():
+    graphs = session_graphs(torch.tensor([[0, 0, 5, 3, 5, 9], [0, 0, 0, 0, 2, 2]]))
+    assert graphs.nodes.tolist() == [[3, 5, 9], [2, 0, 0]]
+    assert graphs.alias.tolist() == [[0, 0, 1, 0, 1, 2], [0, 0, 0, 0, 0, 0]]
+    # 5 -> 3, 3 -> 5, 5 -> 9: node 5 has two successors, each weighted 1/2; 3 and 9 have 5 as predecessor
+    assert graphs.outgoing[0].tolist() == [[0, 1, 0], [0.5, 0, 0.5], [0, 0, 0]]
+    assert graphs.incoming[0].tolist() == [[0, 1, 0], [1, 0, 0], [0, 1, 0]]
+    assert graphs.outgoing[1, 0, 0] == 1 and graphs.incoming[1, 0, 0] == 1  # 2 -> 2 is a self-loop
+
+
+def test_a_repeated_transition_counts_once():
+    once = session_graphs(torch.tensor([[0, 0, 0, 1, 2, 3]]))
+    twice = session_graphs(torch.tensor([[1, 2, 1, 2, 3, 3]]))
+    assert twice.outgoing[0, 0].tolist() == [0, 1, 0]  # 1 -> 2 twice: still weight 1
+    assert once.incoming[0, 1].tolist() == [1, 0, 0]
+
+
+def test_the_cell_computes_the_official_gated_update():
+    torch.manual_seed(0)
+    cell = GatedGraphCell(4)
+    graphs = session_graphs(torch.tensor([[0, 7, 8, 7, 9]]))
+    h = torch.randn(1, graphs.nodes.shape[1], 4)
+    a_in = graphs.incoming @ (h @ cell.edge_in.weight.T + cell.edge_in.bias) + cell.bias_in
+    a_out = graphs.outgoing @ (h @ cell.edge_out.weight.T + cell.edge_out.bias) + cell.bias_out
+    gi = torch.cat([a_in, a_out], 2) @ cell.input_gates.weight.T + cell.input_gates.bias
+    gh = h @ cell.hidden_gates.weight.T + cell.hidden_gates.bias
+    r = torch.sigmoid(gi[..., :4] + gh[..., :4])
+    u = torch.sigmoid(gi[..., 4:8] + gh[..., 4:8])
+    n = torch.tanh(gi[..., 8:] + r * gh[..., 8:])
+    torch.testing.assert_close(cell(graphs, h), (1 - u) * n + u * h)
+
+
+def test_forward_backward_and_padding_does_not_change_scores():
+    torch.manual_seed(0)
+    model = build("sr-gnn", 12, {"hidden_size": 8})
+    batch = batch_from_prefixes([np.array([1, 2, 1, 3]), np.array([4]), np.array([5, 6, 7, 8, 9, 5])])
+    batch = Batch(batch.items, batch.lengths, torch.tensor([2, 3, 4]), batch.full_lengths)
+    check_forward_backward(model, batch)
+    alone = model.score(batch_from_prefixes([np.array([4])]))
+    torch.testing.assert_close(model.score(batch)[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_defaults_are_the_official_settings():
+    c = build("sr-gnn", 10).config
+    assert (c.hidden_size, c.steps, c.batch_size, c.lr, c.weight_decay, c.lr_decay_every, c.lr_decay) == (
+        100, 1, 100, 1e-3, 1e-5, 3, 0.1)
