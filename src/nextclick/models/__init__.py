@@ -8,6 +8,7 @@ from nextclick.models.base import Recommender
 from nextclick.models.config import ConfigError, config_from_overrides
 from nextclick.models.dsan import DSAN
 from nextclick.models.factorization import BPRMF, FPMC
+from nextclick.models.gcsan import GCSAN
 from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN
 from nextclick.models.narm import NARM
 from nextclick.models.popularity import Pop, SessionPop
@@ -27,6 +28,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "narm": NARM,
     "sr-iem": SRIEM,
     "sr-gnn": SRGNN,
+    "gc-san": GCSAN,
     "stamp": STAMP,
     "dsan": DSAN,
 }

@@ -164,3 +164,13 @@ class GatedGraphCell(nn.Module):
         update = torch.sigmoid(input_update + hidden_update)
         new = torch.tanh(input_new + reset * hidden_new)
         return new + update * (hidden - new)
+
+
+def click_states(items: torch.Tensor, embedding: nn.Embedding, cell: GatedGraphCell, steps: int) -> torch.Tensor:
+    """(B, L) right-aligned clicks -> (B, L, d): each click's node state after `steps` gated graph steps
+    over its session's graph (SR-GNN's encoder, which GC-SAN and DANSeR build on)."""
+    graphs = session_graphs(items)
+    hidden = embedding(graphs.nodes)  # (B, N, d)
+    for _ in range(steps):
+        hidden = cell(graphs, hidden)
+    return torch.gather(hidden, 1, graphs.alias.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))

@@ -35,7 +35,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
-from nextclick.models.layers import GatedGraphCell, SessionGraphs, session_graphs
+from nextclick.models.layers import GatedGraphCell, click_states
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,6 @@ class SRGNN(NeuralModel):
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)  # official reset_parameters, every parameter
 
-    def _click_states(self, batch: Batch) -> tuple[torch.Tensor, SessionGraphs]:
-        """v (B, L, d): each click's node state after the graph steps, and the graphs."""
-        graphs = session_graphs(batch.items)
-        hidden = self.embedding(graphs.nodes)  # (B, N, d)
-        for _ in range(self.config.steps):
-            hidden = self.cell(graphs, hidden)
-        states = torch.gather(hidden, 1, graphs.alias.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, L, d)
-        return states, graphs
-
     def _readout(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """s_h (B, d) and the attention a (B, L) (0 at padding) from the click states."""
         last = states[:, -1]  # (B, d): right-aligned, the last click is the last column
@@ -94,7 +85,7 @@ class SRGNN(NeuralModel):
         return session, weights
 
     def _query(self, batch: Batch) -> torch.Tensor:
-        return self._readout(self._click_states(batch)[0], batch.mask)[0]
+        return self._readout(click_states(batch.items, self.embedding, self.cell, self.config.steps), batch.mask)[0]
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
@@ -112,5 +103,5 @@ class SRGNN(NeuralModel):
         """The readout attention a_i per click (unnormalised, as in the code)."""
         with self.evaluating():
             batch = batch.to(self.device)
-            weights = self._readout(self._click_states(batch)[0], batch.mask)[1]
+            weights = self._readout(click_states(batch.items, self.embedding, self.cell, self.config.steps), batch.mask)[1]
             return ClickWeights(items=batch.items, weights=weights, name="readout attention a_i (unnormalised)")
