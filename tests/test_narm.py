@@ -8,6 +8,7 @@ import torch
 
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.models import REGISTRY, build
+from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.narm import NARM, NARMConfig
 from model_contract import check_forward_backward
 
@@ -76,7 +77,7 @@ def test_truncation_sides():
     first = small(max_length=19, truncate="first")
     first.load_state_dict(recent.state_dict())
     recent.eval(), first.eval()
-    assert recent.max_length == 19 and first.max_length is None
+    assert recent.max_length == 19 and first.max_length == MAX_SESSION_LENGTH  # forward() cuts the first 19
     torch.testing.assert_close(recent.score(batch_from_prefixes([long], 19))[0],
                                recent.score(batch_from_prefixes([long[-19:]], 19))[0])
     torch.testing.assert_close(first.score(batch_from_prefixes([long], None))[0],

@@ -114,34 +114,112 @@ def save(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, 
 
 def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[Recommender, Vocab, dict]:
     """(model with weights, vocab, config.json contents) from a checkpoint directory; `weights` names
-    another weights file of the same model (an epoch kept by `keep_epochs`) instead of model.safetensors."""
-    from nextclick.models import model_class
+    another weights file of the same model (an epoch kept by `keep_epochs`) instead of model.safetensors.
 
+    Everything is checked before anything is allocated: config.json's types, n_items against MAX_ITEMS,
+    the config against its limits (nextclick.models.config), and the shapes in the safetensors headers
+    (read without the tensors) against the vocabulary and the model the config describes. Any failure
+    is one CheckpointError naming the file and what is wrong."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"no checkpoint directory at {directory}")
     config_path = directory / "config.json"
+    meta = _read_meta(config_path, directory)
+    cls, config = _model_class_and_config(meta, config_path)
+    n_items = meta["n_items"]
+    vocab_path = directory / "vocab.safetensors"
+    _expect_shapes(vocab_path, {"ids": (n_items + 1,)}, f"n_items {n_items} in {config_path}")
+    weights_path = Path(weights) if weights is not None else directory / "model.safetensors"
+    if cls.neural:
+        _expect_shapes(weights_path, _parameter_shapes(cls, n_items, config), f"{meta['model']} as {config_path} describes it")
+    else:
+        _header_shapes(weights_path)  # a readable header; statistical state is as large as the file itself
+    model = cls(n_items, config)
+    vocab = Vocab(load_tensors(vocab_path)["ids"].numpy())
+    tensors = load_tensors(weights_path)
+    try:
+        model.load_state_tensors(tensors)
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise CheckpointError(f"{weights_path} does not fit {meta['model']}: {_first_line(error)}") from None
+    if getattr(model, "neural", False):
+        model.eval()
+    return model, vocab, meta
+
+
+def _read_meta(config_path: Path, directory: Path) -> dict:
+    """config.json as a dict whose 'model', 'config' and 'n_items' have the right types and sizes (at most
+    MAX_ITEMS items, the splits' limit: a crafted config.json cannot make a model ask for terabytes)."""
+    from nextclick.data.benchmarks import MAX_ITEMS
+
     try:
         meta = json.loads(config_path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{directory} is not a checkpoint (no config.json)") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {config_path}: {error.strerror}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{config_path} must hold a JSON object; got {type(meta).__name__}")
     for key in ("model", "config", "n_items"):
         if key not in meta:
             raise CheckpointError(f"{config_path} lacks {key!r}")
-    cls = model_class(meta["model"])
-    config = config_from_overrides(cls.Config, meta["config"])
-    model = cls(int(meta["n_items"]), config)
-    vocab = Vocab(load_tensors(directory / "vocab.safetensors")["ids"].numpy())
-    if vocab.n_items != model.n_items:
-        raise CheckpointError(f"{directory}: vocab has {vocab.n_items} items, model expects {model.n_items}")
-    weights_path = Path(weights) if weights is not None else directory / "model.safetensors"
-    tensors = load_tensors(weights_path)
+    for key, kind, what in (("model", str, "a model name"), ("config", dict, "an object"), ("n_items", int, "an integer")):
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise CheckpointError(f"{config_path}: {key!r} must be {what}; got {meta[key]!r:.60}")
+    if not 1 <= meta["n_items"] <= MAX_ITEMS:
+        raise CheckpointError(f"{config_path}: n_items must be from 1 to {MAX_ITEMS:,}; got {meta['n_items']:,}")
+    return meta
+
+
+def _model_class_and_config(meta: dict, config_path: Path):
+    from nextclick.models import model_class
+    from nextclick.models.config import ConfigError
+
     try:
-        model.load_state_tensors(tensors)
-    except (KeyError, RuntimeError) as error:
-        raise CheckpointError(f"{weights_path} does not fit {meta['model']}: {error}") from None
-    if getattr(model, "neural", False):
-        model.eval()
-    return model, vocab, meta
+        cls = model_class(meta["model"])
+        return cls, config_from_overrides(cls.Config, meta["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
+
+
+def _parameter_shapes(cls: type, n_items: int, config: Any) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a neural model of `n_items` items holds, without building it: a model's
+    tables grow linearly with the catalogue (rows per item), so two models of one and two items give
+    every dimension as a + b * n_items. (torch's meta device would do too, but its first use costs
+    seconds of imports on every `recommend`.) The global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        one, two = ({name: tuple(t.shape) for name, t in cls(n, config).state_dict().items()} for n in (1, 2))
+    return {name: tuple(a + (b - a) * (n_items - 1) for a, b in zip(shape, two[name])) for name, shape in one.items()}
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from a safetensors file's header, without reading any tensor."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"missing {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"cannot read {path}: {_first_line(error)}") from None
+
+
+def _expect_shapes(path: Path, expected: dict[str, tuple[int, ...]], source: str) -> None:
+    """CheckpointError unless the header of `path` holds exactly `expected`'s tensors with their shapes."""
+    found = _header_shapes(path)
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise CheckpointError(f"{path} lacks {missing[0]!r} ({len(missing)} tensors missing), which {source} needs")
+    unexpected = sorted(set(found) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{path} holds {unexpected[0]!r}, which {source} does not have")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise CheckpointError(f"{path}: {name!r} has shape {list(found[name])}, but {source} needs {list(shape)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

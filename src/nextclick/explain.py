@@ -63,6 +63,8 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
     require_attention(model)
     if not external_items:
         raise ValueError("an empty session has nothing to explain: give at least one item id")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
     indices = vocab.encode(external_items)
     read = model.click_weights(batch_from_prefixes([indices], model.max_length))
     items = read.items[0].cpu().numpy()

@@ -28,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     from nextclick.cli import catalogue, data, runs, use
     from nextclick.report import add_arguments as add_report_arguments
 
-    parser = argparse.ArgumentParser(prog="nextclick", description=HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from nextclick.cli.common import OneLineParser
+
+    # every subcommand's parser is a OneLineParser too (add_parser uses the parent's class)
+    parser = OneLineParser(prog="nextclick", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     catalogue.register(sub)
@@ -47,8 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     from nextclick.data.benchmarks import DataError
     from nextclick.models.config import ConfigError
 
+    from nextclick.cli.common import UsageError
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        print(f"nextclick: error: {error}", file=sys.stderr)
+        return 2
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a bench records and its grid workers rerun
     try:
         return args.func(args)

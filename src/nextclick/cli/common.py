@@ -12,6 +12,69 @@ if TYPE_CHECKING:
     from nextclick.training.loop import TrainOptions
 
 
+# `recommend` / `explain -k`: the most recommendations one request may ask for. A k beyond the
+# catalogue returns the whole catalogue.
+MAX_K = 1000
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; `nextclick.cli.main` prints it as one line and exits with 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one line, `nextclick: error: argument <option>: <why>`,
+    exit code 2, like every other bad input (argparse's default prints the whole usage first)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        return kind(text)
+    except (TypeError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse `type`: an integer in [low, high] (no upper bound when high is None)."""
+    what = f"an integer of at least {low}" if high is None else f"an integer from {low} to {high:,}"
+
+    def parse(text: str) -> int:
+        value = _number(text, int, what)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+positive_int = int_in(1)
+non_negative_int = int_in(0)
+
+
+def share(text: str) -> float:
+    """An argparse `type`: a share, a number in [0, 1]."""
+    value = _number(text, float, "a number from 0 to 1")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """An argparse `type`: a finite number > 0."""
+    value = _number(text, float, "a number > 0")
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def add_threads_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    parser.add_argument("--threads", type=int_in(1, 1024), default=default,
+                        help=f"torch threads ({default})" if default else "torch threads (default: all cores)")
+
+
 def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
     overrides = {}
     for pair in pairs or []:
@@ -39,19 +102,22 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
                         help="override a model config value (repeatable); see `nextclick models --config MODEL`")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the model's paper setting)")
-    parser.add_argument("--patience", type=int, default=3, help="epochs without validation gain before stopping (3)")
-    parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default: the model's)")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (1, as DSAN's official code)")
+    parser.add_argument("--epochs", type=int_in(1, 10_000), default=None,
+                        help="maximum epochs (default: the model's paper setting)")
+    parser.add_argument("--patience", type=int_in(1, 10_000), default=3,
+                        help="epochs without validation gain before stopping (3)")
+    parser.add_argument("--batch-size", type=int_in(1, 65_536), default=None,
+                        help="training batch size (default: the model's)")
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=1, help="random seed (1, as DSAN's official code)")
     parser.add_argument("--select", default="HR@20", metavar="METRIC",
                         help="validation metric that selects the epoch: HR@K or MRR@K for K = 5, 10, 20 (HR@20)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_threads_option(parser)
     add_device_option(parser)
     parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
-    parser.add_argument("--length-buckets", type=int, default=0,
+    parser.add_argument("--length-buckets", type=non_negative_int, default=0,
                         help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")
-    parser.add_argument("--max-batches", type=int, default=None, help="cap batches per epoch (smoke runs)")
+    parser.add_argument("--max-batches", type=positive_int, default=None, help="cap batches per epoch (smoke runs)")
     parser.add_argument("--validation", choices=VALIDATIONS, default="last-sessions",
                         help="validation data carved from training: the last 10%% of sessions (default), a "
                              "random 10%% of cases as NARM's and SR-GNN's official codes (leaky: a session's "

@@ -15,6 +15,7 @@ import json
 
 from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns
 from nextclick.data.recipes import RECIPES
+from nextclick.cli.common import int_in, positive_number, share
 
 PREPARE_HELP = """\
 Turn a raw click log into a split directory (train.txt, test.txt, split.json, stats.json) that every
@@ -76,7 +77,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--test-days",
-        type=float,
+        type=positive_number,
         default=None,
         metavar="DAYS",
         help="test window in days (default: the paper's: 7 Diginetica/Retailrocket, 1 Yoochoose; "
@@ -100,7 +101,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     generic.add_argument(
         "--gap-minutes",
-        type=float,
+        type=positive_number,
         default=SESSION_GAP_SECONDS / 60,
         help="inactivity that ends a user's session (30, as GRU4Rec and session-rec)",
     )
@@ -109,7 +110,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     robust.add_argument("--strict", action="store_true", help="fail on the first malformed row instead of skipping it")
     robust.add_argument(
         "--max-bad-fraction",
-        type=float,
+        type=share,
         default=MAX_BAD_FRACTION,
         help=f"fail if more rows than this share are malformed ({MAX_BAD_FRACTION})",
     )
@@ -246,8 +247,9 @@ DEFAULT_RESULTS = "results/preparation/prepare_yoochoose_10m.json"
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clicks", type=int, default=10_000_000, help="clicks to generate (10,000,000)")
-    parser.add_argument("--seed", type=int, default=0, help="generator seed (0)")
+    parser.add_argument("--clicks", type=int_in(1_000, 1_000_000_000), default=10_000_000,
+                        help="clicks to generate (10,000,000)")
+    parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="generator seed (0)")
     parser.add_argument("--fraction", default=None, help="also keep only the most recent fraction of cases, e.g. 1/64")
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="result JSON to write")
     parser.add_argument("--workdir", default=None, help="where the generated log and split go (a temporary folder)")

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nextclick.cli.common import add_data_options, add_device_option, add_train_options, parse_overrides, train_options
+from nextclick.cli.common import (add_data_options, add_device_option, add_threads_option, add_train_options, int_in,
+                                  parse_overrides, train_options)
 
 
 def cmd_train(args) -> int:
@@ -211,7 +212,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-part", default=None, metavar="K/N",
                    help="train only candidates K, K+N, K+2N, ... of the --grid and stop (N processes share a search); "
                         "then the same command without --grid-part, with --resume, picks and tests")
-    p.add_argument("--grid-workers", type=int, default=1, metavar="N",
+    p.add_argument("--grid-workers", type=int_in(1), default=1, metavar="N",
                    help="train the --grid's candidates in N processes on this machine (lanes of one GPU, or groups "
                         "of cores; each gets --threads / N threads and logs to <run>/grid/worker-K.log), then pick "
                         "and test here (1: one process). Interrupted, the same command resumes")
@@ -226,21 +227,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model name")
     add_data_options(p)
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
-    p.add_argument("--batches", type=int, default=30, help="timed batches (30)")
-    p.add_argument("--batch-size", type=int, default=512,
+    p.add_argument("--batches", type=int_in(1, 100_000), default=30, help="timed batches (30)")
+    p.add_argument("--batch-size", type=int_in(1, 65_536), default=512,
                    help="cases per timed batch (512, DSAN's batch; a model's own batch size shows what its training sees)")
-    p.add_argument("--reference-batches", type=int, default=0,
+    p.add_argument("--reference-batches", type=int_in(0, 100_000), default=0,
                    help="also time this many batches in the official code's layout (padded to the longest prefix)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_threads_option(p)
     add_device_option(p)
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
     p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("demo", help="the README's first command: train on the synthetic data and print test metrics")
     p.add_argument("--model", default="dsan", help="model to train next to S-POP (dsan)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs for the demo (5: about a minute)")
+    p.add_argument("--epochs", type=int_in(1, 1000), default=5, help="training epochs for the demo (5: about a minute)")
     p.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoints and results")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    add_threads_option(p, default=1)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -249,7 +250,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="checkpoint directory of a run trained with --keep-epochs")
     add_data_options(p)
     p.add_argument("--out", default=None, help="JSON output (default: <run>/test_curve.json)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_threads_option(p)
     add_device_option(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_curve)

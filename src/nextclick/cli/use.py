@@ -6,7 +6,8 @@ import argparse
 import json
 import shlex
 
-from nextclick.cli.common import add_data_options, checkpoint_and_split, output_path
+from nextclick.cli.common import (MAX_K, add_data_options, add_threads_option, checkpoint_and_split, int_in,
+                                  output_path)
 
 
 def cmd_evaluate(args) -> int:
@@ -25,7 +26,18 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"{meta['model']} on {split.name} test ({summary['cases']:,} cases):")
         print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
+        if args.by_length:
+            print("\n".join(length_table(summary["by_length"])))
     return 0
+
+
+def length_table(buckets: dict[str, dict]) -> list[str]:
+    """The lines of a per-prefix-length table: one row per length bucket, the cases and each metric."""
+    metrics = [k for k in next(iter(buckets.values()), {}) if k != "cases"]
+    lines = ["by prefix length:", f"  {'length':>6}  {'cases':>8}  " + "  ".join(f"{m:>7}" for m in metrics)]
+    for length, row in buckets.items():
+        lines.append(f"  {length:>6}  {row['cases']:>8,}  " + "  ".join(f"{row[m]:>7.4f}" for m in metrics))
+    return lines
 
 
 def cmd_recommend(args) -> int:
@@ -108,17 +120,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a test set (full ranking, HR@K and MRR@K)")
     p.add_argument("checkpoint", help="checkpoint directory")
     add_data_options(p)
-    p.add_argument("--batch-size", type=int, default=500, help="cases per scoring batch (bounds memory)")
+    p.add_argument("--batch-size", type=int_in(1, 65_536), default=500, help="cases per scoring batch (bounds memory)")
     p.add_argument("--by-length", action="store_true", help="also break metrics down by prefix length")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_threads_option(p)
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("recommend", help="top-K next items for a session: checkpoint + item ids in click order")
     p.add_argument("checkpoint", help="checkpoint directory")
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
-    p.add_argument("-k", type=int, default=20, help="how many items to return (20)")
+    p.add_argument("-k", type=int_in(1, MAX_K), default=20,
+                   help=f"how many items to return (20; at most {MAX_K}, and at most the catalogue)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 
@@ -129,12 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan, narm with a local or hybrid encoder, sr-iem)")
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
     p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
-    p.add_argument("-k", type=int, default=10, help="recommendations to list (10)")
+    p.add_argument("-k", type=int_in(1, MAX_K), default=10, help=f"recommendations to list (10; at most {MAX_K})")
     p.add_argument("--test", action="store_true",
                    help="instead of one session, summarise the weights over every test case of the checkpoint's "
                         "dataset (or --dataset): how far from uniform, how much on the last click, how many "
                         "exactly zero; writes <out>.json")
     add_data_options(p)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    add_threads_option(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (--test)")
     p.set_defaults(func=cmd_explain)

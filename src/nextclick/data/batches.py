@@ -65,12 +65,22 @@ def make_batch(cases: Cases, indices: np.ndarray | None = None, max_length: int 
     )
 
 
+# The most clicks one served session (`recommend`, `explain`, serving) may give. Models read at most
+# their last 512 (nextclick.models.config.MAX_SESSION_LENGTH); a longer request is refused with a
+# message rather than silently cut, so a client sending whole histories learns that they are not read.
+MAX_REQUEST_CLICKS = 10_000
+
+
 def batch_from_prefixes(prefixes: list[np.ndarray], max_length: int | None = None) -> Batch:
-    """A Batch for raw sessions (serving, `recommend`, `explain`): labels are set to 0 (unknown)."""
+    """A Batch for raw sessions (serving, `recommend`, `explain`): labels are set to 0 (unknown).
+    Each session keeps its most recent `max_length` clicks; more than MAX_REQUEST_CLICKS is an error."""
     from nextclick.data.sessions import Sessions
 
     if any(len(p) == 0 for p in prefixes):
         raise ValueError("a session needs at least one click")
+    longest = max(len(p) for p in prefixes) if prefixes else 0
+    if longest > MAX_REQUEST_CLICKS:
+        raise ValueError(f"a session may give at most {MAX_REQUEST_CLICKS:,} clicks; got {longest:,}")
     sessions = Sessions.from_lists([list(p) + [0] for p in prefixes])
     return make_batch(Cases.whole_sessions(sessions), max_length=max_length)
 

@@ -31,6 +31,12 @@ class DataError(ValueError):
     """A split or data file that cannot be read; the message says which file and why."""
 
 
+# The largest catalogue a split (or a checkpoint) may have. Ids in split files are dense indices, so the
+# largest id sizes every item table; this bounds what a stray id can make a model allocate. Far above
+# every session dataset (Yoochoose: 52,739 items).
+MAX_ITEMS = 10_000_000
+
+
 def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     """The data directory: the explicit argument, then $NEXTCLICK_DATA, then ../shared/data when it
     exists (next to the working directory or next to this checkout)."""
@@ -78,13 +84,14 @@ def _parse_lines(path: Path, tab_label: bool) -> Sessions:
     lengths = np.fromiter((len(line.split()) for line in lines), dtype=np.int64, count=len(lines))
     try:
         items = np.array(b" ".join(lines).split(), dtype=np.int64)
-    except ValueError:
-        bad = next(i for i, line in enumerate(lines) if not all(tok.isdigit() for tok in line.split()))
-        raise DataError(f"{path}:{bad + 1}: item ids must be positive integers") from None
+    except (ValueError, OverflowError):  # a token that is not an integer, or one beyond int64
+        bad = next((i for i, line in enumerate(lines)
+                    if not all(tok.isdigit() and len(tok) <= 18 for tok in line.split())), 0)
+        raise DataError(f"{path}:{bad + 1}: item ids must be positive integers up to {MAX_ITEMS:,}") from None
     if items.min() < 1:
         raise DataError(f"{path}: item id 0 is reserved for padding")
-    if items.max() > np.iinfo(np.int32).max:
-        raise DataError(f"{path}: item ids must be dense indices (got {items.max()})")
+    if items.max() > MAX_ITEMS:  # ids are dense indices: the catalogue is as large as the largest id
+        raise DataError(f"{path}: item ids must be dense indices up to {MAX_ITEMS:,} (got {items.max():,})")
     if tab_label and lengths.min() < 2:
         raise DataError(f"{path}: every test case needs a prefix and a label")
     return Sessions.from_lengths(items.astype(np.int32), lengths)
@@ -97,16 +104,16 @@ def load_split(path: str | os.PathLike, name: str | None = None) -> Split:
         raise DataError(f"no split directory at {path}")
     name = name or path.name
     meta_file = path / "split.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta = _read_split_meta(meta_file)
     if "protocol" in meta:
-        protocol = Protocol(**meta["protocol"])
+        protocol = _protocol(meta["protocol"], meta_file)
     else:
         protocol = PUBLISHED_PROTOCOLS.get(name, Protocol("custom", min_prefix=1))
     train = _parse_lines(path / "train.txt", tab_label=False)
     test_sessions = _parse_lines(path / "test.txt", tab_label=True)
     n_items = int(max(train.items.max(), test_sessions.items.max()))
     if "vocab" in meta:
-        vocab = Vocab(np.asarray([0] + list(meta["vocab"]), dtype=np.int64))
+        vocab = _vocab(meta["vocab"], meta_file)
         if vocab.n_items < n_items:
             raise DataError(f"{meta_file}: vocab lists {vocab.n_items} items but the files use id {n_items}")
     else:
@@ -119,6 +126,45 @@ def load_split(path: str | os.PathLike, name: str | None = None) -> Split:
         protocol=protocol,
         provenance={"path": str(path.resolve()), **{k: v for k, v in meta.items() if k not in ("vocab",)}},
     )
+
+
+def _read_split_meta(meta_file: Path) -> dict:
+    """split.json as a dict ({} when there is none)."""
+    if not meta_file.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{meta_file} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise DataError(f"cannot read {meta_file}: {error.strerror}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_file} must hold a JSON object; got {type(meta).__name__}")
+    return meta
+
+
+def _protocol(value, meta_file: Path) -> Protocol:
+    """The protocol split.json records: {"name": str, "min_prefix": int >= 1, "source": str}."""
+    if not isinstance(value, dict) or set(value) - {"name", "min_prefix", "source"} or "name" not in value:
+        raise DataError(f"{meta_file}: 'protocol' must be an object with 'name', 'min_prefix' and 'source'")
+    protocol = Protocol(**value)
+    if not isinstance(protocol.name, str) or not isinstance(protocol.source, str):
+        raise DataError(f"{meta_file}: the protocol's name and source must be strings")
+    if isinstance(protocol.min_prefix, bool) or not isinstance(protocol.min_prefix, int) or protocol.min_prefix < 1:
+        raise DataError(f"{meta_file}: the protocol's min_prefix must be an integer >= 1; got {protocol.min_prefix!r}")
+    return protocol
+
+
+def _vocab(value, meta_file: Path) -> Vocab:
+    """The external ids split.json lists for indices 1..n: distinct integers."""
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise DataError(f"{meta_file}: 'vocab' must be a list of at most {MAX_ITEMS:,} item ids")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and abs(i) < 2**63 for i in value):
+        raise DataError(f"{meta_file}: 'vocab' must list integer item ids")
+    try:
+        return Vocab(np.asarray([0] + value, dtype=np.int64))
+    except ValueError as error:
+        raise DataError(f"{meta_file}: {error}") from None
 
 
 def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None) -> Path:

@@ -61,10 +61,20 @@ def measure_training_speed(
     trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
+    for name, value, low in (("batches", batches, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0),
+                             ("reference_batches", reference_batches, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     threads = set_threads(threads)
     device = resolve_device(device)
     split = resolve(dataset, data_root)
     cases = split.train_cases()
+    # every timed step is a full batch of distinct cases: a step past the end would time an empty batch
+    needed = (warmup + max(batches, reference_batches)) * batch_size
+    if needed > len(cases):
+        raise ValueError(f"{warmup} warm-up + {max(batches, reference_batches)} timed batches of {batch_size} need "
+                         f"{needed:,} training cases; {split.name} has {len(cases):,}: ask for fewer --batches "
+                         f"or a smaller --batch-size")
     order = np.random.default_rng(seed).permutation(len(cases))
 
     def timed(model, n, pad_to=None) -> dict:

@@ -32,6 +32,7 @@ from torch import nn
 from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import PrefixStream, Stream, StreamOptions
+from nextclick.models.config import MAX_SESSION_LENGTH
 
 # called after each epoch of a statistical model trained in epochs, with the epoch (1-based) and its
 # record (loss, seconds); returns True to stop. The caller (nextclick.runs.select) evaluates there.
@@ -70,9 +71,13 @@ class Recommender:
     config: Any
 
     @property
-    def max_length(self) -> int | None:
-        """Clicks a batch keeps (the most recent); None = the whole prefix."""
-        return getattr(self.config, "max_length", None)
+    def max_length(self) -> int:
+        """Clicks a batch keeps (the most recent): the config's `max_length`, at most MAX_SESSION_LENGTH
+        (512), which also stands for "the whole prefix" (None). The cap bounds the work of one session in
+        serving, training and evaluation alike; no published split has a prefix longer than 284 clicks,
+        so it changes no result."""
+        configured = getattr(self.config, "max_length", None)
+        return MAX_SESSION_LENGTH if configured is None else min(configured, MAX_SESSION_LENGTH)
 
     def prepare(self, train: Sessions) -> None:
         """Build what training needs from the training sessions (popularity for negatives, item graphs,
@@ -82,7 +87,10 @@ class Recommender:
         raise NotImplementedError
 
     def recommend(self, prefixes: list[np.ndarray], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (indices, scores) per session prefix (item indices, not external ids)."""
+        """Top-k (indices, scores) per session prefix (item indices, not external ids); a k beyond the
+        catalogue gives the whole catalogue."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an integer >= 1; got {k!r}")
         batch = batch_from_prefixes(prefixes, self.max_length)
         with torch.inference_mode():
             scores = self.score(batch).clone()

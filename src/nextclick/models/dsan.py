@@ -17,6 +17,11 @@ Faithful defaults (dsan_reference.md 2.2-2.8): d = 100 for items and positions, 
 embedding init, dropout 0.5 on Q, on the FFN output and on z, Adam(lr 1e-3, amsgrad), batch 512,
 `entmax_bisect` with 50 iterations, alpha guard 1 -> 1.0001, no truncation.
 
+Session length: the official code reads whole prefixes; here a prefix keeps its most recent
+`max_positions` clicks (512; `max_length` can lower it). Attention costs L^2 per session, so an
+uncapped 20,000-click session took minutes and gigabytes. The longest prefix of the published splits is
+284 clicks (Retailrocket training; 127 in any test set), so the cap changes no result on them.
+
 Where nextclick differs, and why:
 - Selection uses a validation split, not the test set (the official notebook picks its epoch on test).
 - Evaluation ranks items 1..N; the target-token column, which the official ranking also includes and
@@ -61,7 +66,7 @@ class DSANConfig:
     # GPU, where DSAN is bound by kernel launches, one padded group makes a third of the operator calls
     # (docs/dsan.md). None: groups on a CPU only
     group_by_length: bool | None = None
-    max_length: int | None = None  # official: no truncation
+    max_length: int | None = None  # official: no truncation; None keeps the last max_positions clicks
     lr: float = 1e-3  # Adam (2.8)
     amsgrad: bool = True  # (2.8)
     weight_decay: float = 0.0
@@ -94,6 +99,11 @@ class DSAN(NeuralModel):
     Config = DSANConfig
     neural = True
     citation = "Yuan et al., Dual Sparse Attention Network for Session-based Recommendation, AAAI 2021"
+
+    @property
+    def max_length(self) -> int:
+        """The most recent clicks a prefix keeps: at most one per row of the position table."""
+        return min(super().max_length, self.config.max_positions)
 
     def __init__(self, n_items: int, config: DSANConfig | None = None):
         super().__init__(n_items, config)

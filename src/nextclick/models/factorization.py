@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.base import EpochEnd, StatisticalModel
+from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.knn import click_counts, popularity_tie_break
 
 
@@ -281,7 +282,8 @@ class FPMC(_PairwiseModel):
         return Cases.every_prefix(sessions, 1)  # every transition (last click -> next click)
 
     def _loss(self, network: _FPMCNetwork, samples: Cases, chosen: np.ndarray, negatives: torch.Tensor) -> torch.Tensor:
-        width = None if self.config.session_term == "prefix-mean" else 1
+        # the prefix mean reads at most the last MAX_SESSION_LENGTH clicks, as scoring does
+        width = MAX_SESSION_LENGTH if self.config.session_term == "prefix-mean" else 1
         batch = make_batch(samples, chosen, max_length=width)
         sessions = torch.from_numpy(samples.session[chosen])
         margin, used = network.margin(sessions, batch.items, batch.labels, negatives)

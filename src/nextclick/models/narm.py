@@ -46,6 +46,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
+from nextclick.models.config import MAX_SESSION_LENGTH
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,12 @@ class NARM(NeuralModel):
             self._official_init()
 
     @property
-    def max_length(self) -> int | None:
-        # "first" truncation needs the whole prefix in the batch; forward() cuts it.
-        return None if self.config.truncate == "first" else self.config.max_length
+    def max_length(self) -> int:
+        # "first" truncation needs the whole prefix in the batch (forward() cuts it): the batch keeps
+        # the most recent MAX_SESSION_LENGTH clicks, which on every published split is the whole prefix
+        if self.config.truncate == "first":
+            return MAX_SESSION_LENGTH
+        return super().max_length
 
     @torch.no_grad()
     def _official_init(self) -> None:

@@ -35,7 +35,7 @@ class PopConfig:
 
 @dataclass(frozen=True)
 class SessionPopConfig:
-    max_length: int | None = None  # None: the whole prefix counts (NARM's S-POP)
+    max_length: int | None = None  # None: the whole prefix counts (NARM's S-POP), up to the last 512 clicks
     # "canonical": in-session count, ties by popularity, then the catalogue by popularity (NARM 4.2).
     # "dsan-code": the DSAN repository's pop.py (dsan_reference.md 5.1): only the distinct items of the
     # last 20 clicks, ranked by global popularity, no fallback (its test-click counting is not copied).

@@ -57,9 +57,35 @@ class TrainOptions:
     device: str = "auto"
 
     def __post_init__(self):
+        """Fail now, before any file is written or epoch trained, on a value the loop cannot honour (library
+        callers too: `epochs=0` would otherwise save untrained weights as if trained)."""
+        from nextclick.data.sessions import VALIDATIONS
+
+        for name, low, optional in _OPTION_LIMITS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}; got {value!r}")
+        if not self.ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in self.ks):
+            raise ValueError(f"ks must be cut-offs >= 1; got {self.ks!r}")
         metrics = list(metrics_from_ranks(np.ones(1), self.ks))  # the names an evaluation reports, in its order
         if self.select_metric not in metrics:  # fail now, not after the first epoch's training
             raise ValueError(f"cannot select epochs on {self.select_metric!r}: choose one of {', '.join(metrics)}")
+        if self.validation not in VALIDATIONS:
+            raise ValueError(f"unknown validation {self.validation!r}: choose one of {', '.join(VALIDATIONS)}")
+
+
+# (TrainOptions field, smallest value, None allowed): checked by TrainOptions.__post_init__
+_OPTION_LIMITS = (
+    ("epochs", 1, True),  # None: the model config's
+    ("patience", 1, False),  # 0 would stop after the first epoch, whatever it scored
+    ("batch_size", 1, True),
+    ("seed", 0, False),
+    ("eval_batch_size", 1, False),
+    ("length_buckets", 0, False),  # 0 = off
+    ("max_batches", 1, True),
+)
 
 
 @dataclass
