@@ -24,8 +24,9 @@ QUICK = {
     "dsan": {"embedding_dim": 32, "batch_size": 256, "lr": 3e-3, "fast_entmax": True},
     "sr-gnn": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
     "gc-san": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
+    "gru4rec": {"n_sample": 256},
 }
-QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)

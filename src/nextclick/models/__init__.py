@@ -9,6 +9,7 @@ from nextclick.models.config import ConfigError, config_from_overrides
 from nextclick.models.dsan import DSAN
 from nextclick.models.factorization import BPRMF, FPMC
 from nextclick.models.gcsan import GCSAN
+from nextclick.models.gru4rec import GRU4Rec
 from nextclick.models.knn import STAN, ItemKNN, SessionKNN, VectorSessionKNN
 from nextclick.models.narm import NARM
 from nextclick.models.popularity import Pop, SessionPop
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "stan": STAN,
     "bpr-mf": BPRMF,
     "fpmc": FPMC,
+    "gru4rec": GRU4Rec,
     "narm": NARM,
     "sr-iem": SRIEM,
     "sr-gnn": SRGNN,
