@@ -94,6 +94,14 @@ LIMITS: dict[str, Limit] = {
     "position_decay": POSITIVE,
     "neighbour_position_decay": POSITIVE,
     "recency_decay": NON_NEGATIVE,  # 0 = no recency factor
+    # GRU4Rec (official parameter names in comments)
+    "dropout_embedding": PROBABILITY, "dropout_hidden": PROBABILITY,  # dropout_p_embed, dropout_p_hidden
+    "n_sample": _count(0, 1_000_000),  # extra negatives per step (official: 2048)
+    "sample_alpha": Limit(0.0, 10.0),  # popularity exponent of the sampled negatives
+    "logq": Limit(0.0, 10.0),  # 0 = no popularity correction
+    "bpreg": NON_NEGATIVE,
+    "elu_param": NON_NEGATIVE,  # 0 = no ELU
+    "momentum": Limit(0.0, 0.999),
 }
 # where one model gives a name a wider meaning
 CLASS_LIMITS: dict[str, dict[str, Limit]] = {
