@@ -16,10 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from nextclick.data.benchmarks import resolve
+from nextclick.data.streams import StreamOptions
 from nextclick.models import build, model_class
 from nextclick.models.config import config_from_overrides
 from nextclick.runs.identity import run_id, run_settings
@@ -57,7 +57,8 @@ def measure_training_speed(
     command: list[str] | None = None,
     device: str = "auto",
 ) -> dict:
-    """Training cases/s over `batches` real random batches of `batch_size` (after `warmup`), measured the way the
+    """Training cases/s over `batches` real batches of `batch_size` (after `warmup`) from the model's own
+    training stream (for GRU4Rec, session-parallel steps: predicted clicks/s), measured the way the
     trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
@@ -75,15 +76,19 @@ def measure_training_speed(
         raise ValueError(f"{warmup} warm-up + {max(batches, reference_batches)} timed batches of {batch_size} need "
                          f"{needed:,} training cases; {split.name} has {len(cases):,}: ask for fewer --batches "
                          f"or a smaller --batch-size")
-    order = np.random.default_rng(seed).permutation(len(cases))
 
     def timed(model, n, pad_to=None) -> dict:
+        model.prepare(cases.sessions)
         model.to(device)
         optimizer = model.optimizer()
         model.train()
+        # the model's own training stream (random prefix batches for most models, session-parallel steps
+        # for GRU4Rec), built as the trainer builds it: batch building is part of what is timed
+        stream = model.training_stream(cases, StreamOptions(batch_size=batch_size, seed=seed, shuffle=True))
+        stream_batches = stream.batches(0)
 
         def timed_step(step: int) -> int:
-            batch = model.collate(cases, order[step * batch_size : (step + 1) * batch_size])
+            batch = next(stream_batches)
             if pad_to is not None:
                 extra = pad_to - batch.items.shape[1]
                 batch = dataclasses.replace(batch, items=torch.nn.functional.pad(batch.items, (extra, 0)))
