@@ -127,14 +127,20 @@ def test_out_of_range_numeric_options_are_one_line_errors(command, option, value
     ["data", "prepare", "srgnn", "-i", "log.csv", "-o", "out", "--gap-minutes", "-1"],
     ["data", "prepare", "srgnn", "-i", "log.csv", "-o", "out", "--max-bad-fraction", "1.5"],
     ["data", "prepare", "srgnn", "-i", "log.csv", "-o", "out", "--test-days", "nan"],
+    ["data", "prepare", "srgnn", "-i", "log.csv", "-o", "out", "--fraction", "0"],
+    ["data", "prepare", "srgnn", "-i", "log.csv", "-o", "out", "--fraction", "1/0"],
     ["data", "bench-prepare", "--clicks", "0"],
     ["data", "bench-prepare", "--seed", "-1"],
+    ["data", "bench-prepare", "--fraction", "2"],
+    ["train", "s-pop", "--device", "gpu"],
+    ["bench", "s-pop", "--device", "cuda:x"],
+    ["speed", "dsan", "--device", "tpu"],
     ["train", "dsan", "--select", "HR@7"],
     ["train", "dsan", "--validation", "test"],
     ["nosuchcommand"],
 ], ids=lambda argv: " ".join(argv[:2] + argv[-2:]))
 def test_other_bad_options_are_one_line_errors(argv, workdir, capsys):
-    refused(capsys, workdir, *argv, "-q") if argv[0] == "train" else refused(capsys, workdir, *argv)
+    refused(capsys, workdir, *argv, "-q") if argv[0] in ("train", "bench") else refused(capsys, workdir, *argv)
 
 
 # ---------------------------------------------------------------------------------------------------

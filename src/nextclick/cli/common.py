@@ -70,6 +70,26 @@ def positive_number(text: str) -> float:
     return value
 
 
+def device_name(text: str) -> str:
+    """An argparse `type`: auto, cpu, cuda or cuda:N (whether this machine has that GPU is checked where
+    a model is moved there)."""
+    kind, colon, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (kind == "cuda" and colon and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+
+
+def fraction_text(text: str) -> str:
+    """An argparse `type`: a fraction such as 1/64 or 0.25 in (0, 1], kept as written (results record it)."""
+    from nextclick.data.recipes import parse_fraction
+
+    try:
+        parse_fraction(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--fraction ")) from None
+    return text
+
+
 def add_threads_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
     parser.add_argument("--threads", type=int_in(1, 1024), default=default,
                         help=f"torch threads ({default})" if default else "torch threads (default: all cores)")
@@ -94,7 +114,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto",
+    parser.add_argument("--device", type=device_name, default="auto",
                         help="where neural models train and score: auto (a CUDA GPU when torch sees one, else the "
                              "CPU), cpu, cuda or cuda:N; results record it")
 

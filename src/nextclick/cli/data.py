@@ -15,7 +15,7 @@ import json
 
 from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns
 from nextclick.data.recipes import RECIPES
-from nextclick.cli.common import int_in, positive_number, share
+from nextclick.cli.common import fraction_text, int_in, positive_number, share
 
 PREPARE_HELP = """\
 Turn a raw click log into a split directory (train.txt, test.txt, split.json, stats.json) that every
@@ -71,6 +71,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fraction",
+        type=fraction_text,
         default=None,
         metavar="F",
         help="srgnn/narm: keep the most recent F of the training cases, e.g. 1/64 or 1/4 (Yoochoose)",
@@ -250,7 +251,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clicks", type=int_in(1_000, 1_000_000_000), default=10_000_000,
                         help="clicks to generate (10,000,000)")
     parser.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="generator seed (0)")
-    parser.add_argument("--fraction", default=None, help="also keep only the most recent fraction of cases, e.g. 1/64")
+    parser.add_argument("--fraction", type=fraction_text, default=None, help="also keep only the most recent fraction of cases, e.g. 1/64")
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="result JSON to write")
     parser.add_argument("--workdir", default=None, help="where the generated log and split go (a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated log and split")

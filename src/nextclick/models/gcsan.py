@@ -42,7 +42,7 @@ class GCSANConfig:
     weight: float = 0.7  # w: last-position attention output vs its GNN state (DSAN's loop; paper [0.4, 0.8])
     dropout: float = 0.0  # on the FFN output (DSAN's runs: 0)
     query_key_activation: Literal["none", "relu"] = "none"  # "relu": DSAN's re-implementation
-    max_length: int | None = None  # whole prefixes, as SR-GNN
+    max_length: int | None = None  # whole prefixes, as SR-GNN (None: the last 512 clicks)
     lr: float = 1e-3  # paper: Adam 1e-3, decayed as SR-GNN
     lr_decay_every: int = 3
     lr_decay: float = 0.1

@@ -43,7 +43,7 @@ class SRGNNConfig:
     hidden_size: int = 100  # d (code --hiddenSize 100)
     steps: int = 1  # gated graph steps (code --step 1)
     hybrid: bool = True  # s_h = W_3 [s_g; s_l]; False: s_g only (code --nonhybrid)
-    max_length: int | None = None  # the code reads whole prefixes
+    max_length: int | None = None  # the code reads whole prefixes (None: the last 512 clicks)
     lr: float = 1e-3  # code --lr
     lr_decay_every: int = 3  # code --lr_dc_step 3
     lr_decay: float = 0.1  # code --lr_dc

@@ -45,7 +45,7 @@ class STAMPConfig:
     weight_std: float = 0.05  # stddev (nn_param.conf), every weight matrix
     embedding_std: float = 0.002  # emb_stddev (nn_param.conf)
     max_grad_norm: float | None = 150.0  # global gradient-norm clip: 150 Yoochoose, 110 Diginetica
-    max_length: int | None = None  # the official batches hold whole prefixes
+    max_length: int | None = None  # the official batches hold whole prefixes (None: the last 512 clicks)
     lr: float = 3e-3  # init_lr (nn_param.conf); the paper text says about 0.005
     weight_decay: float = 0.0
     amsgrad: bool = False
