@@ -234,6 +234,12 @@ def test_a_request_may_give_at_most_the_documented_number_of_clicks(checkpoints,
     assert main(["recommend", str(checkpoints["dsan"]), *(["1", "2"] * (MAX_REQUEST_CLICKS // 2)), "--json"]) == 0
 
 
+@pytest.mark.parametrize("command", ["recommend", "explain"])
+@pytest.mark.parametrize("item", ["99999999999999999999999", "x", "1.5", "-5", "601"])
+def test_bad_item_ids_are_one_line_errors(command, item, checkpoints, workdir, capsys):
+    assert item in refused(capsys, workdir, command, checkpoints["dsan"], "1", item)
+
+
 def test_library_recommend_and_explain_refuse_k_below_one(checkpoints):
     from nextclick.explain import explain
 

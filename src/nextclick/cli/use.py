@@ -40,6 +40,26 @@ def length_table(buckets: dict[str, dict]) -> list[str]:
     return lines
 
 
+def session_items(texts: list[str]) -> list[int]:
+    """A request's external item ids, checked before any checkpoint is read: integers that fit the id
+    table (int64), at most MAX_REQUEST_CLICKS of them."""
+    from nextclick.data.batches import MAX_REQUEST_CLICKS
+
+    if len(texts) > MAX_REQUEST_CLICKS:
+        raise ValueError(f"a session may give at most {MAX_REQUEST_CLICKS:,} clicks; got {len(texts):,}")
+    bad = next((t for t in texts if not _is_item_id(t)), None)
+    if bad is not None:
+        raise ValueError(f"item ids must be integers below 2**63, got {bad!r}")
+    return [int(t) for t in texts]
+
+
+def _is_item_id(text: str) -> bool:
+    try:
+        return abs(int(text)) < 2**63
+    except ValueError:
+        return False
+
+
 def cmd_recommend(args) -> int:
     import numpy as np
 
@@ -47,11 +67,9 @@ def cmd_recommend(args) -> int:
 
     if not args.items:
         raise ValueError("an empty session has nothing to recommend from: give at least one item id")
+    items = session_items(args.items)
     model, vocab, _ = checkpoint.load(args.checkpoint)
-    try:
-        indices = vocab.encode([int(i) for i in args.items])
-    except ValueError:
-        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    indices = vocab.encode(items)
     top, scores = model.recommend([np.asarray(indices)], k=args.k)
     ids = vocab.decode(top[0])
     if args.json:
@@ -70,10 +88,7 @@ def cmd_explain(args) -> int:
         return _explain_test_set(args)
     if not args.items:
         raise ValueError("an empty session has nothing to explain: give at least one item id (or --test)")
-    try:
-        items = [int(i) for i in args.items]
-    except ValueError:
-        raise ValueError(f"item ids must be integers, got {' '.join(args.items)}") from None
+    items = session_items(args.items)
     model, vocab, _ = checkpoint.load(args.checkpoint)
     explanation = explain(model, vocab, items, k=args.k)
     png, path = output_path(args.out, ".png"), output_path(args.out, ".json")
