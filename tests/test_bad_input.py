@@ -330,6 +330,8 @@ TAMPERINGS = {
     "a shape that disagrees (narm)": ("narm", _set("config.hidden_size", 9), {}),
     "dropout out of range": ("narm", _set("config.context_dropout", 2), {}),
     "an unknown config key": ("dsan", _set("config.nosuch", 1), {}),
+    "dataset a number": ("s-pop", _set("dataset", 5), {}),
+    "protocol a number": ("s-pop", _set("protocol", 5), {}),
     "config.json a list": ("dsan", None, {"config_json": b"[]"}),
     "config.json not JSON": ("dsan", None, {"config_json": b"{not json"}),
     "config.json binary": ("dsan", None, {"config_json": b"\xff\xfe\x00"}),

@@ -169,6 +169,11 @@ def _read_meta(config_path: Path, directory: Path) -> dict:
             raise CheckpointError(f"{config_path}: {key!r} must be {what}; got {meta[key]!r:.60}")
     if not 1 <= meta["n_items"] <= MAX_ITEMS:
         raise CheckpointError(f"{config_path}: n_items must be from 1 to {MAX_ITEMS:,}; got {meta['n_items']:,}")
+    # optional keys that commands read: the split evaluate resolves, the protocol, the format version
+    for key, kind, what in (("dataset", str, "a dataset name or split directory"), ("protocol", dict, "an object"),
+                            ("format", int, "an integer")):
+        if meta.get(key) is not None and (not isinstance(meta[key], kind) or isinstance(meta[key], bool)):
+            raise CheckpointError(f"{config_path}: {key!r} must be {what}; got {meta[key]!r:.60}")
     return meta
 
 
