@@ -6,7 +6,7 @@ import torch
 
 from nextclick.data.batches import Batch, batch_from_prefixes
 from nextclick.models import build
-from nextclick.models.layers import click_states
+from nextclick.models.layers import node_states
 
 from model_contract import check_forward_backward
 
@@ -21,7 +21,8 @@ def test_the_session_vector_blends_the_last_attention_output_with_the_last_graph
     model = build("gc-san", 12, {"hidden_size": 8, "weight": 0.3}).eval()
     batch = labelled([[3, 5, 3, 7]], [1])
     with torch.no_grad():
-        graph = click_states(batch.items, model.embedding, model.cell, 1)  # (1, 4, 8)
+        hidden, graphs = node_states(batch.items, model.embedding, model.cell, 1)
+        graph = hidden[graphs.click_node]  # (1, 4, 8)
         block = model.blocks[0]
         q, k, v = block.query(graph), block.key(graph), block.value(graph)
         attended = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, dim=-1) @ v

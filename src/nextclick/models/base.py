@@ -160,6 +160,10 @@ class NeuralModel(nn.Module, Recommender):
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    # the fused Adam kernel computes the same update in one pass over the parameters instead of several:
+    # it matters for the large item tables of full-softmax models (models written before it keep the loop)
+    fused_adam: ClassVar[bool] = False
+
     def optimizer(self) -> torch.optim.Optimizer:
         config = self.config
         return torch.optim.Adam(
@@ -167,6 +171,7 @@ class NeuralModel(nn.Module, Recommender):
             lr=getattr(config, "lr", 1e-3),
             weight_decay=getattr(config, "weight_decay", 0.0),
             amsgrad=getattr(config, "amsgrad", False),
+            fused=self.fused_adam or None,
         )
 
     def scheduler(self, optimizer: torch.optim.Optimizer):

@@ -3,7 +3,7 @@
 No official code was published; this follows the paper (model_zoo.md 2.14) and, where it is silent,
 the re-implementation DSAN's authors ran for their Table 2 (`baselines/GCSAN.py`, dsan_reference.md 5.6),
 the row we compare with. For a prefix x_1..x_t:
-    H      = SR-GNN's session graph and gated graph step (layers.click_states): one state per click
+    H      = SR-GNN's session graph and gated graph step (layers.node_states): one state per click
     k self-attention blocks (single head, no position embedding), each
         F = softmax((H W_Q)(H W_K)^T / sqrt(d)) (H W_V)      keys at padding masked
         E = W_2 ReLU(W_1 F + b_1) + b_2 + F                  point-wise FFN with a residual (dropout on it)
@@ -31,7 +31,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
-from nextclick.models.layers import GatedGraphCell, click_states
+from nextclick.models.layers import GatedGraphCell, node_states
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class SelfAttentionBlock(nn.Module):
 
 class GCSAN(NeuralModel):
     name = "gc-san"
+    fused_adam = True
     Config = GCSANConfig
     citation = "Xu et al., Graph Contextualized Self-Attention Network for Session-based Recommendation, IJCAI 2019"
 
@@ -95,7 +96,8 @@ class GCSAN(NeuralModel):
 
     def _encode(self, batch: Batch, keep_weights: bool = False):
         """s (B, d) [and the last block's attention (B, L, L)]."""
-        graph_states = click_states(batch.items, self.embedding, self.cell, self.config.steps)  # (B, L, d)
+        hidden, graphs = node_states(batch.items, self.embedding, self.cell, self.config.steps)  # (n, d)
+        graph_states = hidden[graphs.click_node]  # (B, L, d); padding positions are masked as keys
         states, weights = graph_states, None
         for block in self.blocks:
             states, weights = block(states, batch.mask, keep_weights=True)

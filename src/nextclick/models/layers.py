@@ -99,43 +99,42 @@ def cosine_scores(sessions: torch.Tensor, items: torch.Tensor, scale: float) -> 
 @dataclass(frozen=True)
 class SessionGraphs:
     """The directed session graphs of a batch (SR-GNN section 3.2; its official code's `get_slice`), one
-    per session, built on the session's distinct items:
-        nodes     (B, N)      the item of each node, 0 for padding nodes (N = most distinct items in the batch)
-        alias     (B, L)      the node of each click (0 at padding positions: masked by the reader)
-        incoming  (B, N, N)   row v averages v's predecessors: M[u, v] / indegree(v)
-        outgoing  (B, N, N)   row u averages u's successors:  M[u, v] / outdegree(u)
-    with M[u, v] = 1 where some click on u is directly followed by a click on v (a repeated transition
-    counts once)."""
+    per session, built on the session's distinct items and packed: the nodes of all sessions in one
+    list, no padding node anywhere (as graph libraries batch graphs).
+        node_items     (n,)    the item of each node
+        node_session   (n,)    the session (batch row) of each node
+        click_node     (B, L)  the node of each click (0 at padding positions: masked by the reader)
+        source, target (e,)    the edges: some click on `source` is directly followed by one on `target`
+                               (a transition repeated in a session counts once)
+        incoming       (e,)    1 / indegree(target): a node averages its predecessors (SR-GNN's A_in)
+        outgoing       (e,)    1 / outdegree(source): a node averages its successors (A_out)"""
 
-    nodes: torch.Tensor
-    alias: torch.Tensor
+    node_items: torch.Tensor
+    node_session: torch.Tensor
+    click_node: torch.Tensor
+    source: torch.Tensor
+    target: torch.Tensor
     incoming: torch.Tensor
     outgoing: torch.Tensor
 
 
 def session_graphs(items: torch.Tensor) -> SessionGraphs:
     """Session graphs of right-aligned clicks (B, L), 0 = padding, in a few vectorised steps."""
-    batch, width = items.shape
     real = items != 0
-    sentinel = torch.iinfo(items.dtype).max  # padding sorts after every item
-    ordered, order = torch.sort(torch.where(real, items, sentinel), dim=1)  # (B, L)
-    first = torch.ones_like(real)
-    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    first &= ordered != sentinel
-    node_of_sorted = torch.cumsum(first, dim=1) - 1  # (B, L): node index of each sorted click
-    alias = torch.zeros_like(items).scatter_(1, order, node_of_sorted.clamp(min=0))
-    alias = alias.masked_fill(~real, 0)
-    n_nodes = int(first.sum(dim=1).max()) if batch else 1
-    nodes = items.new_zeros(batch, max(n_nodes, 1))
-    rows = torch.arange(batch, device=items.device).unsqueeze(1).expand(-1, width)
-    nodes[rows[first], node_of_sorted[first]] = ordered[first]
-    # transitions between consecutive real clicks (right-aligned: the real clicks are contiguous)
-    step = real[:, 1:] & real[:, :-1]  # (B, L-1)
-    adjacency = items.new_zeros(batch, nodes.shape[1], nodes.shape[1], dtype=torch.float32)
-    adjacency[rows[:, 1:][step], alias[:, :-1][step], alias[:, 1:][step]] = 1.0  # binary: repeats count once
-    indegree = adjacency.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1, N)
-    outdegree = adjacency.sum(dim=2, keepdim=True).clamp(min=1.0)  # (B, N, 1)
-    return SessionGraphs(nodes, alias, (adjacency / indegree).transpose(1, 2), adjacency / outdegree)
+    rows = torch.arange(items.shape[0], device=items.device).unsqueeze(1).expand_as(items)
+    width = int(items.max()) + 1 if items.numel() else 1
+    keys, click_node = torch.unique(rows[real] * width + items[real], return_inverse=True)  # nodes by (row, item)
+    clicks = torch.zeros_like(items)
+    clicks[real] = click_node
+    # transitions between consecutive real clicks (right-aligned: the real clicks of a row are contiguous)
+    step = real[:, 1:] & real[:, :-1]
+    edges = torch.unique(clicks[:, :-1][step] * len(keys) + clicks[:, 1:][step])  # deduplicated
+    source, target = edges // len(keys), edges % len(keys)
+    indegree = torch.bincount(target, minlength=len(keys)).clamp(min=1)
+    outdegree = torch.bincount(source, minlength=len(keys)).clamp(min=1)
+    return SessionGraphs(node_items=keys % width, node_session=keys // width, click_node=clicks, source=source,
+                         target=target, incoming=1.0 / indegree[target].float(),
+                         outgoing=1.0 / outdegree[source].float())
 
 
 class GatedGraphCell(nn.Module):
@@ -143,7 +142,9 @@ class GatedGraphCell(nn.Module):
         a_in  = A_in (W_in H + b_in) + b_iah,   a_out = A_out (W_out H + b_out) + b_oah,   a = [a_in; a_out]
         r = sigmoid(W_r a + U_r h),  u = sigmoid(W_u a + U_u h),  n = tanh(W_n a + r * (U_n h))
         h' = n + u * (h - n)   (= (1 - u) n + u h)
-    with the official code's gate layout: the input is [a_in; a_out] (2d), all with biases."""
+    with the official code's gate layout: the input is [a_in; a_out] (2d), all with biases. The A
+    products are sums over the packed edges, so the cost follows the real nodes and edges, not a padded
+    (B, N, N) matrix."""
 
     def __init__(self, size: int):
         super().__init__()
@@ -155,22 +156,27 @@ class GatedGraphCell(nn.Module):
         self.hidden_gates = nn.Linear(size, 3 * size)  # w_hh, b_hh
 
     def forward(self, graphs: SessionGraphs, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (B, N, d) node states -> (B, N, d) after one step."""
-        incoming = graphs.incoming @ self.edge_in(hidden) + self.bias_in  # (B, N, d)
-        outgoing = graphs.outgoing @ self.edge_out(hidden) + self.bias_out  # (B, N, d)
-        input_reset, input_update, input_new = self.input_gates(torch.cat([incoming, outgoing], dim=2)).chunk(3, dim=2)
-        hidden_reset, hidden_update, hidden_new = self.hidden_gates(hidden).chunk(3, dim=2)
+        """hidden (n, d) node states -> (n, d) after one step."""
+        g = graphs
+        from_predecessors = self.edge_in(hidden)[g.source] * g.incoming.unsqueeze(1)  # (e, d)
+        from_successors = self.edge_out(hidden)[g.target] * g.outgoing.unsqueeze(1)  # (e, d)
+        incoming = hidden.new_zeros(hidden.shape).index_add(0, g.target, from_predecessors) + self.bias_in
+        outgoing = hidden.new_zeros(hidden.shape).index_add(0, g.source, from_successors) + self.bias_out
+        input_reset, input_update, input_new = self.input_gates(torch.cat([incoming, outgoing], dim=1)).chunk(3, dim=1)
+        hidden_reset, hidden_update, hidden_new = self.hidden_gates(hidden).chunk(3, dim=1)
         reset = torch.sigmoid(input_reset + hidden_reset)
         update = torch.sigmoid(input_update + hidden_update)
         new = torch.tanh(input_new + reset * hidden_new)
         return new + update * (hidden - new)
 
 
-def click_states(items: torch.Tensor, embedding: nn.Embedding, cell: GatedGraphCell, steps: int) -> torch.Tensor:
-    """(B, L) right-aligned clicks -> (B, L, d): each click's node state after `steps` gated graph steps
-    over its session's graph (SR-GNN's encoder, which GC-SAN and DANSeR build on)."""
+def node_states(items: torch.Tensor, embedding: nn.Embedding, cell: GatedGraphCell,
+                steps: int) -> tuple[torch.Tensor, SessionGraphs]:
+    """(B, L) right-aligned clicks -> the node states (n, d) after `steps` gated graph steps over each
+    session's graph, and the graphs (SR-GNN's encoder, which GC-SAN and DANSeR build on);
+    `states[graphs.click_node]` is each click's state."""
     graphs = session_graphs(items)
-    hidden = embedding(graphs.nodes)  # (B, N, d)
+    hidden = embedding(graphs.node_items)  # (n, d)
     for _ in range(steps):
         hidden = cell(graphs, hidden)
-    return torch.gather(hidden, 1, graphs.alias.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+    return hidden, graphs

@@ -35,7 +35,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
-from nextclick.models.layers import GatedGraphCell, click_states
+from nextclick.models.layers import GatedGraphCell, node_states
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class SRGNNConfig:
 
 class SRGNN(NeuralModel):
     name = "sr-gnn"
+    fused_adam = True
     Config = SRGNNConfig
     citation = "Wu et al., Session-based Recommendation with Graph Neural Networks, AAAI 2019"
 
@@ -73,19 +74,21 @@ class SRGNN(NeuralModel):
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)  # official reset_parameters, every parameter
 
-    def _readout(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """s_h (B, d) and the attention a (B, L) (0 at padding) from the click states."""
-        last = states[:, -1]  # (B, d): right-aligned, the last click is the last column
-        weights = self.attention_vector(torch.sigmoid(self.attention_last(last).unsqueeze(1)
-                                                      + self.attention_each(states))).squeeze(-1)  # (B, L)
-        weights = weights * mask
-        session = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # s_g (B, d)
+    def _readout(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """s_h (B, d), and the attention a (c,) of the batch's real clicks in row-major order."""
+        hidden, graphs = node_states(batch.items, self.embedding, self.cell, self.config.steps)  # (n, d)
+        rows, columns = batch.mask.nonzero(as_tuple=True)  # the real clicks only: no padding enters
+        clicks = hidden[graphs.click_node[rows, columns]]  # v_i (c, d)
+        last = hidden[graphs.click_node[:, -1]]  # s_l (B, d): right-aligned, the last click is the last column
+        weights = self.attention_vector(torch.sigmoid(self.attention_last(last)[rows]
+                                                      + self.attention_each(clicks))).squeeze(-1)  # (c,)
+        session = last.new_zeros(last.shape).index_add(0, rows, weights.unsqueeze(1) * clicks)  # s_g (B, d)
         if self.config.hybrid:
             session = self.hybrid(torch.cat([session, last], dim=1))
         return session, weights
 
     def _query(self, batch: Batch) -> torch.Tensor:
-        return self._readout(click_states(batch.items, self.embedding, self.cell, self.config.steps), batch.mask)[0]
+        return self._readout(batch)[0]
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
@@ -103,5 +106,6 @@ class SRGNN(NeuralModel):
         """The readout attention a_i per click (unnormalised, as in the code)."""
         with self.evaluating():
             batch = batch.to(self.device)
-            weights = self._readout(click_states(batch.items, self.embedding, self.cell, self.config.steps), batch.mask)[1]
+            weights = torch.zeros(batch.items.shape, device=batch.items.device)  # (B, L), 0 at padding
+            weights[batch.mask] = self._readout(batch)[1]
             return ClickWeights(items=batch.items, weights=weights, name="readout attention a_i (unnormalised)")

@@ -66,6 +66,7 @@ def clip_by_norm(vectors: torch.Tensor, max_norm: float | None) -> torch.Tensor:
 
 class STAMP(NeuralModel):
     name = "stamp"
+    fused_adam = True
     Config = STAMPConfig
     citation = "Liu et al., STAMP: Short-Term Attention/Memory Priority Model for Session-based Recommendation, KDD 2018"
 
