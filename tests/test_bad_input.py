@@ -458,6 +458,17 @@ def test_split_loader_given_random_bytes_loads_or_raises_data_error(train, test,
         _loads_or_data_error(lambda: load_split(path))
 
 
+@pytest.mark.parametrize("stats", [b'{"steps": 5}', b'{"steps": [{"step": 1}], "recipe": "srgnn"}', b"not json"])
+def test_a_hand_edited_stats_json_is_a_one_line_error(stats, tmp_path, capsys):
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "train.txt").write_text("1 2 3\n2 3\n")
+    (split / "test.txt").write_text("1\t2\n")
+    (split / "stats.json").write_bytes(stats)
+    assert main(["data", "stats", str(split)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_split_ids_beyond_the_catalogue_limit_are_refused_before_allocating(tmp_path):
     (tmp_path / "train.txt").write_text("1 2 3\n2 2000000000\n")
     (tmp_path / "test.txt").write_text("1\t2\n")

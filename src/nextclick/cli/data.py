@@ -220,6 +220,17 @@ def cmd_stats(args: argparse.Namespace) -> int:
     ):
         print(f"  {key.replace('_', ' '):<30}{summary[key]:>12,}")
     recorded = summary.get("stats.json", {})
+    try:
+        _print_recorded(recorded)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:  # a stats.json edited by hand
+        from nextclick.data.benchmarks import DataError
+
+        raise DataError(f"{args.dir}/stats.json does not hold a recipe's record ({type(error).__name__}: {error})") from None
+    return 0
+
+
+def _print_recorded(recorded: dict) -> None:
+    """The counts `data prepare` recorded in stats.json: each recipe step, the split, the reader's skips."""
     if "steps" in recorded:
         print(f"recipe {recorded['recipe']} ({recorded['source']}) on {recorded['input']}")
         print(f"  {'step':<66}{'sessions':>11}{'clicks':>12}{'items':>9}")
@@ -241,7 +252,6 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(
             "stats.json: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in recorded.items())
         )
-    return 0
 
 
 DEFAULT_RESULTS = "results/preparation/prepare_yoochoose_10m.json"
