@@ -132,6 +132,8 @@ def test_out_of_range_numeric_options_are_one_line_errors(command, option, value
     ["data", "bench-prepare", "--clicks", "0"],
     ["data", "bench-prepare", "--seed", "-1"],
     ["data", "bench-prepare", "--fraction", "2"],
+    ["demo", "--model", "nosuch", "--epochs", "1", "--out", "demo"],  # before S-POP's half of the demo is written
+    ["train", "nosuch"], ["bench", "nosuch"], ["speed", "nosuch"],
     ["train", "s-pop", "--device", "gpu"],
     ["bench", "s-pop", "--device", "cuda:x"],
     ["speed", "dsan", "--device", "tpu"],

@@ -70,6 +70,15 @@ def positive_number(text: str) -> float:
     return value
 
 
+def model_name(text: str) -> str:
+    """An argparse `type`: a registered model's name (checked before any data is read or file written)."""
+    from nextclick.models import REGISTRY
+
+    if text.lower() not in REGISTRY:
+        raise argparse.ArgumentTypeError(f"unknown model {text!r}; models: {', '.join(sorted(REGISTRY))}")
+    return text
+
+
 def device_name(text: str) -> str:
     """An argparse `type`: auto, cpu, cuda or cuda:N (whether this machine has that GPU is checked where
     a model is moved there)."""

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from nextclick.cli.common import (add_data_options, add_device_option, add_threads_option, add_train_options, int_in,
-                                  parse_overrides, train_options)
+                                  model_name, parse_overrides, train_options)
 
 
 def cmd_train(args) -> int:
@@ -192,7 +192,7 @@ def cmd_demo(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (validation-selected) and save a checkpoint")
-    p.add_argument("model", help="model name (see `nextclick models`)")
+    p.add_argument("model", type=model_name, help="model name (see `nextclick models`)")
     add_data_options(p)
     add_train_options(p)
     p.set_defaults(func=cmd_train)
@@ -200,7 +200,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>/<run id>/result.json",
                        description="Train (or fit), select on validation, test once. The run id is made of the settings "
                                    "that differ from the defaults (e.g. refit=true,seed=2): nobody names a run.")
-    p.add_argument("model", help="model name (see `nextclick models`)")
+    p.add_argument("model", type=model_name, help="model name (see `nextclick models`)")
     add_data_options(p)
     add_train_options(p)
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
@@ -224,7 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/speed/<dataset>/<model>/<settings>.json")
-    p.add_argument("model", help="model name")
+    p.add_argument("model", type=model_name, help="model name")
     add_data_options(p)
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
     p.add_argument("--batches", type=int_in(1, 100_000), default=30, help="timed batches (30)")
@@ -238,7 +238,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("demo", help="the README's first command: train on the synthetic data and print test metrics")
-    p.add_argument("--model", default="dsan", help="model to train next to S-POP (dsan)")
+    p.add_argument("--model", type=model_name, default="dsan", help="model to train next to S-POP (dsan)")
     p.add_argument("--epochs", type=int_in(1, 1000), default=5, help="training epochs for the demo (5: about a minute)")
     p.add_argument("--out", default="runs/demo", help="where the demo writes its checkpoints and results")
     add_threads_option(p, default=1)
