@@ -376,6 +376,44 @@ def test_expected_shapes_match_a_built_model(name):
     assert checkpoint._parameter_shapes(type(model), 37, model.config) == actual
 
 
+STATISTICAL = sorted(name for name, cls in REGISTRY.items() if not cls.neural)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> dict[str, Path]:
+    """A checkpoint of every statistical model, fitted on a small synthetic split."""
+    from nextclick.data.synthetic import SyntheticConfig, generate
+
+    split = generate(SyntheticConfig(n_items=40, n_sessions=120)).split
+    root = tmp_path_factory.mktemp("fitted")
+    made = {}
+    for name in STATISTICAL:
+        overrides = {"epochs": 1} if "epochs" in _numeric_fields(REGISTRY[name].Config) else {}
+        model = build(name, split.n_items, overrides).fit(split.train_cases())
+        made[name] = checkpoint.save(root / name, model, split.vocab, split.protocol, split.name)
+    return made
+
+
+@pytest.mark.parametrize("name", STATISTICAL)
+def test_statistical_state_of_the_wrong_shape_is_refused_on_load(name, fitted, tmp_path):
+    """Each fitted array cut short (or, for item indices, pointing past the catalogue) is refused by
+    checkpoint.load, not found out at the first score."""
+    from safetensors.torch import load_file, save_file
+
+    checkpoint.load(fitted[name])  # the untouched checkpoint loads
+    tensors = load_file(str(fitted[name] / "model.safetensors"))
+    for field, tensor in tensors.items():
+        if len(tensor) < 2:
+            continue
+        changed = {**tensors, field: tensor[: len(tensor) // 2].contiguous()}
+        if field.endswith("_items"):  # same length, an index beyond the catalogue
+            changed[field] = torch.full_like(tensor, 41)
+        broken = tampered(fitted[name], tmp_path / field)
+        save_file(changed, str(broken / "model.safetensors"))
+        with pytest.raises(checkpoint.CheckpointError, match=field):
+            checkpoint.load(broken)
+
+
 def test_a_huge_n_items_fails_before_any_allocation(checkpoints, tmp_path, monkeypatch):
     """n_items within MAX_ITEMS but disagreeing with the vocabulary: refused from the headers alone."""
     broken = tampered(checkpoints["dsan"], tmp_path / "run", _set("n_items", 9_000_000))

@@ -106,10 +106,56 @@ class Recommender:
         raise NotImplementedError
 
 
+# Checks of a fitted array on load, (array, model, all arrays) -> what is wrong or None: a checkpoint of
+# another catalogue or a hand-made file is refused when it is read, not at the first score (or, worse,
+# after reading out of bounds). Each statistical model names its arrays' checks in `state_checks`.
+StateCheck = Callable[[np.ndarray, "Recommender", dict], "str | None"]
+
+
+def item_rows(width: str | None = None, optional: bool = False) -> StateCheck:
+    """A value per item index 0..n_items: a vector, or rows as wide as the config's `width` (say
+    "factors"); an empty table too when `optional`."""
+
+    def check(array: np.ndarray, model: Recommender, arrays: dict) -> str | None:
+        shape = (model.n_items + 1,) if width is None else (model.n_items + 1, getattr(model.config, width))
+        if array.shape == shape or (optional and array.ndim == len(shape) and array.shape[0] == 0):
+            return None
+        return f"has shape {list(array.shape)}; {model.n_items} items and this config need {list(shape)}"
+
+    return check
+
+
+def item_ids(array: np.ndarray, model: Recommender, arrays: dict) -> str | None:
+    """A flat array of item indices 0..n_items."""
+    if array.ndim != 1:
+        return "must be one-dimensional"
+    if len(array) and (array.min() < 0 or array.max() > model.n_items):
+        return f"holds item index {int(array.max() if array.max() > model.n_items else array.min())} outside 0..{model.n_items}"
+    return None
+
+
+def row_pointers(*columns: str, per_item: bool = False) -> StateCheck:
+    """CSR row pointers into the equally long arrays `columns`: from 0, never decreasing, to their length;
+    with `per_item`, a row per item index 0..n_items."""
+
+    def check(array: np.ndarray, model: Recommender, arrays: dict) -> str | None:
+        lengths = {len(arrays[c]) for c in columns}
+        if array.ndim != 1 or len(array) == 0 or len(lengths) != 1:
+            return f"must be row pointers into {', '.join(columns)} of one length"
+        if per_item and len(array) != model.n_items + 2:
+            return f"has {len(array) - 1} rows; {model.n_items} items need {model.n_items + 1}"
+        if array[0] != 0 or array[-1] != lengths.pop() or (len(array) > 1 and np.any(np.diff(array) < 0)):
+            return f"are not row pointers into {', '.join(columns)} (from 0, ascending, to their length)"
+        return None
+
+    return check
+
+
 class StatisticalModel(Recommender):
     """Base for non-neural models whose fitted state is a handful of arrays named in `state_fields`."""
 
     state_fields: ClassVar[tuple[str, ...]] = ()
+    state_checks: ClassVar[dict[str, StateCheck]] = {"popularity": item_rows()}  # every model keeps popularity
 
     def __init__(self, n_items: int, config: Any = None):
         self.n_items = n_items
@@ -126,10 +172,17 @@ class StatisticalModel(Recommender):
         return {f: torch.as_tensor(getattr(self, f)).contiguous() for f in self.state_fields}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take the arrays after `state_checks` pass (ValueError naming the first that does not)."""
         for f in self.state_fields:
             if f not in tensors:
                 raise KeyError(f"checkpoint lacks {f!r} for {self.name}")
-            setattr(self, f, tensors[f].numpy())
+        arrays = {f: tensors[f].numpy() for f in self.state_fields}
+        for f, check in self.state_checks.items():
+            problem = check(arrays[f], self, arrays)
+            if problem:
+                raise ValueError(f"{f} {problem}")
+        for f, array in arrays.items():
+            setattr(self, f, array)
 
 
 class NeuralModel(nn.Module, Recommender):

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.models.base import EpochEnd, StatisticalModel
+from nextclick.models.base import EpochEnd, StatisticalModel, item_rows
 from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.knn import click_counts, popularity_tie_break
 
@@ -153,6 +153,7 @@ class BPRMF(_PairwiseModel):
     Config = BPRMFConfig
     citation = "BPR-MF (Rendle et al., UAI 2009) with NARM's (CIKM 2017) session = mean of its items' factors"
     state_fields = ("item_factors", "item_bias", "popularity")
+    state_checks = {**StatisticalModel.state_checks, "item_factors": item_rows("factors"), "item_bias": item_rows()}
 
     item_factors: np.ndarray | None = None  # (n_items + 1, factors) float32
     item_bias: np.ndarray | None = None  # (n_items + 1,) float32, zeros without config.learn_item_bias
@@ -266,6 +267,9 @@ class FPMC(_PairwiseModel):
     Config = FPMCConfig
     citation = "FPMC (Rendle, Freudenthaler & Schmidt-Thieme, WWW 2010), session as user, last click as basket"
     state_fields = ("item_to_last", "last_to_item", "item_to_user", "user_to_item", "popularity")
+    state_checks = {**StatisticalModel.state_checks, "item_to_last": item_rows("factors"),
+                    "last_to_item": item_rows("factors"), "item_to_user": item_rows("factors", optional=True),
+                    "user_to_item": item_rows("factors", optional=True)}
 
     item_to_last: np.ndarray | None = None  # (n_items + 1, factors) v^{IL}
     last_to_item: np.ndarray | None = None  # (n_items + 1, factors) v^{LI}

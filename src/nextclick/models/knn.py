@@ -59,7 +59,7 @@ import torch
 
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.models.base import StatisticalModel
+from nextclick.models.base import StatisticalModel, item_ids, row_pointers
 
 ITEM_TIE_BREAK = 1e-9  # popularity term added to item scores: at most this times the click share
 NEIGHBOUR_TIE_BREAK = 1e-12  # recency term for choosing among equally similar neighbours
@@ -223,6 +223,8 @@ class ItemKNN(StatisticalModel):
     Config = ItemKNNConfig
     citation = "Item-KNN (Sarwar et al., WWW 2001) as the session baseline of GRU4Rec (ICLR 2016) and NARM (CIKM 2017)"
     state_fields = ("neighbour_indptr", "neighbour_items", "neighbour_similarity", "popularity")
+    state_checks = {**StatisticalModel.state_checks, "neighbour_items": item_ids,
+                    "neighbour_indptr": row_pointers("neighbour_items", "neighbour_similarity", per_item=True)}
     search_space = {"shrinkage": (20.0, 100.0, 500.0), "recommend_last_item": (False, True)}
 
     neighbour_indptr: np.ndarray | None = None
@@ -293,6 +295,8 @@ class SessionKNN(StatisticalModel):
     Config = SessionKNNConfig
     citation = "SKNN (Jannach & Ludewig, RecSys 2017)"
     state_fields = ("session_indptr", "session_items", "session_positions", "popularity")
+    state_checks = {**StatisticalModel.state_checks, "session_items": item_ids,
+                    "session_indptr": row_pointers("session_items", "session_positions")}
     search_space = {"neighbours": (500, 100, 50), "sample_size": (0, 500)}  # DSAN, session-rec: k 50, m 500
 
     session_indptr: np.ndarray | None = None  # (n_sessions + 1,) CSR rows: training sessions
