@@ -11,6 +11,7 @@ from nextclick.evaluate import evaluate
 from nextclick.models import build
 from nextclick.runtime import resolve_device
 from nextclick.training.loop import TrainOptions, train_model
+from nextclick.training.state import committed_tensors_path
 
 NEEDS_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 SMALL = {"dsan": dict(embedding_dim=16, max_positions=32), "narm": dict(hidden_size=16, embedding_size=16),
@@ -46,7 +47,8 @@ def test_checkpoints_hold_cpu_tensors_so_they_load_anywhere(tmp_path):
     model = build("dsan", s.n_items, SMALL["dsan"])
     train_model(model, fit, valid, TrainOptions(epochs=1, batch_size=64, progress=False, quiet=True,
                                                 checkpoint_dir=str(tmp_path), keep_epochs=True))
-    for name in ("model.safetensors", "training/state.safetensors", "epochs/epoch_0.safetensors"):
+    state = committed_tensors_path(tmp_path).relative_to(tmp_path)
+    for name in ("model.safetensors", state, "epochs/epoch_0.safetensors"):
         assert {t.device.type for t in load_tensors(tmp_path / name).values()} == {"cpu"}, name
 
 

@@ -1,13 +1,15 @@
 """Checkpoints are data: a directory of safetensors + JSON, never pickle.
 
-    <dir>/config.json          model name, config, n_items, protocol, dataset, nextclick version
+    <dir>/config.json          model name, config, n_items, protocol, dataset (a name or a split
+                               directory that `resolve` finds again), training options, nextclick version
     <dir>/model.safetensors    weights (neural) or fitted statistics (non-neural)
     <dir>/vocab.safetensors    external item ids (`ids[i]` for dense index i)
     <dir>/metrics.json         validation / test metrics written by train and bench
     <dir>/training/            resumable trainer state (see nextclick.training.state)
 
-Every write goes to a temporary file first and is renamed into place, so an interrupted run never
-leaves a half-written file. Loading validates everything and fails with a message saying what is wrong.
+Every write goes to a temporary file first, is synced and renamed into place (nextclick.atomic), so an
+interrupted run or a full disk never leaves a half-written file. Loading validates everything and fails
+with a message saying what is wrong.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
+from nextclick import atomic
 from nextclick.data.sessions import Protocol, Vocab
 from nextclick.models.base import Recommender
 from nextclick.models.config import config_from_overrides
@@ -36,43 +38,18 @@ class CheckpointError(ValueError):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace `path` by `data` in one step (temporary file, fsync, rename, directory fsync)."""
+    atomic.write_bytes(path, data)
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=1, default=_json_default) + "\n").encode())
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    atomic.write_json(path, value)
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Tensors as a safetensors file, written as atomic_write_bytes writes (serialised in memory first:
+    the file is complete before its name appears)."""
+    atomic.write_bytes(path, save_tensors({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -82,6 +59,21 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"cannot read {path}: {error}") from None
+
+
+def dataset_reference(split) -> str:
+    """What a checkpoint records as its dataset: a name `resolve` finds again (synthetic, or a split
+    under the data directory known by that name), else the split directory's absolute path, so that
+    `evaluate RUN` finds a prepared split without --dataset."""
+    from nextclick.data.benchmarks import available
+
+    path = split.provenance.get("path") if split.provenance else None
+    if path is None:
+        return split.name
+    named = available().get(split.name)
+    if named is not None and Path(named).resolve() == Path(path).resolve():
+        return split.name
+    return str(Path(path).resolve())
 
 
 def save_meta(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, dataset: str, extra: dict | None = None) -> None:

@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_message(error: OSError) -> str:
+    """'No space left on device: runs/x/model.safetensors': errno's words and the path, once."""
+    reason = error.strerror or str(error)
+    if error.filename and str(error.filename) not in reason:
+        return f"{reason}: {error.filename}"
+    return reason
+
+
 def main(argv: list[str] | None = None) -> int:
     from nextclick.checkpoint import CheckpointError
     from nextclick.data.benchmarks import DataError
@@ -68,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stderr.close()
         return 0
+    except OSError as error:  # a full disk, a folder that cannot be written: the reason and the path, one line
+        print(f"nextclick: error: {os_error_message(error)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nextclick: interrupted (a checkpointed run continues with --resume)", file=sys.stderr)
         return 130

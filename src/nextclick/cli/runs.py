@@ -12,6 +12,7 @@ from nextclick.cli.common import (add_data_options, add_device_option, add_threa
 
 def cmd_train(args) -> int:
     from nextclick import checkpoint
+    from nextclick.runs.guard import open_run, run_settings_of
     from nextclick.runs.select import fit_and_select
     from nextclick.data.benchmarks import resolve
     from nextclick.models import build
@@ -26,7 +27,12 @@ def cmd_train(args) -> int:
     model = build(args.model, split.n_items, parse_overrides(args.set))
     directory = Path(options.checkpoint_dir or Path("runs") / split.name / model.name)
     options.checkpoint_dir = str(directory)
-    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
+    settings = run_settings_of(model.name, model.config, options, reference)
+    # every check before the first write: a refused run leaves the directory as it was
+    open_run(directory, settings, resume=options.resume, force=args.force, dataset_name=split.name)
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference,
+                         {"train_options": settings["train_options"]})
     if not args.quiet:
         print(f"training {model.name} on {split.name} ({len(split.train):,} sessions, {split.n_items:,} items)")
         print("config:", json.dumps(__import__("dataclasses").asdict(model.config)))
@@ -48,7 +54,7 @@ def cmd_bench(args) -> int:
         args.model, args.dataset, overrides=parse_overrides(args.set), options=train_options(args),
         results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
         command=["nextclick", *args.argv], grid=parse_grid(args.grid), grid_part=part,
-        grid_workers=args.grid_workers, worker_argv=args.argv, grid_records=args.grid_records,
+        grid_workers=args.grid_workers, worker_argv=args.argv, grid_records=args.grid_records, force=args.force,
     )
     if result is None:
         print(f"grid part {part[0]}/{part[1]} trained under {path / 'grid'}; once every part is done, the same "
@@ -179,8 +185,9 @@ def cmd_demo(args) -> int:
     for model, overrides, epochs in (("s-pop", {}, None), (args.model, {}, args.epochs)):
         options = TrainOptions(epochs=epochs, patience=2, progress=not args.quiet, quiet=args.quiet,
                                checkpoint_dir=str(Path(args.out) / model))
+        # force: the demo's own folder, remade each time the README's first command is run again
         result, _ = run_bench(model, "synthetic", overrides=overrides, options=options, results_dir=args.out,
-                              threads=args.threads, command=["nextclick", "demo"])
+                              threads=args.threads, command=["nextclick", "demo"], force=True)
         test = result["test"]
         lines.append(f"{model:<8} test HR@20 {test['HR@20']:.4f}  MRR@20 {test['MRR@20']:.4f}  ({test['cases']:,} cases)")
     print("\n".join(lines))
@@ -190,11 +197,18 @@ def cmd_demo(args) -> int:
 
 
 
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier run in the checkpoint directory (without it, a directory holding a "
+                             "run is refused; --resume continues it)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (validation-selected) and save a checkpoint")
     p.add_argument("model", type=model_name, help="model name (see `nextclick models`)")
     add_data_options(p)
     add_train_options(p)
+    add_force_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="train + validate + test on a split; write results/<dataset>/<model>/<run id>/result.json",
@@ -203,6 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=model_name, help="model name (see `nextclick models`)")
     add_data_options(p)
     add_train_options(p)
+    add_force_option(p)
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2,...",
                    help="search these config values (repeatable; any model): every combination is scored on the validation "

@@ -61,6 +61,8 @@ def available(root: str | os.PathLike | None = None) -> dict[str, Path]:
         folder = base / sub
         if folder.is_dir():
             for child in sorted(folder.iterdir()):
+                if child.name.startswith("."):  # a split being written (nextclick.atomic.staged_directory)
+                    continue
                 if (child / "train.txt").is_file() and (child / "test.txt").is_file():
                     found.setdefault(child.name, child)
     return found
@@ -168,9 +170,30 @@ def _vocab(value, meta_file: Path) -> Vocab:
 
 
 def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None) -> Path:
-    """Write a split in the published plain-text format plus `split.json` (protocol, vocab, extras)."""
+    """Write a split in the published plain-text format plus `split.json` (protocol, vocab, extras), as one
+    step: into a temporary sibling directory renamed into place (nextclick.atomic.staged_directory), so
+    an interrupted write leaves either the previous directory or the complete new split, never a part
+    that would load as another protocol without its raw-id mapping."""
+    from nextclick.atomic import staged_directory
+
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path)
+    with staged_directory(path) as staging:
+        write_split_files(split, staging, extra)
+    return path
+
+
+def check_replaceable(path: Path) -> None:
+    """A split is written over nothing, an empty folder or another split, never over a folder of other files
+    (the whole folder is replaced)."""
+    if path.is_dir() and any(path.iterdir()) and not (path / "train.txt").is_file():
+        raise DataError(f"{path} holds files but no split (no train.txt): write the split to a new or empty folder")
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is a file, not a folder: write the split to a new or empty folder")
+
+
+def write_split_files(split: Split, path: Path, extra: dict | None = None) -> None:
+    """train.txt, test.txt and split.json of `split` in the existing folder `path` (save_split makes it whole)."""
     train_lines = (" ".join(map(str, split.train[i])) for i in range(len(split.train)))
     (path / "train.txt").write_text("\n".join(train_lines) + "\n")
     test = split.test
@@ -182,7 +205,6 @@ def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None)
     if not np.array_equal(split.vocab.ids, np.arange(len(split.vocab.ids))):
         meta["vocab"] = split.vocab.ids[1:].tolist()
     (path / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
-    return path
 
 
 @functools.lru_cache(maxsize=1)

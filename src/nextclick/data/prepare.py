@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from nextclick.data.benchmarks import DataError, load_split, save_split
+from nextclick.atomic import check_writable, staged_directory
+from nextclick.data.benchmarks import DataError, check_replaceable, load_split, write_split_files
 from nextclick.data.readers import MAX_BAD_FRACTION, GenericColumns, read_log
 from nextclick.data.recipes import RECIPES, prepare
 from nextclick.data.sessions import Split
@@ -41,6 +42,8 @@ def run_prepare(
         raise DataError(f"{out_dir} already holds a split; pass --force to overwrite it")
     if not input_path.is_file():
         raise DataError(f"no such file: {input_path}")
+    check_replaceable(out_dir)
+    check_writable(out_dir)  # before minutes of reading, not after
     if progress is None:
         progress = input_path.stat().st_size >= PROGRESS_MIN_BYTES
     # read, group, filter, split, [fraction,] write
@@ -69,11 +72,13 @@ def run_prepare(
         "log_format": log.log_format,
         **({"fraction": str(stats["fraction"]["fraction"])} if "fraction" in stats else {}),
     }
-    save_split(split, out_dir, extra=extra)
-    timings["write_seconds"] = round(time.perf_counter() - before_write, 3)
-    timings["total_seconds"] = round(time.perf_counter() - started, 3)
-    stats["timings"] = timings
-    (out_dir / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    # the split and its stats.json appear together or not at all: an interrupted prepare leaves no part
+    with staged_directory(out_dir) as staging:
+        write_split_files(split, staging, extra=extra)
+        timings["write_seconds"] = round(time.perf_counter() - before_write, 3)
+        timings["total_seconds"] = round(time.perf_counter() - started, 3)
+        stats["timings"] = timings
+        (staging / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     bar(None)
     return split, stats
 

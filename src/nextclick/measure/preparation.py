@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from nextclick import atomic
 from nextclick.runtime import cpu_model, git_commit, memory_bytes
 
 # Shape of the real yoochoose-clicks.dat (RecSys Challenge 2015 data description).
@@ -147,9 +148,7 @@ def run_benchmark(
         "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    results_path = Path(results_path)
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(result, indent=1) + "\n")
+    atomic.write_text(results_path, json.dumps(result, indent=1) + "\n")  # a result is whole or absent
     return result
 
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from nextclick import atomic
 from nextclick.report.index import ManifestError, headlines, index_markdown
 from nextclick.report.load import (MANIFEST_FILE, bench_results, click_weights, is_click_weights, label, load,
                                    read, read_manifest, result_files, run_name, without_seed)
@@ -54,7 +55,7 @@ def write_index(results: list[dict], index: str | Path, manifest: str | Path | N
     index = Path(index)
     manifest_path = Path(manifest) if manifest else index.with_name(MANIFEST_FILE)
     chosen = read_manifest(manifest_path) if manifest_path.exists() else {}
-    index.write_text(index_markdown(results, chosen, index))
+    atomic.write_text(index, index_markdown(results, chosen, index))  # a reader never finds half an index
     return index
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from nextclick import atomic
 from nextclick.report.load import label
 from nextclick.report.tables import DEFAULT_METRICS, bucket_start
 
@@ -57,7 +58,7 @@ def plot_by_length(results: Sequence[dict], path: str | Path, metrics: Sequence[
     figure.suptitle(title or f"{dataset}: test {', '.join(metrics)} by prefix length")
     figure.tight_layout()
     _legend_below(figure, axes[0][0])
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    _save_png(figure, path)
     plt.close(figure)
     return path
 
@@ -84,6 +85,16 @@ def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20
     axis.grid(alpha=0.3)
     figure.tight_layout()
     _legend_below(figure, axis)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    _save_png(figure, path)
     plt.close(figure)
     return path
+
+
+def _save_png(figure, path) -> None:
+    """The figure drawn in memory, then written in one step (nextclick.atomic): never half an image."""
+    import io
+
+    buffer = io.BytesIO()
+    kind = Path(path).suffix.lstrip(".").lower() or "png"  # as savefig(path) would choose: .svg, .pdf, ...
+    figure.savefig(buffer, format=kind, dpi=120, bbox_inches="tight")
+    atomic.write_bytes(path, buffer.getvalue())

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from nextclick import checkpoint
+from nextclick.atomic import check_writable
 from nextclick.data.benchmarks import resolve
 from nextclick.evaluate import Evaluation, evaluate
 from nextclick.models import build, model_class
 from nextclick.models.config import config_from_overrides
+from nextclick.runs.guard import open_run, run_settings_of
 from nextclick.runs.identity import RANKS_FILE, RESULT_FILE, run_dir, run_id, run_settings
 from nextclick.runs.search import check_grid, grid_select, train_grid_in_workers
 from nextclick.runs.select import fit_and_select
@@ -52,6 +54,7 @@ def run_bench(
     grid_workers: int = 1,
     worker_argv: list[str] | None = None,
     grid_records: str | Path | None = None,
+    force: bool = False,
 ) -> tuple[dict | None, Path]:
     """Train, select on validation, test once; write the result file and return (result, its path).
     With `grid`, the hyper-parameters are searched first (grid_select); with `grid_part`, only that
@@ -63,7 +66,11 @@ def run_bench(
     The result goes to results/<dataset>/<model>/<run id>/result.json (+ ranks.npz), the run id made of
     the settings that differ from the defaults (runs.identity); checkpoints to runs/<dataset>/<model>/<run id>
     unless `options.checkpoint_dir` says otherwise. A statistical model whose config says `tune=true`
-    searches its `search_space` (grid_select) before it is fitted."""
+    searches its `search_space` (grid_select) before it is fitted.
+
+    Before anything is written, the checkpoint directory and the result folder must be writable, and the
+    checkpoint directory must not hold an earlier run unless `options.resume` (same settings, else
+    refused) or `force` (cleared first) says what to do with it (runs.guard.open_run)."""
     options = options or TrainOptions()
     threads = set_threads(threads)
     device = resolve_device(options.device)  # a device this machine lacks fails here, before any output
@@ -104,6 +111,15 @@ def run_bench(
     if options.checkpoint_dir is None:
         options = replace(options, checkpoint_dir=str(Path("runs") / split.name / cls.name / identity))
     directory = Path(options.checkpoint_dir)
+    reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
+    wanted = run_settings_of(cls.name, requested, options, reference)
+    meta_extra = {"train_options": wanted["train_options"]}
+    folder = run_dir(results_dir, split.name, cls.name, identity)
+    if grid_part is None:  # the parts of a grid write disjoint candidates; the full call checks the run
+        open_run(directory, wanted, resume=options.resume, force=force, dataset_name=split.name, compare=not grid,
+                 more_outputs=(folder,))
+    else:
+        check_writable(directory)
     if grid:
         if grid_workers > 1:
             train_grid_in_workers(worker_argv, grid_workers, threads, directory,
@@ -113,10 +129,10 @@ def run_bench(
         if selected is None:
             return None, directory
         model, fit_record = selected
-        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)  # the chosen config
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference, meta_extra)  # the chosen config
     else:
         model = build(model_name, split.n_items, overrides)
-        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference, meta_extra)
         model, fit_record = fit_and_select(model, split, options)
     checkpoint.save_weights(directory, model)
     test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
@@ -143,7 +159,6 @@ def run_bench(
         "citation": model.citation,
     }
     checkpoint.atomic_write_json(directory / "metrics.json", {"valid": fit_record.get("valid"), "test": result["test"]})
-    folder = run_dir(results_dir, split.name, model.name, identity)
     write_ranks(folder / RANKS_FILE, test_eval.ranks)
     path = folder / RESULT_FILE
     checkpoint.atomic_write_json(path, result)  # last: a result file always has its ranks beside it

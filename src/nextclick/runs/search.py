@@ -216,7 +216,7 @@ def train_candidate(model: Recommender, split: Split, options: TrainOptions, dir
                     announce: str | None) -> tuple[Recommender, dict]:
     """Train (or, with `resume`, continue from its checkpoint) one grid candidate in `directory`, selected
     on validation; says `announce` on stderr first unless quiet."""
-    checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+    checkpoint.save_meta(directory, model, split.vocab, split.protocol, checkpoint.dataset_reference(split))
     candidate_options = replace(options, checkpoint_dir=str(directory), refit=False,
                                 resume=options.resume and training_state_path(directory).exists())
     if announce and not options.quiet:

@@ -48,7 +48,11 @@ def fit_and_select(model: Recommender, split: Split, options: TrainOptions,
         selection_options = options
         if options.refit and options.checkpoint_dir:  # the validation-selected model lives in selection/
             selection_options = replace(options, checkpoint_dir=str(Path(options.checkpoint_dir) / "selection"))
-            checkpoint.save_meta(Path(selection_options.checkpoint_dir), model, split.vocab, split.protocol, split.name)
+            checkpoint.save_meta(Path(selection_options.checkpoint_dir), model, split.vocab, split.protocol,
+                                 checkpoint.dataset_reference(split))
+        if selection_options.checkpoint_dir:  # continue what was committed; killed before a first commit: start
+            selection_options = replace(selection_options, resume=options.resume
+                                        and training_state_path(selection_options.checkpoint_dir).exists())
         result: TrainResult = train_model(model, fit_cases, valid_cases, selection_options)
         record.update(
             selected_epoch=result.best_epoch,
@@ -118,7 +122,7 @@ def refit(selected: Recommender, split: Split, options: TrainOptions, epochs: in
                             checkpoint_dir=str(directory) if directory else None,
                             resume=options.resume and directory is not None and training_state_path(directory).exists())
     if directory is not None:  # a checkpoint of its own, so `nextclick curve <run>/refit` can read kept epochs
-        checkpoint.save_meta(directory, model, split.vocab, split.protocol, split.name)
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, checkpoint.dataset_reference(split))
     cases = split.train_cases()
     result = train_model(model, cases, None, refit_options)
     return model, {"epochs": epochs, "cases": len(cases), "history": result.history,

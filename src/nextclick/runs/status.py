@@ -63,7 +63,7 @@ def run_status(run_dir: str | Path) -> dict:
     if not parts or own is not None:
         parts.insert(0, {"part": ".", "progress": own})
     metrics = root / "metrics.json"
-    tested = json.loads(metrics.read_text())["test"] if metrics.is_file() else None
+    tested = json.loads(metrics.read_text()).get("test") if metrics.is_file() else None  # a train run tests nothing
     for part in parts:
         if tested and part["progress"] and part["progress"]["finished"] is None:
             part["progress"]["finished"] = True  # an old state without its limits: testing came after it

@@ -5,8 +5,8 @@ epoch with a seed, so a resumed run sees the same order); each is one call `scor
 model(batch, labels)` and an optimizer step; then the validation cases, which come from the last
 training sessions and never from test, are evaluated. The best epoch by `select_metric` is kept;
 training stops after `patience` epochs without improvement. After every epoch the complete state
-(weights, optimizer, scheduler, RNG, history) is written atomically (training/state.py), so
-`resume=True` continues exactly where an interrupted run stopped.
+(weights, optimizer, scheduler, RNG, history, best weights) is committed in one step
+(training/state.py), so `resume=True` continues exactly where a run killed at any instant stopped.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from nextclick import checkpoint
+from nextclick import atomic, checkpoint
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases
 from nextclick.data.streams import StreamOptions
 from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
 from nextclick.runtime import progress_interval, resolve_device
-from nextclick.training.state import (epoch_weights_path, load_training_state, save_training_state,
+from nextclick.training.state import (EPOCHS_DIR, clear_training_state, committed_tensors_path, epoch_weights_path,
+                                      kept_epochs, load_training_state, remove_uncommitted, save_training_state,
                                       training_spent)
 
 
@@ -127,18 +128,44 @@ def stream_options(model, options: TrainOptions) -> StreamOptions:
                          max_batches=options.max_batches)
 
 
-def _log(path: Path | None, record: dict) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
+def _write_log(path: Path | None, history: list[dict]) -> None:
+    """train.jsonl as the committed history says, one line per epoch: rewritten whole (atomically) rather
+    than appended, so a kill and a resume leave no epoch twice and none missing."""
+    if path is not None:
+        atomic.write_text(path, "".join(json.dumps(record) + "\n" for record in history))
+
+
+def _resumed(directory: Path, model, optimizer, scheduler, log_path: Path | None) -> tuple[dict, dict | None]:
+    """The last committed state of the run in `directory`, loaded into model, optimizer and scheduler;
+    returns its progress and the best epoch's weights. What is derived from the commit (model.safetensors,
+    train.jsonl, kept epochs after it) is made to agree with it: a kill may have come before or after
+    any of those writes."""
+    progress, best = load_training_state(directory, model, optimizer, scheduler)
+    if best is None and (directory / "model.safetensors").exists():  # a format-1 state: its best weights
+        best = checkpoint.load_tensors(directory / "model.safetensors")
+    elif best is not None and progress["best_epoch"] >= 0:
+        checkpoint.atomic_save_tensors(directory / "model.safetensors", best)
+    remove_uncommitted(directory, keep=committed_tensors_path(directory).name)
+    for folder in (directory, directory / EPOCHS_DIR):  # temporary files of writes a SIGKILL interrupted
+        atomic.remove_leftovers(folder)
+    for epoch in kept_epochs(directory):
+        if epoch > progress["epoch"]:  # trained, then killed before its commit: it will be trained again
+            epoch_weights_path(directory, epoch).unlink()
+    _write_log(log_path, progress["history"])
+    return progress, best
 
 
 def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions | None = None) -> TrainResult:
-    """Train `model` (a NeuralModel) in place; on return it holds the weights of the selected epoch."""
+    """Train `model` (a NeuralModel) in place; on return it holds the weights of the selected epoch.
+
+    With a checkpoint directory, every epoch ends in one commit (training/state.py): its tensors in a new
+    file, then state.json naming them renamed into place; the best weights (model.safetensors), the log
+    (train.jsonl) and kept epochs are written around it and repaired from it on resume, so a run killed
+    at any instant and resumed ends with the same weights and history as one never interrupted."""
     options = options or TrainOptions()
     epochs = options.epochs if options.epochs is not None else getattr(model.config, "epochs", 30)
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}: training no epoch would save untrained weights")
     directory = Path(options.checkpoint_dir) if options.checkpoint_dir else None
     log_path = Path(options.log_path) if options.log_path else (directory / "train.jsonl" if directory else None)
     say = (lambda *a: None) if options.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
@@ -150,21 +177,23 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     scheduler = model.scheduler(optimizer)
     progress = {"epoch": -1, "best_epoch": -1, "best_value": -math.inf, "best_valid": {}, "bad_epochs": 0,
                 "history": [], "train_seconds": 0.0, "train_cases": 0}
+    best_state = None
     if options.resume:
         if directory is None:
             raise ValueError("resume needs a checkpoint directory")
-        progress = load_training_state(directory, model, optimizer, scheduler)
+        progress, best_state = _resumed(directory, model, optimizer, scheduler, log_path)
         say(f"resumed after epoch {progress['epoch']} (best so far: epoch {progress['best_epoch']})")
-    elif log_path is not None and log_path.exists():
-        log_path.unlink()
+    else:
+        if directory is not None:
+            clear_training_state(directory)
+            atomic.remove_leftovers(directory)
+        if log_path is not None and log_path.exists():
+            log_path.unlink()
 
     validating = valid is not None and len(valid) > 0
     # what ends this training, saved with its state so `nextclick status` can tell finished from interrupted
     progress["limits"] = {"epochs": epochs, "patience": options.patience,
                           "select_metric": options.select_metric if validating else None}
-    best_state = None
-    if options.resume and directory is not None and (directory / "model.safetensors").exists():
-        best_state = checkpoint.load_tensors(directory / "model.safetensors")
 
     stream = model.training_stream(train, stream_options(model, options))
     for epoch in range(progress["epoch"] + 1, epochs):
@@ -202,18 +231,18 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         improved = value > progress["best_value"]
         if improved:
             progress.update(best_epoch=epoch, best_value=value, best_valid=record.get("valid", {}), bad_epochs=0)
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if directory is not None:
-                checkpoint.save_weights(directory, model)
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_tensors().items()}
         else:
             progress["bad_epochs"] += 1
         progress["epoch"] = epoch
         progress["history"].append(record)
-        if directory is not None and options.keep_epochs:
-            checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
         if directory is not None:
-            save_training_state(directory, model, optimizer, scheduler, progress)
-        _log(log_path, record)
+            if options.keep_epochs:  # before the commit: a kill in between trains this epoch again, identically
+                checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
+            save_training_state(directory, model, optimizer, scheduler, progress, best_state)  # the commit
+            if improved:
+                checkpoint.save_weights(directory, model)
+        _write_log(log_path, progress["history"])
         metrics = " ".join(f"{k} {v:.4f}" for k, v in record.get("valid", {}).items() if k.endswith("@20"))
         say(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {seconds:7.1f}s  {record['cases_per_second']:8.1f} cases/s"
             f"  valid {metrics}{'  *' if improved else ''}")

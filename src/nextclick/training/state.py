@@ -1,9 +1,18 @@
-"""A training run's resumable state, committed together so that a run continues exactly.
+"""A training run's resumable state, committed in one step so that a kill at any instant resumes exactly.
 
-    <run>/training/state.safetensors   model, optimizer and RNG tensors
-    <run>/training/state.json          epoch, best epoch, history, limits, optimizer groups, scheduler
-    <run>/model.safetensors            the best epoch's weights
-    <run>/epochs/epoch_<n>.safetensors every epoch's weights (keep_epochs), for test curves
+    <run>/training/state.json                    the commit: epoch, best epoch, history, limits, optimizer
+                                                 groups, scheduler, and the name of the tensors file below
+    <run>/training/state-<epoch>.safetensors     that epoch's model, optimizer and RNG tensors, and the best
+                                                 epoch's weights (`best.*`) when they are not the model's own
+    <run>/model.safetensors                      the best epoch's weights (derived: rewritten on resume)
+    <run>/train.jsonl                            one line per committed epoch (derived: rewritten on resume)
+    <run>/epochs/epoch_<n>.safetensors           every epoch's weights (keep_epochs), for test curves
+
+An epoch is committed by writing its tensors into a new file named by the epoch, then renaming
+state.json into place (nextclick.atomic): before that rename the previous epoch's state is whole and
+named, after it the new one is. Files the commit does not name (an epoch killed before its commit, an
+older epoch) are removed after each commit and on resume. Runs saved before the commit named its
+tensors (state.json + state.safetensors, format 1) still resume and report their progress.
 
 `training_progress` reads how far a run got from state.json alone (no tensors), for `nextclick status`.
 """
@@ -16,10 +25,12 @@ from pathlib import Path
 
 import torch
 
-from nextclick import checkpoint
+from nextclick import atomic, checkpoint
 
 TRAINING_DIR = "training"
 EPOCHS_DIR = "epochs"
+STATE_FORMAT = 2  # 1: state.json + state.safetensors written one after the other (not one commit)
+OLD_TENSORS = "state.safetensors"  # format 1's tensors file
 DEFAULT_PATIENCE = 3  # TrainOptions.patience: what a state saved before it recorded its limits ran with
 
 
@@ -41,23 +52,63 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
     optimizer.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
-def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict) -> None:
+def tensors_name(epoch: int) -> str:
+    """The file holding the tensors of the state committed after `epoch`."""
+    return f"state-{epoch:06d}.safetensors"
+
+
+def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict,
+                        best: dict[str, torch.Tensor] | None) -> None:
+    """Commit the state after `progress["epoch"]`: its tensors into a new file, then state.json naming it
+    renamed into place (the commit), then the files no commit names removed. `best`: the best epoch's
+    weights, stored only when they are not the model's current ones."""
+    folder = Path(directory) / TRAINING_DIR
+    name = tensors_name(progress["epoch"])
     tensors = {f"model.{k}": v for k, v in model.state_tensors().items()}
     optim_tensors, optim_json = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():  # dropout on a GPU draws from the GPU's generator
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    checkpoint.atomic_save_tensors(directory / TRAINING_DIR / "state.safetensors", tensors)
-    checkpoint.atomic_write_json(
-        training_state_path(directory),
-        {**progress, "optimizer": optim_json, "scheduler": scheduler.state_dict() if scheduler else None},
-    )
+    if best is not None and progress["best_epoch"] != progress["epoch"]:
+        tensors.update({f"best.{k}": v.detach().cpu() for k, v in best.items()})
+    checkpoint.atomic_save_tensors(folder / name, tensors)
+    checkpoint.atomic_write_json(training_state_path(directory), {
+        "format": STATE_FORMAT, "tensors": name, **progress, "optimizer": optim_json,
+        "scheduler": scheduler.state_dict() if scheduler else None})
+    remove_uncommitted(directory, keep=name)
+
+
+def remove_uncommitted(directory: str | Path, keep: str | None) -> None:
+    """Remove the tensors files in <run>/training/ other than `keep`, and what killed writes left there."""
+    folder = Path(directory) / TRAINING_DIR
+    if not folder.is_dir():
+        return
+    atomic.remove_leftovers(folder)
+    for path in folder.iterdir():
+        if path.is_file() and path.name.startswith("state") and path.suffix == ".safetensors" and path.name != keep:
+            path.unlink(missing_ok=True)
+
+
+def clear_training_state(directory: str | Path) -> None:
+    """Forget a previous training in `directory` before a fresh one: its state and its kept epochs, so
+    neither a resume nor a test curve mixes the two."""
+    for folder in (Path(directory) / TRAINING_DIR, Path(directory) / EPOCHS_DIR):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file():
+                    path.unlink()
 
 
 def training_state_path(directory: str | Path) -> Path:
-    """The JSON half of a run's resumable state (progress: epoch, best epoch, history, ...)."""
+    """The commit of a run's resumable state (progress: epoch, best epoch, history, ...; its tensors' file)."""
     return Path(directory) / TRAINING_DIR / "state.json"
+
+
+def committed_tensors_path(directory: str | Path) -> Path:
+    """The tensors file the last commit names (format 1: state.safetensors)."""
+    state = json.loads(training_state_path(directory).read_text())
+    return Path(directory) / TRAINING_DIR / state.get("tensors", OLD_TENSORS)
 
 
 def training_spent(epochs_done: int, epochs_without_gain: int, epochs: int | None, patience: int) -> bool:
@@ -104,14 +155,18 @@ def training_progress(directory: str | Path) -> dict | None:
     }
 
 
-def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
-    folder = directory / TRAINING_DIR
+def load_training_state(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
+    """Restore model, optimizer, scheduler and RNG from the last commit; returns its progress and the best
+    epoch's weights (None for a format-1 state, whose best weights are model.safetensors)."""
     state_json = training_state_path(directory)
     if not state_json.is_file():
         raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
-    progress = json.loads(state_json.read_text())
-    tensors = checkpoint.load_tensors(folder / "state.safetensors")
-    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        progress = json.loads(state_json.read_text())
+    except json.JSONDecodeError as error:
+        raise checkpoint.CheckpointError(f"{state_json} is not valid JSON: {error}") from None
+    tensors = checkpoint.load_tensors(committed_tensors_path(directory))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _load_optimizer(optimizer, tensors, progress.pop("optimizer"))
     scheduler_state = progress.pop("scheduler")
     if scheduler is not None and scheduler_state is not None:
@@ -119,8 +174,12 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict:
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return progress
-
+    best = None
+    if progress.pop("format", 1) >= STATE_FORMAT:
+        prefix = "best." if any(k.startswith("best.") for k in tensors) else "model."
+        best = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    progress.pop("tensors", None)
+    return progress, best
 
 
 def epoch_weights_path(directory: str | Path, epoch: int) -> Path:
