@@ -304,7 +304,7 @@ def write_events(path: Path) -> None:
 
 
 def test_an_interrupted_prepare_leaves_nothing_or_the_previous_split(tmp_path, monkeypatch):
-    from nextclick.data.benchmarks import load_split
+    from nextclick.data.benchmarks import DataError, load_split
     from nextclick.data.prepare import run_prepare
 
     events = tmp_path / "events.csv"
@@ -330,6 +330,24 @@ def test_an_interrupted_prepare_leaves_nothing_or_the_previous_split(tmp_path, m
             run_prepare(events, "dsan", out, force=True, progress=False)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the previous split, whole
     assert sorted(os.listdir(tmp_path)) == ["events.csv", "split"]
+    assert load_split(out).protocol.name == "dsan"
+    with monkeypatch.context() as patch:  # killed between its two renames: the old split aside, none in place
+        kill_at_rename(patch, 1, after=True)
+        with pytest.raises(Killed):
+            run_prepare(events, "dsan", out, force=True, progress=False)
+    assert not out.exists()
+    with pytest.raises(DataError, match="already holds a split"):  # the next prepare puts the old one back first
+        run_prepare(events, "dsan", out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["events.csv", "split"]
+    with monkeypatch.context() as patch:  # killed after the new split is in place, before the old one is deleted
+        kill_at_rename(patch, 2, after=True)
+        with pytest.raises(Killed):
+            run_prepare(events, "dsan", out, force=True, progress=False)
+    assert len(os.listdir(tmp_path)) == 3  # events.csv, split and the old one aside
+    with pytest.raises(DataError, match="already holds a split"):
+        run_prepare(events, "dsan", out, progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["events.csv", "split"]  # the old one removed
     assert load_split(out).protocol.name == "dsan"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
@@ -103,13 +104,31 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def recover_directory(target: str | os.PathLike) -> None:
+    """Undo what a kill left of an earlier staged_directory at `target`: the previous directory, moved
+    aside, goes back into place where nothing replaced it (and is removed where something did);
+    unfinished new ones are removed."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for staging in target.parent.glob(f".{glob.escape(target.name)}.new-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    for aside in sorted(target.parent.glob(f".{glob.escape(target.name)}.old-*")):
+        if target.exists():  # the new one made it into place: the kill came before the old one was deleted
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            rename_into_place(aside, target)
+
+
 @contextlib.contextmanager
 def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary sibling of `target` to fill; renamed into place when the block ends without error,
     removed when it fails, so `target` holds either nothing new or all of it. An existing `target` is
-    moved aside first and deleted only once the new one is in place."""
+    moved aside first and deleted only once the new one is in place (a kill between the two renames
+    leaves it aside: recover_directory, called here first, puts it back)."""
     target = Path(target)
     try:
+        recover_directory(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     except OSError as error:

@@ -174,9 +174,10 @@ def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None)
     step: into a temporary sibling directory renamed into place (nextclick.atomic.staged_directory), so
     an interrupted write leaves either the previous directory or the complete new split, never a part
     that would load as another protocol without its raw-id mapping."""
-    from nextclick.atomic import staged_directory
+    from nextclick.atomic import recover_directory, staged_directory
 
     path = Path(path)
+    recover_directory(path)  # a split a killed write had moved aside goes back first
     check_replaceable(path)
     with staged_directory(path) as staging:
         write_split_files(split, staging, extra)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from nextclick.atomic import check_writable, staged_directory
+from nextclick.atomic import check_writable, recover_directory, staged_directory
 from nextclick.data.benchmarks import DataError, check_replaceable, load_split, write_split_files
 from nextclick.data.readers import MAX_BAD_FRACTION, GenericColumns, read_log
 from nextclick.data.recipes import RECIPES, prepare
@@ -38,6 +38,7 @@ def run_prepare(
     input_path, out_dir = Path(input_path), Path(out_dir)
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(RECIPES))}")
+    recover_directory(out_dir)  # a split a killed prepare had moved aside goes back before it is looked at
     if (out_dir / "train.txt").exists() and not force:
         raise DataError(f"{out_dir} already holds a split; pass --force to overwrite it")
     if not input_path.is_file():
