@@ -128,6 +128,8 @@ def _part_state(progress: dict | None) -> str:
         if progress["select_metric"] is None:
             return f"finished ({progress['epochs_done']} epochs)"
         source = f"; from its record {progress['record']}" if progress.get("record") else ""
+        if progress["epochs_without_gain"] < progress["patience"]:  # stopped by its epoch budget, not by patience
+            return f"finished (its budget of {progress['epochs_done']} epochs{source})"
         return f"finished ({progress['epochs_without_gain']} epochs without gain{source})"
     budget = "" if progress["finished"] is False else " (an old state: its limits were not saved)"
     return f"stopped or running{budget}: last epoch saved {_ago(progress['saved_at'])}, continues with --resume"
