@@ -160,6 +160,36 @@ def test_train_killed_at_any_write_and_resumed_ends_as_an_uninterrupted_train(tm
             assert log_of(directory) == log_of(tmp_path / "straight"), where
 
 
+@pytest.mark.slow  # about a hundred short bench runs
+def test_bench_with_refit_killed_at_any_write_and_resumed_tests_as_an_uninterrupted_bench(
+        tmp_path, capsys, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    bench = ("bench", "tiny", "-q", "--threads", "1", "--max-batches", "3", "--epochs", "3", "--refit",
+             "--set", "dropout=0.5")
+
+    def outcome(name: str) -> tuple:
+        [path] = (tmp_path / name).glob("synthetic/tiny/*/result.json")
+        result = json.loads(path.read_text())
+        files = {k: v for k, v in files_of(tmp_path / "runs" / name).items() if k != "metrics.json"}  # timings
+        return (without_timings([result["test"]]), result["valid"], result["selected_epoch"],
+                without_timings(result["refit"]["history"]), (path.parent / "ranks.npz").read_bytes(), files)
+
+    with monkeypatch.context() as patch:
+        renames = count_renames(patch)
+        assert run(capsys, *bench, "-o", "runs/straight", "--results-dir", "straight")[0] == 0
+    expected = outcome("straight")
+    for number in range(1, len(renames) + 1):
+        for after in (False, True):
+            name = f"killed-{number}-{after}"
+            with monkeypatch.context() as patch:
+                kill_at_rename(patch, number, after)
+                with pytest.raises(Killed):
+                    main([*bench, "-o", f"runs/{name}", "--results-dir", name])
+            code, _, err = run(capsys, *bench, "-o", f"runs/{name}", "--results-dir", name, "--resume")
+            assert code == 0, (name, renames[number - 1], err)
+            assert outcome(name) == expected, (name, renames[number - 1])
+
+
 def test_train_refuses_to_replace_a_finished_run_without_force(tmp_path, capsys, tiny_model):
     run_dir = tmp_path / "run"
     assert run(capsys, *TRAIN, "-o", run_dir)[0] == 0
