@@ -189,6 +189,15 @@ def test_bad_config_values_on_every_command_that_takes_them(argv, workdir, capsy
     refused(capsys, workdir, *argv, "-q") if argv[0] != "speed" else refused(capsys, workdir, *argv)
 
 
+def test_a_model_built_from_a_config_object_checks_it_too():
+    from nextclick.models.dsan import DSAN, DSANConfig
+
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        DSAN(10, DSANConfig(embedding_dim=-5))
+    with pytest.raises(ConfigError, match="neighbours"):
+        REGISTRY["sknn"](10, REGISTRY["sknn"].Config(neighbours=0))
+
+
 def test_config_limits_refuse_nan_infinity_and_json_types():
     dsan = REGISTRY["dsan"].Config
     for overrides in ({"lr": float("nan")}, {"lr": "nan"}, {"w_k": float("inf")}, {"embedding_dim": True},

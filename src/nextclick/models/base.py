@@ -32,7 +32,7 @@ from torch import nn
 from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import PrefixStream, Stream, StreamOptions
-from nextclick.models.config import MAX_SESSION_LENGTH
+from nextclick.models.config import MAX_SESSION_LENGTH, check_config
 
 # called after each epoch of a statistical model trained in epochs, with the epoch (1-based) and its
 # record (loss, seconds); returns True to stop. The caller (nextclick.runs.select) evaluates there.
@@ -159,7 +159,7 @@ class StatisticalModel(Recommender):
 
     def __init__(self, n_items: int, config: Any = None):
         self.n_items = n_items
-        self.config = config if config is not None else self.Config()
+        self.config = check_config(config if config is not None else self.Config())  # library callers too
 
     def fit(self, train: Cases, *, progress: bool = False, epoch_end: EpochEnd | None = None) -> StatisticalModel:
         """Learn from the training cases (their full sessions are at hand too); returns self."""
@@ -195,7 +195,7 @@ class NeuralModel(nn.Module, Recommender):
     def __init__(self, n_items: int, config: Any = None):
         nn.Module.__init__(self)
         self.n_items = n_items
-        self.config = config if config is not None else self.Config()
+        self.config = check_config(config if config is not None else self.Config())  # library callers too
 
     # -- what a training epoch is made of --
     def training_stream(self, cases: Cases, options: StreamOptions) -> Stream:
