@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import io
 import json
 import os
 import re
@@ -86,6 +87,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode())
+
+
+def write_figure(path: str | os.PathLike, figure: Any, **savefig_options: Any) -> None:
+    """A matplotlib figure drawn in memory, then written in one step: never half an image. The format
+    follows the suffix, as savefig(path) would choose it (.png, .svg, .pdf)."""
+    buffer = io.BytesIO()
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    figure.savefig(buffer, format=kind, **savefig_options)
+    write_bytes(path, buffer.getvalue())
 
 
 def write_json(path: str | os.PathLike, value: Any) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nextclick import atomic
 from nextclick.data.batches import batch_from_prefixes, iterate_batches
 from nextclick.data.sessions import Cases, Vocab
 
@@ -179,7 +180,6 @@ def plot(explanation: Explanation, path: str | Path) -> Path:
     scalars = ", ".join(f"{name} = {value:.3f}" for name, value in explanation.scalars.items())
     figure.suptitle(explanation.model + (f" ({scalars})" if scalars else ""), fontsize=10)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    atomic.write_figure(path, figure, dpi=120)  # drawn in memory, written in one step
     plt.close(figure)
     return path

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 
+from nextclick import atomic
 from nextclick.cli.common import (MAX_K, add_data_options, add_threads_option, checkpoint_and_split, int_in,
                                   output_path)
 
@@ -93,7 +94,7 @@ def cmd_explain(args) -> int:
     explanation = explain(model, vocab, items, k=args.k)
     png, path = output_path(args.out, ".png"), output_path(args.out, ".json")
     plot(explanation, png)
-    path.write_text(json.dumps(explanation.to_dict(), indent=1) + "\n")
+    atomic.write_json(path, explanation.to_dict())
     if explanation.scalars:
         print("   ".join(f"{name} {value:.4f}" for name, value in explanation.scalars.items()))
     print(f"click        {explanation.weights_name}")
@@ -117,8 +118,7 @@ def _explain_test_set(args) -> int:
                **summarise(model, split.test, progress=not args.quiet),
                "machine": machine_info(threads), "command": shlex.join(["nextclick", *args.argv])}
     out = output_path(args.out, ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1) + "\n")
+    atomic.write_json(out, summary)
     peak = summary["peak_over_uniform"]
     print(f"{summary['model']} on {split.name} test ({summary['cases']:,} cases): {summary['weights_name']}")
     print(f"  uniform (within 1e-6 of 1/t) in {100 * summary['uniform_share']:.1f}% of sessions of 2+ clicks;"

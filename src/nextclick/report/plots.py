@@ -92,9 +92,4 @@ def plot_history(results: Sequence[dict], path: str | Path, metric: str = "HR@20
 
 def _save_png(figure, path) -> None:
     """The figure drawn in memory, then written in one step (nextclick.atomic): never half an image."""
-    import io
-
-    buffer = io.BytesIO()
-    kind = Path(path).suffix.lstrip(".").lower() or "png"  # as savefig(path) would choose: .svg, .pdf, ...
-    figure.savefig(buffer, format=kind, dpi=120, bbox_inches="tight")
-    atomic.write_bytes(path, buffer.getvalue())
+    atomic.write_figure(path, figure, dpi=120, bbox_inches="tight")
