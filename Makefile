@@ -19,12 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nextclick demo
 
+# one pytest worker per core (pytest-xdist): each test runs single-threaded torch work
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # the long reference tests (faithful DSAN training, grid worker processes, all of diginetica's test set)
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -n auto -m slow
 
 # results/INDEX.md, docs/results.md and its figures, made from the committed result files and
 # results/manifest.json alone (no dataset is read)
