@@ -262,6 +262,29 @@ class NeuralModel(nn.Module, Recommender):
         self.load_state_dict(tensors)
 
 
+class ItemEmbeddingModel(NeuralModel):
+    """A neural model whose scores are inner products of a session vector with its item table
+    `self.embedding` (rows 0..N, row 0 padding): it defines `session_vector(batch) -> (B, d)`, and gets
+    `forward` (full-catalogue cross-entropy), `query_vectors` and `item_vectors` from it."""
+
+    embedding: nn.Embedding
+
+    def session_vector(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        scores = self.session_vector(batch) @ self.embedding.weight.T  # (B, N + 1)
+        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
+        return scores, cross_entropy(scores, labels)
+
+    def query_vectors(self, batch: Batch) -> torch.Tensor:
+        with self.evaluating():
+            return self.session_vector(batch.to(self.device))
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.embedding.weight.detach().clone()
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
     """Full-catalogue cross-entropy (the padding column drops out through its -inf logit); None
     without labels. The default loss of the neural models."""

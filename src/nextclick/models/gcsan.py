@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
+from nextclick.models.base import ClickWeights, ItemEmbeddingModel
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
@@ -76,7 +76,7 @@ class SelfAttentionBlock(nn.Module):
         return (output, weights) if keep_weights else output
 
 
-class GCSAN(NeuralModel):
+class GCSAN(ItemEmbeddingModel):
     name = "gc-san"
     fused_adam = True
     Config = GCSANConfig
@@ -105,17 +105,8 @@ class GCSAN(NeuralModel):
         session = w * states[:, -1] + (1 - w) * graph_states[:, -1]  # right-aligned: the last click is last
         return (session, weights) if keep_weights else session
 
-    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores = self._encode(batch) @ self.embedding.weight.T  # (B, N + 1)
-        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
-        return scores, cross_entropy(scores, labels)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        with self.evaluating():
-            return self._encode(batch.to(self.device))
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.embedding.weight.detach().clone()
+    def session_vector(self, batch: Batch) -> torch.Tensor:
+        return self._encode(batch)
 
     def click_weights(self, batch: Batch) -> ClickWeights:
         """The last click's self-attention over the clicks (last block), and the full click-by-click matrix."""

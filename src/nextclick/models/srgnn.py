@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
+from nextclick.models.base import ClickWeights, ItemEmbeddingModel
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
@@ -54,7 +54,7 @@ class SRGNNConfig:
     shuffle: bool = True  # code Data(..., shuffle=True) for training
 
 
-class SRGNN(NeuralModel):
+class SRGNN(ItemEmbeddingModel):
     name = "sr-gnn"
     fused_adam = True
     Config = SRGNNConfig
@@ -87,20 +87,8 @@ class SRGNN(NeuralModel):
             session = self.hybrid(torch.cat([session, last], dim=1))
         return session, weights
 
-    def _query(self, batch: Batch) -> torch.Tensor:
+    def session_vector(self, batch: Batch) -> torch.Tensor:
         return self._readout(batch)[0]
-
-    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
-        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
-        return scores, cross_entropy(scores, labels)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        with self.evaluating():
-            return self._query(batch.to(self.device))
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.embedding.weight.detach().clone()
 
     def click_weights(self, batch: Batch) -> ClickWeights:
         """The readout attention a_i per click (unnormalised, as in the code)."""

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
+from nextclick.models.base import ClickWeights, ItemEmbeddingModel
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def clip_by_norm(vectors: torch.Tensor, max_norm: float | None) -> torch.Tensor:
     return vectors * torch.clamp(max_norm / norms.clamp_min(1e-12), max=1.0)
 
 
-class STAMP(NeuralModel):
+class STAMP(ItemEmbeddingModel):
     name = "stamp"
     fused_adam = True
     Config = STAMPConfig
@@ -104,7 +104,7 @@ class STAMP(NeuralModel):
         context = (self.weight_last(last) + self.weight_mean(mean))[rows]  # (n, d)
         return self.attention_vector(torch.sigmoid(self.weight_item(clicks) + context)).squeeze(-1)
 
-    def _query(self, batch: Batch) -> torch.Tensor:
+    def session_vector(self, batch: Batch) -> torch.Tensor:
         """h_s * h_t (B, d): the vector the trilinear scores take inner products with."""
         clicks, rows, mean, last = self._memory(batch)
         memory = mean
@@ -112,18 +112,6 @@ class STAMP(NeuralModel):
             weights = self._attention(clicks, rows, mean, last)  # (n,)
             memory = mean.index_add(0, rows, weights.unsqueeze(1) * clicks)  # m_a = sum_i a_i x_i + m_s (B, d)
         return torch.tanh(self.general(memory)) * torch.tanh(self.current(last))
-
-    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores = self._query(batch) @ self.embedding.weight.T  # (B, N + 1)
-        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
-        return scores, cross_entropy(scores, labels)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        with self.evaluating():
-            return self._query(batch.to(self.device))
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.embedding.weight.detach().clone()
 
     def click_weights(self, batch: Batch) -> ClickWeights:
         """The attention a_i of each click (unnormalised, as in the code: they need not sum to 1)."""
