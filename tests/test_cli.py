@@ -402,3 +402,9 @@ def test_status_tells_an_interrupted_run_from_a_finished_one(tmp_path, capsys, m
 def test_status_of_a_directory_that_is_no_run_is_a_clear_error(tmp_path, capsys):
     code, _, err = run(capsys, "status", str(tmp_path))
     assert code == 2 and "not a run directory" in err
+
+
+def test_status_says_a_statistical_run_is_fitted_not_begun(tmp_path, capsys):
+    assert run(capsys, "train", "s-pop", "-o", str(tmp_path / "r"), "-q")[0] == 0
+    code, out, _ = run(capsys, "status", str(tmp_path / "r"))
+    assert code == 0 and "fitted (a statistical model" in out and "not begun" not in out

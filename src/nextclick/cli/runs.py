@@ -166,7 +166,8 @@ def cmd_status(args) -> int:
         scores = "  ".join(f"{g['best_valid'][c] * 100:>7.2f}" if g and c in g["best_valid"] else f"{'':>7}" for c in columns)
         best_epoch = "" if g is None or g["best_epoch"] < 0 or not g["best_valid"] else str(g["best_epoch"])
         mark = "  <- best so far" if p is best else ""
-        print(f"  {p['part']:<{width}}  {epochs:>7}  {best_epoch:>4}  {scores}  {_part_state(g)}{mark}")
+        state = "fitted (a statistical model: no epochs)" if p.get("fitted") else _part_state(g)
+        print(f"  {p['part']:<{width}}  {epochs:>7}  {best_epoch:>4}  {scores}  {state}{mark}")
     print("validation scores (%) at each part's best epoch; " + (
         "tested: " + "  ".join(f"{k} {v * 100:.2f}" for k, v in status["tested"].items() if k in columns)
         if status["tested"] else "not tested yet"))

@@ -61,7 +61,9 @@ def run_status(run_dir: str | Path) -> dict:
             parts.append({"part": name, "progress": training_progress(root / name)})
     own = training_progress(root)  # a run without selection/refit/grid trains in its own directory
     if not parts or own is not None:
-        parts.insert(0, {"part": ".", "progress": own})
+        # a statistical model is fitted, not trained in epochs: its weights are all there is to see
+        fitted = own is None and (root / "model.safetensors").is_file()
+        parts.insert(0, {"part": ".", "progress": own, **({"fitted": True} if fitted else {})})
     metrics = root / "metrics.json"
     tested = json.loads(metrics.read_text()).get("test") if metrics.is_file() else None  # a train run tests nothing
     for part in parts:
