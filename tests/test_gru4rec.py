@@ -87,3 +87,16 @@ def test_adagrad_with_momentum_moves_only_the_rows_a_sparse_gradient_names():
 def test_presets_are_the_authors_published_best_settings(dataset, hidden, loss):
     assert PRESETS[dataset]["hidden_size"] == hidden and PRESETS[dataset]["loss"] == loss
     build("gru4rec", 10, PRESETS[dataset])  # every value is a valid config value
+
+
+def test_a_preset_is_a_named_set_of_config_values_that_set_overrides(tmp_path, capsys):
+    from nextclick.cli import main
+
+    argv = ["bench", "gru4rec", "--preset", "retailrocket", "--set", "n_sample=16", "--epochs", "1", "--max-batches", "5",
+            "-q", "--threads", "1", "--results-dir", str(tmp_path / "results"), "-o", str(tmp_path / "run")]
+    assert main(argv) == 0
+    [path] = (tmp_path / "results" / "synthetic" / "gru4rec").glob("*/result.json")
+    config = __import__("json").loads(path.read_text())["config"]
+    assert config["hidden_size"] == 224 and config["loss"] == "bpr-max" and config["n_sample"] == 16
+    assert main(["bench", "gru4rec", "--preset", "mars", "-q"]) == 2
+    assert "no preset 'mars'; its presets: diginetica, retailrocket, yoochoose" in capsys.readouterr().err

@@ -128,9 +128,30 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
                              "CPU), cpu, cuda or cuda:N; results record it")
 
 
+def add_preset_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="start from a named set of config values the model defines (GRU4Rec: its authors' best "
+                             "settings per dataset, diginetica, retailrocket, yoochoose); --set values win over it")
+
+
+def model_overrides(args) -> dict[str, object]:
+    """The config values a command asks for: the model's `--preset` (if any), then `--set` over it."""
+    overrides = parse_overrides(args.set)
+    if getattr(args, "preset", None) is None:
+        return overrides
+    from nextclick.models import model_class
+
+    cls = model_class(args.model)
+    if args.preset not in cls.presets:
+        known = ", ".join(sorted(cls.presets)) or "none"
+        raise ValueError(f"{cls.name} has no preset {args.preset!r}; its presets: {known}")
+    return {**cls.presets[args.preset], **overrides}
+
+
 def add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
                         help="override a model config value (repeatable); see `nextclick models --config MODEL`")
+    add_preset_option(parser)
     parser.add_argument("--epochs", type=int_in(1, 10_000), default=None,
                         help="maximum epochs (default: the model's paper setting)")
     parser.add_argument("--patience", type=int_in(1, 10_000), default=3,

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nextclick.cli.common import (add_data_options, add_device_option, add_threads_option, add_train_options, int_in,
-                                  model_name, parse_overrides, train_options)
+from nextclick.cli.common import (add_data_options, add_device_option, add_preset_option, add_threads_option,
+                                  add_train_options, int_in, model_name, model_overrides, train_options)
 
 
 def cmd_train(args) -> int:
@@ -24,7 +24,7 @@ def cmd_train(args) -> int:
     options = train_options(args)
     split = resolve(args.dataset, args.data_dir)
     torch.manual_seed(options.seed)
-    model = build(args.model, split.n_items, parse_overrides(args.set))
+    model = build(args.model, split.n_items, model_overrides(args))
     directory = Path(options.checkpoint_dir or Path("runs") / split.name / model.name)
     options.checkpoint_dir = str(directory)
     reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
@@ -51,7 +51,7 @@ def cmd_bench(args) -> int:
 
     part = parse_grid_part(args.grid_part)
     result, path = run_bench(
-        args.model, args.dataset, overrides=parse_overrides(args.set), options=train_options(args),
+        args.model, args.dataset, overrides=model_overrides(args), options=train_options(args),
         results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
         command=["nextclick", *args.argv], grid=parse_grid(args.grid), grid_part=part,
         grid_workers=args.grid_workers, worker_argv=args.argv, grid_records=args.grid_records, force=args.force,
@@ -78,7 +78,7 @@ def cmd_speed(args) -> int:
     from nextclick.measure.speed import measure_training_speed, speed_path
 
     result = measure_training_speed(
-        args.model, args.dataset, overrides=parse_overrides(args.set), batches=args.batches,
+        args.model, args.dataset, overrides=model_overrides(args), batches=args.batches,
         batch_size=args.batch_size, reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
         command=["nextclick", *args.argv], device=args.device,
     )
@@ -245,6 +245,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", type=model_name, help="model name")
     add_data_options(p)
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
+    add_preset_option(p)
     p.add_argument("--batches", type=int_in(1, 100_000), default=30, help="timed batches (30)")
     p.add_argument("--batch-size", type=int_in(1, 65_536), default=512,
                    help="cases per timed batch (512, DSAN's batch; a model's own batch size shows what its training sees)")

@@ -63,6 +63,8 @@ class Recommender:
     # statistical models: config values a `tune=true` run searches on validation (nextclick.runs.search),
     # the paper's value first
     search_space: ClassVar[dict[str, tuple]] = {}
+    # named sets of config values (`--preset NAME`), e.g. GRU4Rec's best settings per dataset
+    presets: ClassVar[dict[str, dict]] = {}
     # statistical models that learn in epochs (config `epochs`, `patience`): the bench selects the
     # number of epochs on validation through `fit(..., epoch_end=...)`
     trains_in_epochs: ClassVar[bool] = False

@@ -20,7 +20,7 @@ step touches only (`AdagradMomentum`, the code's IndexedAdagradM); init U(+-sqrt
 with the GRU's three gates scaled as the code does; biases zero.
 
 Defaults are the official class's; `PRESETS` holds the authors' published best settings per dataset
-(paramfiles/*_best.py), e.g. `--set loss=bpr-max --set hidden_size=224 ...` (see `preset_overrides`).
+(paramfiles/*_best.py): `nextclick bench gru4rec -d retailrocket --preset retailrocket`.
 
 Where we differ, and why:
 - Evaluation ranks the full catalogue for every prefix of the protocol, as for every model, by running
@@ -75,13 +75,6 @@ PRESETS: dict[str, dict] = {
     "yoochoose": dict(loss="cross-entropy", hidden_size=480, batch_size=48, dropout_embedding=0.0, dropout_hidden=0.2,
                       lr=0.07, momentum=0.0, n_sample=2048, sample_alpha=0.2, bpreg=0.0, elu_param=0.0, logq=1.0),
 }
-
-
-def preset_overrides(dataset: str) -> list[str]:
-    """The `--set key=value` options of a preset (for `nextclick bench gru4rec -d ... <these>`)."""
-    if dataset not in PRESETS:
-        raise ValueError(f"no GRU4Rec preset {dataset!r}; presets: {', '.join(PRESETS)}")
-    return [f"--set={key}={value}" for key, value in PRESETS[dataset].items()]
 
 
 @dataclass(frozen=True)
@@ -203,6 +196,7 @@ def init_uniform_(tensor: torch.Tensor, gates: int = 1) -> torch.Tensor:
 
 class GRU4Rec(NeuralModel):
     name = "gru4rec"
+    presets = PRESETS
     Config = GRU4RecConfig
     citation = "Hidasi et al., Session-based Recommendations with Recurrent Neural Networks, ICLR 2016 (official PyTorch code)"
 
