@@ -163,7 +163,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="validation metric that selects the epoch: HR@K or MRR@K for K = 5, 10, 20 (HR@20)")
     add_threads_option(parser)
     add_device_option(parser)
-    parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>)")
+    parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>/<run id>, the id made of the "
+                             "settings that differ from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
     parser.add_argument("--length-buckets", type=non_negative_int, default=0,
                         help="group batches by prefix length within this many batches (speed; 0 = off, faithful)")

@@ -10,6 +10,17 @@ from nextclick.cli.common import (add_data_options, add_device_option, add_prese
                                   add_train_options, int_in, model_name, model_overrides, train_options)
 
 
+def default_run_dir(dataset: str, model, options) -> Path:
+    """runs/<dataset>/<model>/<run id>: where `train` keeps a run nobody named, as `bench` does."""
+    from dataclasses import asdict
+
+    from nextclick.runs.identity import run_id, run_settings
+    from nextclick.training.loop import TrainOptions
+
+    settings = run_settings(asdict(type(model).Config()), asdict(model.config), asdict(TrainOptions()), asdict(options))
+    return Path("runs") / dataset / model.name / run_id(settings)
+
+
 def cmd_train(args) -> int:
     from nextclick import checkpoint
     from nextclick.runs.guard import open_run, run_settings_of
@@ -25,7 +36,7 @@ def cmd_train(args) -> int:
     split = resolve(args.dataset, args.data_dir)
     torch.manual_seed(options.seed)
     model = build(args.model, split.n_items, model_overrides(args))
-    directory = Path(options.checkpoint_dir or Path("runs") / split.name / model.name)
+    directory = Path(options.checkpoint_dir or default_run_dir(split.name, model, options))
     options.checkpoint_dir = str(directory)
     reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
     settings = run_settings_of(model.name, model.config, options, reference)
