@@ -47,3 +47,13 @@ def test_click_weights_are_the_last_clicks_attention_over_the_clicks():
     read = model.click_weights(batch_from_prefixes([np.array([1, 2, 3]), np.array([4])]))
     torch.testing.assert_close(read.weights.sum(1), torch.ones(2))
     assert (read.weights[1, :-1] == 0).all()  # padding gets nothing
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_the_last_block_computing_only_the_last_row_gives_the_full_computations_vector(blocks):
+    torch.manual_seed(0)
+    model = build("gc-san", 12, {"hidden_size": 8, "blocks": blocks}).eval()
+    batch = labelled([[1, 2, 1, 3], [4], [5, 6, 7, 8, 9, 5]], [2, 3, 4])
+    with torch.no_grad():
+        full, _ = model._encode(batch, keep_weights=True)  # every row of every block
+        torch.testing.assert_close(model._encode(batch), full)

@@ -64,14 +64,16 @@ class SelfAttentionBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.activation = activation
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor, keep_weights: bool = False):
-        """states (B, L, d), mask (B, L) -> (B, L, d) [and the attention (B, L, L)]."""
-        query, key = self.query(states), self.key(states)
+    def forward(self, states: torch.Tensor, mask: torch.Tensor, keep_weights: bool = False, last_only: bool = False):
+        """states (B, L, d), mask (B, L) -> (B, L, d) [and the attention (B, L, L)]. With `last_only`, only
+        the last click's row is computed, (B, 1, d): all the last block has to give, at a fraction of the
+        work (every key and value is still read)."""
+        query, key = self.query(states[:, -1:] if last_only else states), self.key(states)
         if self.activation == "relu":
             query, key = F.relu(query), F.relu(key)
-        scores = query @ key.transpose(1, 2) / math.sqrt(states.shape[-1])  # (B, L, L)
+        scores = query @ key.transpose(1, 2) / math.sqrt(states.shape[-1])  # (B, L or 1, L)
         weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), -torch.inf), dim=-1)
-        attended = weights @ self.value(states)  # F (B, L, d)
+        attended = weights @ self.value(states)  # F (B, L or 1, d)
         output = self.dropout(self.outer(F.relu(self.inner(attended)))) + attended  # E
         return (output, weights) if keep_weights else output
 
@@ -99,8 +101,10 @@ class GCSAN(ItemEmbeddingModel):
         hidden, graphs = node_states(batch.items, self.embedding, self.cell, self.config.steps)  # (n, d)
         graph_states = hidden[graphs.click_node]  # (B, L, d); padding positions are masked as keys
         states, weights = graph_states, None
-        for block in self.blocks:
-            states, weights = block(states, batch.mask, keep_weights=True)
+        for index, block in enumerate(self.blocks):
+            # the session vector reads the last click's row only: the last block computes just that row
+            last = index == len(self.blocks) - 1 and not keep_weights
+            states, weights = block(states, batch.mask, keep_weights=True, last_only=last)
         w = self.config.weight
         session = w * states[:, -1] + (1 - w) * graph_states[:, -1]  # right-aligned: the last click is last
         return (session, weights) if keep_weights else session
