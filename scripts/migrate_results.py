@@ -258,7 +258,7 @@ def migrated(move: Move, results_root: Path) -> bytes:
     if "test_by_repeat" not in result:
         result = with_repeats(result, move.source.with_name(move.source.name.removesuffix(".json") + ".ranks.npz"))
     result["migrated_from"] = move.source.relative_to(results_root.parent).as_posix()
-    return (json.dumps(result, indent=1) + "\n").encode()  # bench's own format (checkpoint.atomic_write_json)
+    return (json.dumps(result, indent=1) + "\n").encode()  # bench's own format (nextclick.atomic.write_json)
 
 
 def apply(moves: list[Move], results: Path) -> None:

@@ -5,7 +5,8 @@ directory fsynced, so the name shows either the old bytes or the new ones, after
 directory (a prepared split) is built as a temporary sibling and renamed into place the same way.
 Every rename goes through `rename_into_place`: the one place a fault test interrupts.
 
-Only the standard library (and numpy scalars for JSON): data/, checkpoint.py and the CLI all use it.
+Only the standard library (and numpy scalars for JSON): data/, checkpoint.py and the CLI all use it,
+and `read_json_object` to read such JSON back with one-line errors.
 """
 
 from __future__ import annotations
@@ -100,6 +101,21 @@ def write_figure(path: str | os.PathLike, figure: Any, **savefig_options: Any) -
 
 def write_json(path: str | os.PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=1, default=json_default) + "\n")
+
+
+def read_json_object(path: str | os.PathLike, error: type[Exception]) -> dict:
+    """The JSON object a file holds (what write_json wrote, or a hand-edited copy); anything else,
+    or a file that cannot be read, raises `error` with one line naming the file."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as failure:
+        raise error(f"{path} is not valid JSON: {failure}") from None
+    except OSError as failure:
+        raise error(f"cannot read {path}: {failure.strerror}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path} must hold a JSON object; got {type(value).__name__}")
+    return value
 
 
 def json_default(value: Any) -> Any:

@@ -15,7 +15,6 @@ with a message saying what is wrong.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -37,17 +36,8 @@ class CheckpointError(ValueError):
     pass
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` in one step (temporary file, fsync, rename, directory fsync)."""
-    atomic.write_bytes(path, data)
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic.write_json(path, value)
-
-
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Tensors as a safetensors file, written as atomic_write_bytes writes (serialised in memory first:
+    """Tensors as a safetensors file, written as atomic.write_bytes writes (serialised in memory first:
     the file is complete before its name appears)."""
     atomic.write_bytes(path, save_tensors({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
@@ -78,7 +68,7 @@ def dataset_reference(split) -> str:
 
 def save_meta(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, dataset: str, extra: dict | None = None) -> None:
     directory = Path(directory)
-    atomic_write_json(
+    atomic.write_json(
         directory / "config.json",
         {
             "format": FORMAT_VERSION,
@@ -143,16 +133,9 @@ def _read_meta(config_path: Path, directory: Path) -> dict:
     MAX_ITEMS items, the splits' limit: a crafted config.json cannot make a model ask for terabytes)."""
     from nextclick.data.benchmarks import MAX_ITEMS
 
-    try:
-        meta = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory} is not a checkpoint (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
-    except OSError as error:
-        raise CheckpointError(f"cannot read {config_path}: {error.strerror}") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{config_path} must hold a JSON object; got {type(meta).__name__}")
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory} is not a checkpoint (no config.json)")
+    meta = atomic.read_json_object(config_path, CheckpointError)
     for key in ("model", "config", "n_items"):
         if key not in meta:
             raise CheckpointError(f"{config_path} lacks {key!r}")

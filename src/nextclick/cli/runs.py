@@ -22,7 +22,7 @@ def default_run_dir(dataset: str, model, options) -> Path:
 
 
 def cmd_train(args) -> int:
-    from nextclick import checkpoint
+    from nextclick import atomic, checkpoint
     from nextclick.runs.guard import open_run, run_settings_of
     from nextclick.runs.select import fit_and_select
     from nextclick.data.benchmarks import resolve
@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
         print("config:", json.dumps(__import__("dataclasses").asdict(model.config)))
     model, record = fit_and_select(model, split, options)
     checkpoint.save_weights(directory, model)
-    checkpoint.atomic_write_json(directory / "metrics.json", {"valid": record.get("valid")})
+    atomic.write_json(directory / "metrics.json", {"valid": record.get("valid")})
     valid = record.get("valid", {})
     print(f"checkpoint: {directory}")
     print("validation " + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()))
@@ -85,7 +85,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_speed(args) -> int:
-    from nextclick import checkpoint
+    from nextclick import atomic
     from nextclick.measure.speed import measure_training_speed, speed_path
 
     result = measure_training_speed(
@@ -94,7 +94,7 @@ def cmd_speed(args) -> int:
         command=["nextclick", *args.argv], device=args.device,
     )
     path = speed_path(args.results_dir, result)
-    checkpoint.atomic_write_json(path, result)
+    atomic.write_json(path, result)
     fast = result["fast_path"]
     print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s, "
           f"{fast['operator_calls_per_step']:,} torch operator calls per step "
@@ -108,13 +108,13 @@ def cmd_speed(args) -> int:
 
 
 def cmd_curve(args) -> int:
-    from nextclick import checkpoint
+    from nextclick import atomic
     from nextclick.measure.curves import epoch_test_curve
 
     curve = epoch_test_curve(args.run, args.dataset, data_root=args.data_dir, threads=args.threads,
                              progress=not args.quiet, device_name=args.device)
     out = Path(args.out) if args.out else Path(args.run) / "test_curve.json"
-    checkpoint.atomic_write_json(out, curve)
+    atomic.write_json(out, curve)
     print(f"{'epoch':>5}  {'valid HR@20':>11}  {'valid MRR@20':>12}  {'test HR@20':>10}  {'test MRR@20':>11}")
     for row in curve["epochs"]:
         valid, test = row["valid"], row["test"]

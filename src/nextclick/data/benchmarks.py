@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nextclick import atomic
 from nextclick.data.sessions import Cases, Protocol, Sessions, Split, Vocab
 
 DATA_ENV = "NEXTCLICK_DATA"
@@ -132,17 +133,7 @@ def load_split(path: str | os.PathLike, name: str | None = None) -> Split:
 
 def _read_split_meta(meta_file: Path) -> dict:
     """split.json as a dict ({} when there is none)."""
-    if not meta_file.is_file():
-        return {}
-    try:
-        meta = json.loads(meta_file.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{meta_file} is not valid JSON: {error}") from None
-    except OSError as error:
-        raise DataError(f"cannot read {meta_file}: {error.strerror}") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{meta_file} must hold a JSON object; got {type(meta).__name__}")
-    return meta
+    return atomic.read_json_object(meta_file, DataError) if meta_file.is_file() else {}
 
 
 def _protocol(value, meta_file: Path) -> Protocol:
@@ -174,12 +165,11 @@ def save_split(split: Split, path: str | os.PathLike, extra: dict | None = None)
     step: into a temporary sibling directory renamed into place (nextclick.atomic.staged_directory), so
     an interrupted write leaves either the previous directory or the complete new split, never a part
     that would load as another protocol without its raw-id mapping."""
-    from nextclick.atomic import recover_directory, staged_directory
 
     path = Path(path)
-    recover_directory(path)  # a split a killed write had moved aside goes back first
+    atomic.recover_directory(path)  # a split a killed write had moved aside goes back first
     check_replaceable(path)
-    with staged_directory(path) as staging:
+    with atomic.staged_directory(path) as staging:
         write_split_files(split, staging, extra)
     return path
 

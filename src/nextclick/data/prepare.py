@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from nextclick.atomic import check_writable, recover_directory, staged_directory
+from nextclick.atomic import check_writable, read_json_object, recover_directory, staged_directory
 from nextclick.data.benchmarks import DataError, check_replaceable, load_split, write_split_files
 from nextclick.data.readers import MAX_BAD_FRACTION, GenericColumns, read_log
 from nextclick.data.recipes import RECIPES, prepare
@@ -113,8 +113,5 @@ def split_statistics(directory: str | os.PathLike) -> dict:
     summary = {"split": str(directory), **split.stats()}
     stats_file = directory / "stats.json"
     if stats_file.is_file():
-        try:
-            summary["stats.json"] = json.loads(stats_file.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError(f"{stats_file} is not valid JSON: {error}") from None
+        summary["stats.json"] = read_json_object(stats_file, DataError)
     return summary

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nextclick import checkpoint
+from nextclick import atomic, checkpoint
 from nextclick.atomic import check_writable
 from nextclick.data.benchmarks import resolve
 from nextclick.evaluate import Evaluation, evaluate
@@ -36,7 +36,7 @@ def write_ranks(path: Path, ranks: np.ndarray) -> None:
     """Per-case test ranks (for paired t-tests), written atomically like every result file."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, ranks=ranks.astype(np.int32))
-    checkpoint.atomic_write_bytes(path, buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def run_bench(
@@ -158,8 +158,8 @@ def run_bench(
         "command": shlex.join(command if command is not None else sys.argv),
         "citation": model.citation,
     }
-    checkpoint.atomic_write_json(directory / "metrics.json", {"valid": fit_record.get("valid"), "test": result["test"]})
+    atomic.write_json(directory / "metrics.json", {"valid": fit_record.get("valid"), "test": result["test"]})
     write_ranks(folder / RANKS_FILE, test_eval.ranks)
     path = folder / RESULT_FILE
-    checkpoint.atomic_write_json(path, result)  # last: a result file always has its ranks beside it
+    atomic.write_json(path, result)  # last: a result file always has its ranks beside it
     return result, path

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from nextclick import checkpoint
+from nextclick import atomic, checkpoint
 from nextclick.data.sessions import Split
 from nextclick.evaluate import evaluate
 from nextclick.models import build, model_class
@@ -155,7 +155,7 @@ def grid_select(
     commit = git_commit()  # the code this process imported, recorded with each candidate it finishes
     root = Path(options.checkpoint_dir)
     (root / "grid").mkdir(parents=True, exist_ok=True)  # the whole search, so `nextclick status` can list what is left
-    checkpoint.atomic_write_json(root / "grid" / GRID_SPEC, {
+    atomic.write_json(root / "grid" / GRID_SPEC, {
         "metric": options.select_metric, "candidates": [candidate_name(v) for v in candidates],
         "records": str(records) if records is not None else None})
     best: tuple[float, Recommender | None, dict, dict] | None = None
@@ -259,7 +259,7 @@ def write_candidate_record(paths: list[Path], kept: dict, *, trained_here: bool)
     for path in paths:
         if trained_here or not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.atomic_write_json(path, kept)
+            atomic.write_json(path, kept)
 
 
 def train_grid_in_workers(argv: list[str], workers: int, threads: int, run_dir: Path, *, progress: bool = True) -> None:

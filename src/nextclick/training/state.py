@@ -73,7 +73,7 @@ def save_training_state(directory: Path, model, optimizer, scheduler, progress: 
     if best is not None and progress["best_epoch"] != progress["epoch"]:
         tensors.update({f"best.{k}": v.detach().cpu() for k, v in best.items()})
     checkpoint.atomic_save_tensors(folder / name, tensors)
-    checkpoint.atomic_write_json(training_state_path(directory), {
+    atomic.write_json(training_state_path(directory), {
         "format": STATE_FORMAT, "tensors": name, **progress, "optimizer": optim_json,
         "scheduler": scheduler.state_dict() if scheduler else None})
     remove_uncommitted(directory, keep=name)
@@ -161,10 +161,7 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> tuple[d
     state_json = training_state_path(directory)
     if not state_json.is_file():
         raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
-    try:
-        progress = json.loads(state_json.read_text())
-    except json.JSONDecodeError as error:
-        raise checkpoint.CheckpointError(f"{state_json} is not valid JSON: {error}") from None
+    progress = atomic.read_json_object(state_json, checkpoint.CheckpointError)
     tensors = checkpoint.load_tensors(committed_tensors_path(directory))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _load_optimizer(optimizer, tensors, progress.pop("optimizer"))
