@@ -10,20 +10,11 @@ from nextclick.cli.common import (add_data_options, add_device_option, add_prese
                                   add_train_options, int_in, model_name, model_overrides, train_options)
 
 
-def default_run_dir(dataset: str, model, options) -> Path:
-    """runs/<dataset>/<model>/<run id>: where `train` keeps a run nobody named, as `bench` does."""
-    from dataclasses import asdict
-
-    from nextclick.runs.identity import run_id, run_settings
-    from nextclick.training.loop import TrainOptions
-
-    settings = run_settings(asdict(type(model).Config()), asdict(model.config), asdict(TrainOptions()), asdict(options))
-    return Path("runs") / dataset / model.name / run_id(settings)
-
-
 def cmd_train(args) -> int:
     from nextclick import atomic, checkpoint
+    from nextclick.runs.bench import default_checkpoint_dir, requested_settings
     from nextclick.runs.guard import open_run, run_settings_of
+    from nextclick.runs.identity import run_id
     from nextclick.runs.select import fit_and_select
     from nextclick.data.benchmarks import resolve
     from nextclick.models import build
@@ -36,8 +27,10 @@ def cmd_train(args) -> int:
     split = resolve(args.dataset, args.data_dir)
     torch.manual_seed(options.seed)
     model = build(args.model, split.n_items, model_overrides(args))
-    directory = Path(options.checkpoint_dir or default_run_dir(split.name, model, options))
-    options.checkpoint_dir = str(directory)
+    if options.checkpoint_dir is None:  # a run nobody named goes where bench would put it
+        identity = run_id(requested_settings(type(model), model.config, options))
+        options.checkpoint_dir = str(default_checkpoint_dir(split.name, model.name, identity))
+    directory = Path(options.checkpoint_dir)
     reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
     settings = run_settings_of(model.name, model.config, options, reference)
     # every check before the first write: a refused run leaves the directory as it was

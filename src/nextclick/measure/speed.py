@@ -70,10 +70,12 @@ def measure_training_speed(
     device = resolve_device(device)
     split = resolve(dataset, data_root)
     cases = split.train_cases()
-    # every timed step is a full batch of distinct cases: a step past the end would time an empty batch
-    needed = (warmup + max(batches, reference_batches)) * batch_size
+    # every timed step is a full batch of distinct cases from one epoch of the stream, and one more batch
+    # is run to count operator calls: a step past the epoch's end would have no batch to time
+    needed = (warmup + max(batches, reference_batches) + 1) * batch_size
     if needed > len(cases):
-        raise ValueError(f"{warmup} warm-up + {max(batches, reference_batches)} timed batches of {batch_size} need "
+        raise ValueError(f"{warmup} warm-up + {max(batches, reference_batches)} timed batches + 1 counted batch of "
+                         f"{batch_size} need "
                          f"{needed:,} training cases; {split.name} has {len(cases):,}: ask for fewer --batches "
                          f"or a smaller --batch-size")
 

@@ -224,8 +224,8 @@ class GRU4Rec(NeuralModel):
         self.popularity.copy_(torch.from_numpy(counts))
 
     def training_stream(self, cases: Cases, options: StreamOptions) -> SessionParallelStream:
-        sampling = self.popularity.cpu().numpy().astype(np.float64) ** self.config.sample_alpha
-        sampling[self.popularity.cpu().numpy() == 0] = 0.0
+        counts = self.popularity.cpu().numpy().astype(np.float64)
+        sampling = np.where(counts > 0, counts ** self.config.sample_alpha, 0.0)  # never an unseen item, even at alpha 0
         return SessionParallelStream(cases, options, self.config.n_sample, sampling)
 
     def optimizer(self) -> torch.optim.Optimizer:

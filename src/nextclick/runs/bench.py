@@ -32,6 +32,17 @@ from nextclick.runtime import git_commit, machine_info, resolve_device, set_thre
 from nextclick.training.loop import TrainOptions
 
 
+def requested_settings(cls: type, requested: Any, options: TrainOptions, grid: dict | None = None) -> dict[str, str]:
+    """The run's identity as runs.identity names it: the requested config and the training options that
+    differ from their defaults, and the grid."""
+    return run_settings(asdict(cls.Config()), asdict(requested), asdict(TrainOptions()), asdict(options), grid)
+
+
+def default_checkpoint_dir(dataset: str, model_name: str, identity: str) -> Path:
+    """runs/<dataset>/<model>/<run id>: where a run nobody named keeps its checkpoints (bench and train)."""
+    return Path("runs") / dataset / model_name / identity
+
+
 def write_ranks(path: Path, ranks: np.ndarray) -> None:
     """Per-case test ranks (for paired t-tests), written atomically like every result file."""
     buffer = io.BytesIO()
@@ -82,7 +93,7 @@ def run_bench(
     overrides = dict(overrides or {})
     cls = model_class(model_name)
     requested = config_from_overrides(cls.Config, overrides)  # fails on a bad --set before any work
-    settings = run_settings(asdict(cls.Config()), asdict(requested), asdict(TrainOptions()), asdict(options), grid)
+    settings = requested_settings(cls, requested, options, grid)
     identity = run_id(settings)
     if not cls.neural and getattr(requested, "tune", False) and not grid:
         grid = dict(cls.search_space)  # the model's own search, the paper's values first
@@ -109,7 +120,7 @@ def run_bench(
     if grid_workers > 1 and worker_argv is None:
         raise ValueError("grid_workers needs the bench command line the workers run (worker_argv)")
     if options.checkpoint_dir is None:
-        options = replace(options, checkpoint_dir=str(Path("runs") / split.name / cls.name / identity))
+        options = replace(options, checkpoint_dir=str(default_checkpoint_dir(split.name, cls.name, identity)))
     directory = Path(options.checkpoint_dir)
     reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
     wanted = run_settings_of(cls.name, requested, options, reference)

@@ -34,7 +34,8 @@ from nextclick.evaluate import evaluate
 from nextclick.models import build, model_class
 from nextclick.models.base import Recommender
 from nextclick.models.config import config_from_overrides
-from nextclick.runs.select import SELECTION_METRIC, fit_and_select, refit, validation_subset
+from nextclick.runs.select import SELECTION_METRIC, VALIDATION_SUBSET, fit_and_select, refit, validation_subset
+from nextclick.runs.identity import RESULT_OPTIONS
 from nextclick.runs.status import GRID_SPEC, candidate_record_paths, run_status
 from nextclick.runtime import git_commit, machine_info, resolve_device
 from nextclick.training.loop import TrainOptions
@@ -95,12 +96,12 @@ def check_grid(model_name: str, overrides: dict[str, Any], grid: dict[str, tuple
 
 
 def search_statistical(model_name: str, split: Split, overrides: dict[str, Any], grid: dict[str, tuple],
-                       options: TrainOptions, max_cases: int | None = None) -> tuple[Any, dict]:
+                       options: TrainOptions, max_cases: int = VALIDATION_SUBSET) -> tuple[Any, dict]:
     """Fit every candidate config on the fit part of the carve and score it on (a fixed subset of) the
     validation part; returns (the chosen config, the search record). The chosen config is then fitted,
     validated and refitted like any other (runs.select.fit_and_select)."""
     fit_cases, valid_cases = split.carve(options.validation, 0.1, seed=options.seed)
-    cases = validation_subset(valid_cases, max_cases) if max_cases else validation_subset(valid_cases)
+    cases = validation_subset(valid_cases, max_cases)
     rows, best_index, best_value = [], 0, -np.inf
     for index, values in enumerate(grid_candidates(grid)):
         model = build(model_name, split.n_items, {**overrides, **values})
@@ -114,11 +115,12 @@ def search_statistical(model_name: str, split: Split, overrides: dict[str, Any],
         if metrics[SELECTION_METRIC] > best_value:
             best_index, best_value = index, metrics[SELECTION_METRIC]
     chosen = {key: rows[best_index][key] for key in grid}
+    config_class = model_class(model_name).Config
     record = {"metric": SELECTION_METRIC, "valid_cases": len(cases), "valid_cases_available": len(valid_cases),
-              "grid": {key: [getattr(config_from_overrides(model_class(model_name).Config, {key: v}), key) for v in values]
+              "grid": {key: [getattr(config_from_overrides(config_class, {key: v}), key) for v in values]
                        for key, values in grid.items()},
               "candidates": rows, "chosen": chosen}
-    return config_from_overrides(model_class(model_name).Config, {**overrides, **chosen}), record
+    return config_from_overrides(config_class, {**overrides, **chosen}), record
 
 
 def grid_select(
@@ -224,8 +226,8 @@ def train_candidate(model: Recommender, split: Split, options: TrainOptions, dir
     return fit_and_select(model, split, candidate_options)
 
 
-SETTING_OPTIONS = ("epochs", "patience", "batch_size", "seed", "select_metric", "validation", "length_buckets",
-                   "max_batches")  # the TrainOptions a candidate's validation score depends on
+# the TrainOptions a candidate's validation score depends on: a result's, but refit (candidates never refit)
+SETTING_OPTIONS = tuple(option for option in RESULT_OPTIONS if option != "refit")
 
 
 def candidate_settings(model: Recommender, split: Split, options: TrainOptions) -> dict:
