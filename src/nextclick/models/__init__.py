@@ -6,6 +6,7 @@ from typing import Any
 
 from nextclick.models.base import Recommender
 from nextclick.models.config import ConfigError, config_from_overrides
+from nextclick.models.danser import DANSeR
 from nextclick.models.dsan import DSAN
 from nextclick.models.factorization import BPRMF, FPMC
 from nextclick.models.gcsan import GCSAN
@@ -33,6 +34,7 @@ REGISTRY: dict[str, type[Recommender]] = {
     "gc-san": GCSAN,
     "stamp": STAMP,
     "dsan": DSAN,
+    "danser": DANSeR,
 }
 
 
