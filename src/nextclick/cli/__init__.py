@@ -1,6 +1,7 @@
 """`nextclick` command line: thin — parses, calls the library, prints. One module per verb group:
 catalogue (datasets, models), runs (train, bench, status, curve, speed, demo), use (evaluate,
-recommend, explain), data (data prepare | stats | bench-prepare), and report.
+recommend, explain), serve (serve, serve-bench, index-bench), data (data prepare | stats |
+bench-prepare), and report.
 
 Every command works on the embedded synthetic dataset when no dataset is named. Bad input gives one
 line `nextclick: error: ...` on stderr and exit code 2.
@@ -25,7 +26,7 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nextclick.cli import catalogue, data, runs, use
+    from nextclick.cli import catalogue, data, runs, serve, use
     from nextclick.report import add_arguments as add_report_arguments
 
     from nextclick.cli.common import OneLineParser
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalogue.register(sub)
     runs.register(sub)
     use.register(sub)
+    serve.register(sub)
     p = sub.add_parser("report", help="markdown tables and PNG plots made from results/*/*/*/result.json alone")
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)

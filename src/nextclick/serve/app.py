@@ -1,0 +1,307 @@
+"""The HTTP service of `nextclick serve`: FastAPI routes over a Scorer (serve/scoring.py) and a session
+store (serve/store.py).
+
+    POST   /v1/recommend                 {"items": [ids], "k": 20, "exclude_seen": false, "include_weights": false}
+    POST   /v1/sessions/{id}/clicks      {"item": id, "k": 20, ...}  appends the click, answers as /v1/recommend
+    GET    /v1/sessions/{id}             the session's clicks          DELETE /v1/sessions/{id}
+    GET    /v1/model                     the served run                POST   /v1/reload  (the same RUN path again)
+    GET    /v1/items?query=&limit=       catalogue items (names from --catalogue) for the page
+    GET    /healthz  /readyz  /metrics   GET /  (the page)             GET /docs (OpenAPI)
+
+Every bound of serve/limits.py is enforced before work is done: the body size here, in the ASGI layer
+(413), the clicks and k by the request models (422), the scoring queue by the Scorer (503 with
+Retry-After). No route reads a file the client names: /v1/reload reads the path given on the command
+line again (a symlink the operator moved, or a directory rewritten in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, Path as PathParameter, Query as QueryParameter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from nextclick.serve.limits import ITEM_ID_HIGH, ITEM_ID_LOW, MAX_K, SESSION_ID, ServeLimits, StoreLimits
+from nextclick.serve.metrics import Metrics
+from nextclick.serve.scoring import NothingKnown, Overloaded, Query, Scorer, load_run
+from nextclick.serve.store import open_store
+
+ItemId = Annotated[int, Field(ge=ITEM_ID_LOW, le=ITEM_ID_HIGH, strict=True)]
+SessionId = Annotated[str, PathParameter(pattern=f"^{SESSION_ID.pattern}$", min_length=1, max_length=128)]
+# the variable through which `--workers N` hands each uvicorn worker process its ServeConfig
+CONFIG_ENV = "NEXTCLICK_SERVE_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    run: str  # checkpoint directory, read at start and on every reload
+    store: str = "memory"  # or a redis:// URL
+    index: str = "exact"  # or hnsw (inner-product models)
+    threads: int = 1  # torch threads of the scorer
+    catalogue: str | None = None  # CSV of item id, name (the page shows the names)
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    store_limits: StoreLimits = field(default_factory=StoreLimits)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        values = json.loads(text)
+        return cls(**{**values, "limits": ServeLimits(**values["limits"]),
+                      "store_limits": StoreLimits(**values["store_limits"])})
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(20, ge=1, le=MAX_K, description="how many items to return (at most the catalogue)")
+    exclude_seen: bool = Field(False, description="leave out items already in the session")
+    include_weights: bool = Field(False, description="each click's weight in the session vector (attention models)")
+
+
+class RecommendRequest(Options):
+    items: list[ItemId] = Field(..., min_length=1, max_length=ServeLimits().max_clicks,
+                                description="the session's raw item ids, oldest first")
+
+
+class ClickRequest(Options):
+    item: ItemId = Field(..., description="the item clicked (raw id)")
+
+
+def create_app(config: ServeConfig, run=None) -> FastAPI:
+    """The app for `config`; `run` (a ServedRun) skips loading, for tests and tools that have one."""
+    limits = config.limits
+    metrics = Metrics()
+    state: dict = {"scorer": None, "store": None, "names": {}}
+    reload_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        served = run or await asyncio.to_thread(load_run, config.run, config.index, config.threads)
+        state["names"] = read_catalogue(config.catalogue) if config.catalogue else {}
+        state["store"] = open_store(config.store, limits.max_clicks, config.store_limits)
+        state["scorer"] = Scorer(served, limits, metrics.observe_batch)
+        try:
+            yield
+        finally:
+            state["scorer"].close()
+            await state["store"].close()
+
+    app = FastAPI(title="nextclick", summary="What next? Session-based next-item recommendations.",
+                  lifespan=lifespan)
+
+    async def recommend(query: Query) -> JSONResponse:
+        answer = await state["scorer"].submit(query)
+        return JSONResponse(answer.to_dict())
+
+    @app.post("/v1/recommend", summary="top-K next items for the session given in the body")
+    async def recommend_route(body: RecommendRequest):
+        return await recommend(Query(body.items, body.k, body.exclude_seen, body.include_weights))
+
+    @app.post("/v1/sessions/{session_id}/clicks", summary="append a click to a live session; its top-K next items")
+    async def click_route(session_id: SessionId, body: ClickRequest):
+        items = await state["store"].append(session_id, [body.item])
+        response = await recommend(Query(items, body.k, body.exclude_seen, body.include_weights))
+        payload = json.loads(response.body)
+        return JSONResponse({"session_id": session_id, "session": items, **payload})
+
+    @app.get("/v1/sessions/{session_id}", summary="a live session's clicks (the most recent, oldest first)")
+    async def get_session(session_id: SessionId):
+        items = await state["store"].get(session_id)
+        if items is None:
+            return error(404, f"no session {session_id!r} (never clicked, deleted, or expired)")
+        return {"session_id": session_id, "items": items}
+
+    @app.delete("/v1/sessions/{session_id}", status_code=204, summary="forget a live session")
+    async def delete_session(session_id: SessionId):
+        if not await state["store"].delete(session_id):
+            return error(404, f"no session {session_id!r}")
+        return Response(status_code=204)
+
+    @app.get("/v1/model", summary="the served run")
+    async def model_route():
+        return {**state["scorer"].run.describe(), "store": state["store"].kind, "limits": asdict(limits)}
+
+    @app.post("/v1/reload", summary="load the run at the command line's RUN path again; requests keep being served")
+    async def reload_route():
+        if reload_lock.locked():
+            return error(409, "a reload is already under way")
+        async with reload_lock:
+            scorer = state["scorer"]
+            served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads)
+            scorer.swap(served)
+            metrics.reloads += 1
+            return served.describe()
+
+    @app.get("/v1/items", summary="catalogue items for the page: ids (with names from --catalogue) matching a query")
+    async def items_route(query: Annotated[str, QueryParameter(max_length=100)] = "",
+                          limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20):
+        return {"items": catalogue_items(state["scorer"].run, state["names"], query, limit)}
+
+    @app.get("/healthz", summary="the process answers")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="a run is loaded and the session store answers")
+    async def readyz():
+        scorer, store = state["scorer"], state["store"]
+        if scorer is None or store is None or not await store.ping():
+            return error(503, "not ready: the run is loading or the session store does not answer")
+        return {"status": "ready", "model": scorer.run.model.name}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
+    async def metrics_route():
+        store = state["store"]
+        try:
+            sessions = await store.count()
+        except Exception:  # an unreachable Redis must not take the metrics down with it
+            sessions = None
+        scorer = state["scorer"]
+        return PlainTextResponse(metrics.render(sessions, scorer.pending, scorer.run.model.name, scorer.run.path),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded):
+        metrics.refuse("scoring queue full")
+        return error(503, f"over capacity: {exc}; retry shortly", {"Retry-After": "1"})
+
+    @app.exception_handler(NothingKnown)
+    async def nothing_known(request: Request, exc: NothingKnown):
+        return error(422, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError):
+        return error(422, str(exc))
+
+    import redis.exceptions as redis_errors  # the redis client is a dependency of the serve extra
+
+    @app.exception_handler(redis_errors.RedisError)
+    async def store_down(request: Request, exc: Exception):
+        metrics.refuse("session store unavailable")
+        return error(503, f"session store unavailable: {type(exc).__name__}", {"Retry-After": "1"})
+
+    return BoundedApp(app, limits, metrics)
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def read_catalogue(path: str, max_items: int = 2_000_000) -> dict[int, str]:
+    """Item names from a CSV/TSV of `id,name` lines (a header line is skipped when its id is no integer);
+    the operator names the file on the command line, never a client."""
+    names: dict[int, str] = {}
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            head, _, name = line.rstrip("\n").replace("\t", ",").partition(",")
+            try:
+                names[int(head)] = name.strip()[:200]
+            except ValueError:
+                continue
+            if len(names) >= max_items:
+                break
+    return names
+
+
+def catalogue_items(run, names: dict[int, str], query: str, limit: int) -> list[dict]:
+    """Items whose id starts with `query` or whose name contains it (all items when it is empty), in
+    vocabulary order, at most `limit`."""
+    query = query.strip().lower()
+    found = []
+    for item in run.lookup.ids[1:]:
+        item = int(item)
+        name = names.get(item, "")
+        if not query or str(item).startswith(query) or query in name.lower():
+            found.append({"item": item, "name": name})
+            if len(found) >= limit:
+                break
+    return found
+
+
+PAGE = resources.files("nextclick.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+class BoundedApp:
+    """ASGI wrapper: refuses bodies over `max_body_bytes` (413) before the app reads them, and times every
+    request into the metrics under its route's template (so /v1/sessions/{session_id} is one series)."""
+
+    def __init__(self, app: FastAPI, limits: ServeLimits, metrics: Metrics):
+        self.app = app
+        self.limits = limits
+        self.metrics = metrics
+
+    def __getattr__(self, name):  # tests and uvicorn read .state, .routes, .openapi() through the wrapper
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        receive = await self._bounded_body(scope, receive, send_and_note)
+        if receive is not None:
+            await self.app(scope, receive, send_and_note)
+        route = scope.get("route")
+        self.metrics.observe_request(scope["method"], getattr(route, "path", "unmatched"), status["code"],
+                                     time.perf_counter() - start)
+
+    async def _bounded_body(self, scope, receive, send):
+        """`receive` when the body fits (a replay of it when it came without a length), else None after
+        answering 413."""
+        limit = self.limits.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > limit:
+                await self._too_large(scope, receive, send)
+                return None
+            return receive
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return receive
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            size += len(message.get("body", b""))
+            if size > limit:
+                await self._too_large(scope, receive, send)
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        replay = iter([{"type": "http.request", "body": b"".join(chunks), "more_body": False}])
+
+        async def replayed():
+            return next(replay, None) or await receive()
+
+        return replayed
+
+    async def _too_large(self, scope, receive, send):
+        self.metrics.refuse("body too large")
+        response = error(413, f"request body over {self.limits.max_body_bytes:,} bytes")
+        await response(scope, receive, send)
+
+
+def app_from_environment() -> BoundedApp:
+    """What each uvicorn worker process builds under `--workers N` (uvicorn imports it by name)."""
+    return create_app(ServeConfig.from_json(os.environ[CONFIG_ENV]))

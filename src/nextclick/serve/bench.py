@@ -1,0 +1,221 @@
+"""`nextclick serve-bench`: an open-loop load test of a served run, on this machine only.
+
+Open loop: request i is due at a time drawn in advance (Poisson arrivals at the asked rate), whether or
+not earlier ones have been answered, and its latency counts from that due time. A slow server therefore
+shows as latency (and, past its queue, as 503s), never as a quietly lower offered rate: the
+"coordinated omission" a closed loop of waiting clients commits. Achieved throughput is what came back
+per second of the window.
+
+The client is a few dozen lines of HTTP/1.1 over asyncio streams (keep-alive connections from a pool)
+rather than an HTTP library: at 1,000 requests/s on the same two cores as the server, each
+millisecond of client work per request is a core the server does not get.
+
+Bounded: loopback addresses only, at most MAX_RATE requests/s, MAX_SECONDS per rate, MAX_CONNECTIONS
+open at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+MAX_RATE = 10_000  # requests/s: beyond what one Python client can offer anyway
+MAX_SECONDS = 60.0  # per rate
+MAX_CONNECTIONS = 512  # open at once; a request due when all are busy waits (and its latency shows it)
+
+
+def loopback_url(url: str) -> tuple[str, int]:
+    """(host, port) of an http:// URL whose host is a loopback address; ValueError otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"serve-bench needs an http://host:port URL; got {url!r}")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, None)}
+    except socket.gaierror as error:
+        raise ValueError(f"cannot resolve {parts.hostname!r}: {error}") from None
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses):
+        raise ValueError(f"serve-bench loads this machine only: {parts.hostname!r} is not a loopback address")
+    return parts.hostname, parts.port or 80
+
+
+@dataclass
+class RateResult:
+    rate: float  # requests/s asked for
+    seconds: float
+    sent: int
+    achieved_rate: float  # answers with status 200 per second of the window
+    statuses: dict[str, int]  # status (or the client error) -> count
+    errors: int  # every answer but 200
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    # from the moment the request was written (the server's own time plus the loopback): the open-loop
+    # figures above also hold the time a request waited for the client itself, which falls behind at
+    # rates one Python process cannot offer
+    service_p99_ms: float | None = None
+    refused_service_p99_ms: float | None = None  # how fast 503s came back (overload)
+    server_rss_mb: dict = field(default_factory=dict)  # before, peak, after
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: send a POST, read status and body (Content-Length framing,
+    which uvicorn always uses for these JSON answers)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def post_request(host: str, port: int, path: str, body: dict) -> bytes:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+async def _load(host: str, port: int, requests: list[bytes], rate: float, seconds: float, seed: int,
+                watch_pid: int | None) -> RateResult:
+    rng = np.random.default_rng(seed)
+    count = max(1, int(rate * seconds))
+    due = np.cumsum(rng.exponential(1.0 / rate, count))  # Poisson arrivals
+    idle: list[Connection] = []
+    slots = asyncio.Semaphore(MAX_CONNECTIONS)
+    latencies, refused, statuses = [], [], {}
+    service, refused_service = [], []
+    rss = {"before": rss_mb(watch_pid), "peak": rss_mb(watch_pid)}
+
+    async def one(index: int, start: float) -> None:
+        async with slots:
+            connection = idle.pop() if idle else None
+            try:
+                if connection is None:
+                    connection = await Connection.open(host, port)
+                sent = time.perf_counter()
+                status = await connection.post(requests[index % len(requests)])
+                idle.append(connection)
+                key = str(status)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                if connection is not None:
+                    connection.close()
+                key = f"client {type(error).__name__}"
+                status = 0
+            end = time.perf_counter()
+            statuses[key] = statuses.get(key, 0) + 1
+            (latencies if status == 200 else refused).append(end - (start + due[index]))
+            if status:
+                (service if status == 200 else refused_service).append(end - sent)
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            rss["peak"] = max(rss["peak"] or 0, rss_mb(watch_pid) or 0) or None
+
+    watcher = asyncio.create_task(watch())
+    start = time.perf_counter()
+    tasks = []
+    for index in range(count):
+        wait = start + due[index] - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(one(index, start)))
+    await asyncio.gather(*tasks)
+    window = time.perf_counter() - start
+    watcher.cancel()
+    for connection in idle:
+        connection.close()
+    rss["after"] = rss_mb(watch_pid)
+    ok = np.array(latencies) * 1000
+    quantile = (lambda q: round(float(np.quantile(ok, q)), 3)) if len(ok) else (lambda q: None)
+
+    def p99(seconds: list[float]) -> float | None:
+        return round(float(np.quantile(np.array(seconds) * 1000, 0.99)), 3) if seconds else None
+
+    return RateResult(rate=rate, seconds=round(window, 3), sent=count,
+                      achieved_rate=round(len(ok) / window, 1), statuses=dict(sorted(statuses.items())),
+                      errors=count - len(ok), p50_ms=quantile(0.5), p90_ms=quantile(0.9), p99_ms=quantile(0.99),
+                      max_ms=quantile(1.0),
+                      service_p99_ms=p99(service), refused_service_p99_ms=p99(refused_service),
+                      server_rss_mb={k: v for k, v in rss.items()})
+
+
+def run_rate(url: str, bodies: list[dict], rate: float, seconds: float, path: str = "/v1/recommend",
+             seed: int = 0, watch_pid: int | None = None) -> RateResult:
+    """Offer `rate` requests/s for `seconds` (bodies in turn) to `url` (loopback only)."""
+    if not 0 < rate <= MAX_RATE:
+        raise ValueError(f"rate must be in (0, {MAX_RATE:,}] requests/s; got {rate}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be in (0, {MAX_SECONDS:g}]; got {seconds}")
+    if not bodies:
+        raise ValueError("no request bodies to send")
+    host, port = loopback_url(url)
+    requests = [post_request(host, port, path, body) for body in bodies]
+    return asyncio.run(_load(host, port, requests, rate, seconds, seed, watch_pid))
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a process in MB (Linux /proc), None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 120.0, process=None) -> None:
+    """Until GET /readyz answers 200; RuntimeError when the server process exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} was not ready within {timeout:g} s")
+
+
+def result_record(results: list[RateResult], **context) -> dict:
+    """What serve-bench writes: the rates' figures and everything needed to read them fairly."""
+    return {**context, "rates": [asdict(r) for r in results]}

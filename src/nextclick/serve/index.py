@@ -1,0 +1,131 @@
+"""Top-K over the catalogue: exact by default, approximate (faiss HNSW) for large catalogues.
+
+- `ExactTopK`: the model's own `recommend` (full scores, then torch.topk): every model, every catalogue.
+- `ApproximateTopK`: for inner-product models (those with `query_vectors` and `item_vectors`, whose
+  scores are <query, item row>, models/base.py), a faiss HNSW graph over the item rows answers a query
+  in O(log n) distance computations instead of n. Worth it from about a million items, where exact
+  scoring costs tens of milliseconds per query on a CPU; `measure_recall` gives its recall@K against
+  exact, which `nextclick index-bench` records (docs/serving.md).
+
+Both return (B, k) item indices and scores, best first; an approximate index may find fewer than k,
+and marks the missing places with index 0 (padding), which callers drop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nextclick.data.batches import batch_from_prefixes
+
+# HNSW's graph degree and search breadth. M = 32 and efConstruction = 200 are faiss's own benchmark
+# settings for million-scale sets (faiss wiki, "Indexing 1M vectors"); efSearch = 256 is what reached
+# recall@20 >= 0.99 on the generated 1M-item catalogue (results/serving/index/, docs/serving.md)
+HNSW_NEIGHBOURS = 32
+HNSW_BUILD_BREADTH = 200
+HNSW_SEARCH_BREADTH = 256
+
+
+def has_item_vectors(model) -> bool:
+    """Inner-product models: scores are <query_vectors(batch), item_vectors()> (models/base.py)."""
+    return hasattr(model, "query_vectors") and hasattr(model, "item_vectors")
+
+
+class ExactTopK:
+    kind = "exact"
+
+    def __init__(self, model):
+        self.model = model
+
+    def top(self, prefixes: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.recommend(prefixes, k=k)
+
+
+class ApproximateTopK:
+    """An HNSW graph (inner product) over rows 1..N of `item_vectors()`; queries from `query_vectors`."""
+
+    kind = "hnsw"
+
+    def __init__(self, model, search_breadth: int = HNSW_SEARCH_BREADTH):
+        if not has_item_vectors(model):
+            raise ValueError(f"{model.name} scores are not inner products of query and item vectors: "
+                             "it has no approximate index (use --index exact)")
+        self.model = model
+        with torch.inference_mode():
+            items = model.item_vectors()[1:].float().cpu().numpy()  # (N, D), row 0 is padding
+        self.index = build_hnsw(items, search_breadth)
+
+    def top(self, prefixes: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        batch = batch_from_prefixes(prefixes, self.model.max_length)
+        with torch.inference_mode():
+            queries = self.model.query_vectors(batch).float().cpu().numpy()  # (B, D)
+        return search(self.index, queries, min(k, self.model.n_items))
+
+
+def build_hnsw(items: np.ndarray, search_breadth: int = HNSW_SEARCH_BREADTH):
+    """An inner-product HNSW index over `items` (N, D); faiss id j is item index j + 1."""
+    import faiss
+
+    index = faiss.IndexHNSWFlat(items.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_BUILD_BREADTH
+    index.add(np.ascontiguousarray(items, dtype=np.float32))
+    index.hnsw.efSearch = max(search_breadth, 1)
+    return index
+
+
+def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, k) item indices (0 where fewer than k were found) and scores, best first."""
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return np.where(ids >= 0, ids + 1, 0), scores
+
+
+def exact_top(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) item indices (1-based) of the largest inner products, by brute force in torch."""
+    scores = torch.from_numpy(queries) @ torch.from_numpy(items).T  # (B, N)
+    return torch.topk(scores, k, dim=1).indices.numpy() + 1
+
+
+@dataclass(frozen=True)
+class RecallMeasure:
+    recall: float  # share of the exact top-k found by the index, over all queries
+    k: int
+    queries: int
+    build_seconds: float
+    approximate_ms_per_query: float  # one query at a time, as a request is served
+    exact_ms_per_query: float  # the same queries in one batch of brute force
+
+
+def measure_recall(items: np.ndarray, queries: np.ndarray, k: int = 20,
+                   search_breadth: int = HNSW_SEARCH_BREADTH) -> RecallMeasure:
+    """Recall@k of an HNSW index over `items` against brute force, with the time each takes."""
+    start = time.perf_counter()
+    index = build_hnsw(items, search_breadth)
+    build = time.perf_counter() - start
+    start = time.perf_counter()
+    found = np.concatenate([search(index, queries[i : i + 1], k)[0] for i in range(len(queries))])
+    approximate = time.perf_counter() - start
+    start = time.perf_counter()
+    exact = np.concatenate([exact_top(items, queries[i : i + 64], k) for i in range(0, len(queries), 64)])
+    brute = time.perf_counter() - start
+    hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact))
+    return RecallMeasure(recall=hits / (k * len(queries)), k=k, queries=len(queries), build_seconds=build,
+                         approximate_ms_per_query=1000 * approximate / len(queries),
+                         exact_ms_per_query=1000 * brute / len(queries))
+
+
+def generated_catalogue(n_items: int, dim: int, n_queries: int, seed: int = 0,
+                        clusters: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors and queries shaped like a trained item table: items around `clusters` centres
+    (categories), norms spread as popularity spreads them, and queries near items (a session vector
+    sits near the items it clicked). Uniform random vectors would be easier to make and harder than
+    any trained table: their nearest neighbours are all nearly equally far."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    items = centres[rng.integers(0, clusters, n_items)] + 0.6 * rng.standard_normal((n_items, dim)).astype(np.float32)
+    items *= rng.lognormal(0.0, 0.25, (n_items, 1)).astype(np.float32)
+    anchors = items[rng.integers(0, n_items, n_queries)]
+    queries = anchors + 0.5 * rng.standard_normal((n_queries, dim)).astype(np.float32)
+    return items, queries.astype(np.float32)

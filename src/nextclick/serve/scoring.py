@@ -1,0 +1,267 @@
+"""A served run and the one thread that scores with it.
+
+`load_run` reads a checkpoint directory with `nextclick.checkpoint.load`, as `nextclick recommend`
+does, and keeps what every request needs ready: the model, its vocabulary as a sorted lookup, and a
+top-K strategy (serve/index.py). `answer` turns a batch of queries (raw item ids) into recommendations.
+
+`Scorer` runs `answer` on its own thread. Requests queue for it (at most `max_pending`; one more is
+refused at once with `Overloaded`); each time it is free it takes everything queued, up to `max_batch`,
+and scores it in one model call, so a burst costs one batched forward pass rather than one per
+request, and a lone request waits for nothing. `swap` replaces the run between two batches: requests
+already taken finish on the run they started with, later ones get the new one, none is dropped.
+
+Unknown item ids (not in the run's vocabulary) are ignored and reported back in `unknown_items`; a
+session none of whose items is known has nothing to score from, which is an error (422).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextclick.data.batches import batch_from_prefixes
+from nextclick.serve.index import ApproximateTopK, ExactTopK, has_item_vectors
+from nextclick.serve.limits import ServeLimits
+
+
+class Overloaded(Exception):
+    """The scoring queue is full: answer 503 now rather than later."""
+
+
+class NothingKnown(ValueError):
+    """None of a session's items is in the run's catalogue."""
+
+
+@dataclass(frozen=True)
+class ItemLookup:
+    """External id -> vocabulary index for many requests: the vocabulary sorted once at load, so a request
+    costs a binary search per click (Vocab.encode sorts on every call and stops at the first unknown id;
+    serving needs every unknown id and cannot afford a sort per request on a large catalogue)."""
+
+    ids: np.ndarray  # (n_items + 1,) the vocabulary, ids[0] padding
+    sorted_ids: np.ndarray  # ids[1:] sorted
+    order: np.ndarray  # sorted_ids[j] == ids[order[j] + 1]
+    dense: bool  # ids are 1..n: the index is the id
+
+    @classmethod
+    def of(cls, vocab) -> ItemLookup:
+        ids = vocab.ids
+        order = np.argsort(ids[1:], kind="stable")
+        return cls(ids=ids, sorted_ids=ids[1:][order], order=order, dense=bool(np.array_equal(ids, np.arange(len(ids)))))
+
+    def encode(self, external: list[int]) -> tuple[np.ndarray, list[int]]:
+        """(indices of the known ids in click order, the unknown ids in click order)."""
+        values = np.asarray(external, dtype=np.int64)
+        if self.dense:
+            known = (values >= 1) & (values < len(self.ids))
+            indices = values[known]
+        else:
+            position = np.clip(np.searchsorted(self.sorted_ids, values), 0, max(len(self.sorted_ids) - 1, 0))
+            known = self.sorted_ids[position] == values
+            indices = self.order[position[known]] + 1
+        return indices.astype(np.int64), values[~known].tolist()
+
+    def decode(self, indices: np.ndarray) -> np.ndarray:
+        return self.ids[indices]
+
+
+@dataclass(frozen=True)
+class ServedRun:
+    path: str
+    model: object
+    meta: dict
+    lookup: ItemLookup
+    top_k: ExactTopK | ApproximateTopK
+    loaded_at: float  # time.time()
+
+    @property
+    def has_click_weights(self) -> bool:
+        return hasattr(self.model, "click_weights")
+
+    def describe(self) -> dict:
+        return {"run": self.path, "model": self.model.name, "n_items": self.model.n_items,
+                "dataset": self.meta.get("dataset"), "index": self.top_k.kind,
+                "click_weights": self.has_click_weights, "loaded_at": self.loaded_at}
+
+
+def load_run(path: str | Path, index: str = "exact", threads: int = 1) -> ServedRun:
+    """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models."""
+    from nextclick import checkpoint
+
+    torch.set_num_threads(threads)
+    model, vocab, meta = checkpoint.load(path)
+    if index == "hnsw":
+        top_k = ApproximateTopK(model)
+    elif index == "exact":
+        top_k = ExactTopK(model)
+    else:
+        raise ValueError(f"--index must be exact or hnsw; got {index!r}")
+    return ServedRun(path=str(path), model=model, meta=meta, lookup=ItemLookup.of(vocab), top_k=top_k,
+                     loaded_at=time.time())
+
+
+def index_choices(model) -> list[str]:
+    return ["exact", "hnsw"] if has_item_vectors(model) else ["exact"]
+
+
+@dataclass(frozen=True)
+class Query:
+    items: list[int]  # raw item ids, oldest first
+    k: int = 20
+    exclude_seen: bool = False
+    include_weights: bool = False
+
+
+@dataclass
+class Answer:
+    items: list[int]
+    scores: list[float]
+    unknown_items: list[int]
+    clicks_read: int  # known clicks the model read (the most recent, at most its max_length)
+    weights: list[dict] | None = None
+    weights_name: str | None = None
+    model: str = ""
+    run: str = ""
+
+    def to_dict(self) -> dict:
+        out = {"items": [{"item": i, "score": s} for i, s in zip(self.items, self.scores)],
+               "unknown_items": self.unknown_items, "clicks_read": self.clicks_read,
+               "model": self.model, "run": self.run}
+        if self.weights is not None:
+            out["click_weights"] = {"name": self.weights_name, "clicks": self.weights}
+        return out
+
+
+def answer(run: ServedRun, queries: list[Query]) -> list[Answer | Exception]:
+    """Recommendations for each query, in one model call for all those with a known item; a query that
+    cannot be answered gets its exception in its place (the others are unaffected)."""
+    model = run.model
+    results: list[Answer | Exception] = [None] * len(queries)  # type: ignore[list-item]
+    prefixes, scored = [], []
+    for position, query in enumerate(queries):
+        indices, unknown = run.lookup.encode(query.items)
+        if len(indices) == 0:
+            results[position] = NothingKnown(f"none of the session's {len(query.items)} item ids is in this "
+                                             f"run's catalogue (unknown: {unknown[:5]})")
+            continue
+        if query.include_weights and not run.has_click_weights:
+            from nextclick.explain import attention_models
+
+            results[position] = ValueError(f"{model.name} gives no click weights (attention models: "
+                                           f"{', '.join(attention_models())})")
+            continue
+        prefixes.append(indices)
+        scored.append((position, query, indices, unknown))
+    if not prefixes:
+        return results
+    # seen items are dropped after the top-K, so ask for as many more as the session has distinct items
+    wanted = max(q.k + (len(np.unique(i)) if q.exclude_seen else 0) for _, q, i, _ in scored)
+    top, scores = run.top_k.top(prefixes, min(wanted, model.n_items))
+    weighed = [n for n, (_, q, _, _) in enumerate(scored) if q.include_weights]
+    weights = click_weights(model, [prefixes[n] for n in weighed]) if weighed else []
+    weights_of = dict(zip(weighed, weights))
+    read = model.max_length
+    for n, (position, query, indices, unknown) in enumerate(scored):
+        keep = top[n] != 0  # an approximate index marks places it could not fill with 0
+        if query.exclude_seen:
+            keep &= ~np.isin(top[n], indices)
+        chosen = np.flatnonzero(keep)[: query.k]
+        result = Answer(items=run.lookup.decode(top[n][chosen]).tolist(), scores=scores[n][chosen].astype(float).tolist(),
+                        unknown_items=unknown, clicks_read=min(len(indices), read), model=model.name, run=run.path)
+        if n in weights_of:
+            name, values = weights_of[n]
+            clicks = run.lookup.decode(indices[-len(values):]).tolist()
+            result.weights = [{"item": c, "weight": round(float(w), 6)} for c, w in zip(clicks, values)]
+            result.weights_name = name
+        results[position] = result
+    return results
+
+
+def click_weights(model, prefixes: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(what the weights are, each read click's weight, oldest first) per prefix, from the model's
+    `click_weights` (the material of `nextclick explain`)."""
+    with torch.inference_mode():
+        read = model.click_weights(batch_from_prefixes(prefixes, model.max_length))
+    items, weights = read.items.cpu().numpy(), read.weights.float().cpu().numpy()
+    return [(read.name, weights[row][items[row] != 0]) for row in range(len(prefixes))]
+
+
+@dataclass
+class _Pending:
+    query: Query
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Scorer:
+    """The thread that scores queued queries in batches (see the module's docstring)."""
+
+    def __init__(self, run: ServedRun, limits: ServeLimits = ServeLimits(), observe_batch=None):
+        self.run = run
+        self.limits = limits
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=limits.max_pending)
+        self._observe_batch = observe_batch or (lambda size, seconds: None)
+        self._thread = threading.Thread(target=self._work, name="nextclick-scorer", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def swap(self, run: ServedRun) -> None:
+        """Later batches use `run`; the batch being scored finishes on the one it started with."""
+        self.run = run
+
+    async def submit(self, query: Query) -> Answer:
+        loop = asyncio.get_running_loop()
+        pending = _Pending(query, loop.create_future(), loop)
+        try:
+            self._queue.put_nowait(pending)
+        except queue.Full:
+            raise Overloaded(f"{self.limits.max_pending} requests are already waiting to be scored") from None
+        result = await pending.future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.limits.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # close after this batch
+                    break
+                batch.append(item)
+            run = self.run  # one run for the whole batch, whatever `swap` does meanwhile
+            start = time.perf_counter()
+            try:
+                results = answer(run, [p.query for p in batch])
+            except Exception as error:  # a bug in one model call must not kill the thread serving everyone
+                results = [error] * len(batch)
+            self._observe_batch(len(batch), time.perf_counter() - start)
+            for pending, result in zip(batch, results):
+                pending.loop.call_soon_threadsafe(_settle, pending.future, result)
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if not future.done():  # the client may have gone (its request cancelled)
+        future.set_result(result)

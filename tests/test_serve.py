@@ -1,0 +1,337 @@
+"""`nextclick serve`: the routes, the bounds, the in-process store, reloads, metrics, the load test's
+client and the approximate index, on checkpoints of the synthetic data made in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from nextclick import checkpoint  # noqa: E402
+from nextclick.data.sessions import Vocab  # noqa: E402
+from nextclick.data.synthetic import SyntheticConfig, generate  # noqa: E402
+from nextclick.models import REGISTRY, build  # noqa: E402
+from nextclick.models.config import LIMITS, MAX_SESSION_LENGTH  # noqa: E402
+from nextclick.serve.app import ServeConfig, create_app  # noqa: E402
+from nextclick.serve.limits import ServeLimits, StoreLimits  # noqa: E402
+from nextclick.serve.store import MemoryStore  # noqa: E402
+
+# raw ids 1001..1050: a vocabulary that is not the identity, as a prepared click log's is
+OFFSET = 1000
+
+
+def small_overrides(cls) -> dict:
+    """Vector widths of 8 (fast); the rest of the model's defaults."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls.Config)}
+    return {name: 8 for name in names if LIMITS.get(name) is not None and LIMITS[name].high == 1024}
+
+
+def save_run(directory, name: str, seed: int = 0):
+    """A checkpoint of `name` on a small synthetic split (fitted when statistical, untrained otherwise)."""
+    split = generate(SyntheticConfig(n_items=50, n_sessions=200)).split
+    torch.manual_seed(seed)
+    model = build(name, split.n_items, small_overrides(REGISTRY[name]))
+    model.prepare(split.train)
+    if not model.neural:
+        model.fit(split.train_cases())
+    vocab = Vocab(np.r_[0, OFFSET + np.arange(1, split.n_items + 1)])
+    checkpoint.save(directory, model, vocab, split.protocol, split.name)
+    return directory
+
+
+def ids(answer: dict) -> list[int]:
+    """The recommended item ids of an answer, best first (scores may differ in the last float bits
+    between batches of different shapes)."""
+    return [r["item"] for r in answer["items"]]
+
+
+@pytest.fixture(scope="module")
+def dsan_run(tmp_path_factory):
+    return save_run(tmp_path_factory.mktemp("dsan"), "dsan")
+
+
+@pytest.fixture
+def client(dsan_run):
+    with TestClient(create_app(ServeConfig(run=str(dsan_run)))) as client:
+        yield client
+
+
+def test_recommend_maps_raw_ids_through_the_vocabulary_and_answers_as_the_model_does(client, dsan_run):
+    model, vocab, _ = checkpoint.load(dsan_run)
+    answer = client.post("/v1/recommend", json={"items": [1003, 1001, 1007], "k": 5}).json()
+    top, scores = model.recommend([vocab.encode([1003, 1001, 1007])], k=5)
+    assert [r["item"] for r in answer["items"]] == vocab.decode(top[0]).tolist()
+    assert np.allclose([r["score"] for r in answer["items"]], scores[0], atol=1e-5)
+    assert answer["unknown_items"] == [] and answer["clicks_read"] == 3 and answer["model"] == "dsan"
+
+
+def test_unknown_item_ids_are_ignored_and_reported(client):
+    known = client.post("/v1/recommend", json={"items": [1003, 1001], "k": 5}).json()
+    mixed = client.post("/v1/recommend", json={"items": [7, 1003, 99999, 1001], "k": 5}).json()
+    assert mixed["unknown_items"] == [7, 99999]
+    assert ids(mixed) == ids(known) and mixed["clicks_read"] == 2
+
+
+def test_a_session_of_unknown_items_only_is_refused_with_422(client):
+    response = client.post("/v1/recommend", json={"items": [1, 2]})
+    assert response.status_code == 422 and "none of the session's 2 item ids" in response.json()["error"]
+
+
+def test_exclude_seen_leaves_out_the_session_items_and_still_returns_k(client):
+    session = [1003, 1001, 1007, 1003]
+    every = [r["item"] for r in client.post("/v1/recommend", json={"items": session, "k": 50}).json()["items"]]
+    unseen = client.post("/v1/recommend", json={"items": session, "k": 10, "exclude_seen": True}).json()["items"]
+    assert [r["item"] for r in unseen] == [i for i in every if i not in session][:10]
+
+
+def test_click_weights_are_each_read_click_s_weight_in_click_order(client, dsan_run):
+    from nextclick.explain import explain
+
+    model, vocab, _ = checkpoint.load(dsan_run)
+    answer = client.post("/v1/recommend", json={"items": [1003, 1001, 1007], "include_weights": True}).json()
+    expected = explain(model, vocab, [1003, 1001, 1007])
+    weights = answer["click_weights"]
+    assert weights["name"] == expected.weights_name
+    assert [c["item"] for c in weights["clicks"]] == [1003, 1001, 1007]
+    assert np.allclose([c["weight"] for c in weights["clicks"]], expected.weights, atol=1e-5)
+
+
+def test_click_weights_of_a_model_without_attention_are_refused_with_422(tmp_path):
+    with TestClient(create_app(ServeConfig(run=str(save_run(tmp_path / "stan", "stan"))))) as client:
+        response = client.post("/v1/recommend", json={"items": [1003], "include_weights": True})
+    assert response.status_code == 422 and "gives no click weights" in response.json()["error"]
+
+
+def test_every_registered_model_is_served(tmp_path):
+    for name in sorted(REGISTRY):
+        with TestClient(create_app(ServeConfig(run=str(save_run(tmp_path / name, name))))) as client:
+            response = client.post("/v1/recommend", json={"items": [1003, 1004], "k": 3})
+            assert response.status_code == 200, (name, response.text)
+            assert len(response.json()["items"]) == 3, name
+
+
+def test_live_session_clicks_accumulate_answer_and_can_be_read_and_deleted(client):
+    for item in (1003, 1001):
+        answer = client.post("/v1/sessions/s-1/clicks", json={"item": item, "k": 4})
+    assert answer.status_code == 200
+    body = answer.json()
+    direct = client.post("/v1/recommend", json={"items": [1003, 1001], "k": 4}).json()
+    assert body["session"] == [1003, 1001] and ids(body) == ids(direct)
+    assert client.get("/v1/sessions/s-1").json() == {"session_id": "s-1", "items": [1003, 1001]}
+    assert client.delete("/v1/sessions/s-1").status_code == 204
+    assert client.get("/v1/sessions/s-1").status_code == 404
+    assert client.delete("/v1/sessions/s-1").status_code == 404
+
+
+def test_a_live_session_keeps_its_most_recent_clicks_up_to_the_contract_s_cap():
+    store = MemoryStore(max_clicks=MAX_SESSION_LENGTH)
+    clicks = asyncio.run(store.append("long", list(range(1, MAX_SESSION_LENGTH + 11))))
+    assert clicks == list(range(11, MAX_SESSION_LENGTH + 11))
+
+
+@pytest.mark.parametrize("body, why", [
+    ({"items": [1003], "k": 0}, "k"), ({"items": [1003], "k": 1001}, "k"),
+    ({"items": [1003] * (MAX_SESSION_LENGTH + 1)}, "items"), ({"items": []}, "items"),
+    ({"items": ["1003"]}, "items"), ({"items": [1003.0]}, "items"), ({"items": [True]}, "items"),
+    ({"items": [2**63]}, "items"), ({"items": [1003], "extra": 1}, "extra"),
+])
+def test_requests_past_a_bound_are_refused_with_422_naming_the_field(client, body, why):
+    response = client.post("/v1/recommend", json=body)
+    assert response.status_code == 422 and why in response.text
+
+
+def test_a_body_over_the_size_bound_is_refused_with_413_with_or_without_its_length(client):
+    big = b'{"items": [' + b" " * ServeLimits().max_body_bytes + b"1003]}"
+    assert client.post("/v1/recommend", content=big, headers={"content-type": "application/json"}).status_code == 413
+
+    def chunks():
+        yield big[:1000]
+        yield big[1000:]
+
+    assert client.post("/v1/recommend", content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+    small = b'{"items": [1003]}'
+    assert client.post("/v1/recommend", content=iter([small]), headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_session_ids_outside_letters_digits_and_punctuation_are_refused(client):
+    assert client.post("/v1/sessions/a%20b/clicks", json={"item": 1003}).status_code == 422
+    assert client.get("/v1/sessions/" + "x" * 129).status_code == 422
+
+
+def test_a_full_scoring_queue_answers_503_at_once_and_the_service_recovers(dsan_run, monkeypatch):
+    from nextclick.serve import scoring
+
+    release = threading.Event()
+    real = scoring.answer
+    monkeypatch.setattr(scoring, "answer", lambda run, queries: release.wait(10) and real(run, queries))
+    app = create_app(ServeConfig(run=str(dsan_run), limits=ServeLimits(max_pending=2, max_batch=1)))
+    with TestClient(app) as client:
+        results = []
+        workers = [threading.Thread(target=lambda: results.append(
+            client.post("/v1/recommend", json={"items": [1003]}).status_code)) for _ in range(3)]
+        for worker in workers:  # the first is taken by the scorer, the next two fill the queue
+            worker.start()
+            time.sleep(0.2)
+        start = time.perf_counter()
+        refused = client.post("/v1/recommend", json={"items": [1003]})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert time.perf_counter() - start < 0.5
+        release.set()
+        for worker in workers:
+            worker.join()
+        assert results == [200, 200, 200]
+        assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200
+        assert 'nextclick_refused_total{reason="scoring queue full"} 1' in client.get("/metrics").text
+
+
+def test_the_memory_store_drops_the_least_recently_clicked_sessions_past_its_bounds():
+    store = MemoryStore(max_clicks=10, limits=StoreLimits(max_sessions=2))
+    for name in ("a", "b", "a", "c"):  # "b" is now the least recently clicked
+        asyncio.run(store.append(name, [1]))
+    assert asyncio.run(store.get("b")) is None and asyncio.run(store.get("a")) == [1, 1]
+    assert asyncio.run(store.count()) == 2
+    one = store.bytes_used / 2
+    small = MemoryStore(max_clicks=10, limits=StoreLimits(max_bytes=int(2.5 * one)))
+    for name in ("a", "b", "c", "d"):
+        asyncio.run(small.append(name, [1]))
+    assert asyncio.run(small.count()) == 2 and small.bytes_used <= 2.5 * one
+
+
+def test_a_session_expires_its_ttl_after_its_last_click():
+    now = [0.0]
+    store = MemoryStore(max_clicks=10, limits=StoreLimits(ttl_seconds=60), clock=lambda: now[0])
+    asyncio.run(store.append("a", [1]))
+    now[0] = 50.0
+    asyncio.run(store.append("a", [2]))  # a click renews the session
+    now[0] = 100.0
+    assert asyncio.run(store.get("a")) == [1, 2]
+    now[0] = 111.0
+    assert asyncio.run(store.get("a")) is None and store.bytes_used == 0
+
+
+def test_health_readiness_and_metrics_in_prometheus_text(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    client.post("/v1/sessions/m/clicks", json={"item": 1003})
+    text = client.get("/metrics").text
+    assert 'nextclick_requests_total{method="POST",route="/v1/sessions/{session_id}/clicks",status="200"} 1' in text
+    assert 'nextclick_request_seconds_bucket{route="/v1/sessions/{session_id}/clicks",le="+Inf"} 1' in text
+    assert "nextclick_sessions 1" in text and "nextclick_errors_total 0" in text
+    assert "/v1/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_reload_serves_the_new_run_without_dropping_a_request(tmp_path):
+    first, second = save_run(tmp_path / "first", "dsan", seed=0), save_run(tmp_path / "second", "dsan", seed=1)
+    current = tmp_path / "current"
+    current.symlink_to(first)
+    with TestClient(create_app(ServeConfig(run=str(current)))) as client:
+        before = ids(client.post("/v1/recommend", json={"items": [1003, 1001]}).json())
+        statuses, stop = [], threading.Event()
+
+        def keep_asking():
+            while not stop.is_set():
+                statuses.append(client.post("/v1/recommend", json={"items": [1003, 1001]}).status_code)
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        tmp = tmp_path / "next"
+        tmp.symlink_to(second)
+        tmp.replace(current)  # the operator moves the link, then asks for a reload
+        assert client.post("/v1/reload").status_code == 200
+        time.sleep(0.2)
+        stop.set()
+        asker.join()
+        after = ids(client.post("/v1/recommend", json={"items": [1003, 1001]}).json())
+    assert statuses and set(statuses) == {200}
+    assert after != before
+    with TestClient(create_app(ServeConfig(run=str(second)))) as fresh:
+        assert after == ids(fresh.post("/v1/recommend", json={"items": [1003, 1001]}).json())
+
+
+def test_serving_s_k_bound_is_nextclick_recommend_s():
+    from nextclick.cli.common import MAX_K
+    from nextclick.serve.limits import MAX_K as SERVE_MAX_K
+
+    assert SERVE_MAX_K == MAX_K
+
+
+def test_serve_refuses_an_in_process_store_shared_by_several_workers(dsan_run, capsys):
+    from nextclick.cli import main
+
+    assert main(["serve", str(dsan_run), "--workers", "2"]) == 2
+    assert "--store redis://" in capsys.readouterr().err
+    assert main(["serve", str(dsan_run), "--store", "mysql://x"]) == 2
+    assert "--store must be 'memory' or a redis://" in capsys.readouterr().err
+
+
+def test_the_load_test_loads_loopback_addresses_only():
+    from nextclick.serve.bench import loopback_url
+
+    assert loopback_url("http://127.0.0.1:8000") == ("127.0.0.1", 8000)
+    assert loopback_url("http://localhost:9") == ("localhost", 9)
+    for url in ("http://8.8.8.8:80", "http://10.0.0.1:80", "https://127.0.0.1:1"):
+        with pytest.raises(ValueError):
+            loopback_url(url)
+
+
+def test_the_open_loop_client_measures_every_answer_of_a_live_server(dsan_run):
+    from nextclick.serve.bench import run_rate
+
+    with live_server(create_app(ServeConfig(run=str(dsan_run)))) as url:
+        result = run_rate(url, [{"items": [1003, 1001], "k": 5}, {"items": [1]}], rate=40, seconds=1.0)
+    assert result.sent == 40 and result.statuses == {"200": 20, "422": 20} and result.errors == 20
+    assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
+
+
+def test_the_approximate_index_finds_the_exact_top_20_on_a_generated_catalogue():
+    pytest.importorskip("faiss")
+    from nextclick.serve.index import generated_catalogue, measure_recall
+
+    items, queries = generated_catalogue(5_000, 32, 200, clusters=50)
+    assert measure_recall(items, queries, k=20).recall >= 0.99
+
+
+def test_the_approximate_index_serves_inner_product_models_and_refuses_others(dsan_run, tmp_path):
+    pytest.importorskip("faiss")
+    with TestClient(create_app(ServeConfig(run=str(dsan_run)))) as exact, \
+            TestClient(create_app(ServeConfig(run=str(dsan_run), index="hnsw"))) as approximate:
+        body = {"items": [1003, 1001], "k": 10, "exclude_seen": True}
+        assert approximate.get("/v1/model").json()["index"] == "hnsw"
+        assert ids(approximate.post("/v1/recommend", json=body).json()) == ids(exact.post("/v1/recommend", json=body).json())
+    from nextclick.serve.scoring import load_run
+
+    with pytest.raises(ValueError, match="no approximate index"):
+        load_run(save_run(tmp_path / "stan", "stan"), index="hnsw")
+
+
+class live_server:
+    """A uvicorn server on a free loopback port in a thread, for the tests that speak real HTTP."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from nextclick.serve.bench import free_port
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
