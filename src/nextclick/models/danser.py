@@ -1,4 +1,4 @@
-"""DANSeR: Dual Attention Network for Session-based Recommendation with self-adaptive hard negatives
+"""DANSeR: Dual Attention with Self-Adaptive Negative Sampling for Session-Based Recommendation
 (Chen, Li, Hsieh, Shei; ACM TMIS 2025, doi 10.1145/3744348).
 
 Only the abstract is public: no code, slides or numbers (model_zoo.md 5.1). This is the design
@@ -198,8 +198,8 @@ class DANSeR(NeuralModel):
     fused_adam = True
     Config = DANSeRConfig
     presets = PRESETS
-    citation = ("Chen, Li, Hsieh, Shei, Dual Attention Network for Session-based Recommendation with "
-                "Self-adaptive Hard Negative Sampling, ACM TMIS 2025 (designed from its abstract)")
+    citation = ("Chen, Li, Hsieh, Shei, Dual Attention with Self-Adaptive Negative Sampling for Session-Based "
+                "Recommendation, ACM TMIS 2025 (designed from its abstract)")
 
     def __init__(self, n_items: int, config: DANSeRConfig | None = None):
         super().__init__(n_items, config)
@@ -345,7 +345,7 @@ class DANSeR(NeuralModel):
         c = self.config
         warming_up = isinstance(batch, TrainingBatch) and batch.epoch < c.warmup_epochs
         if c.hard_negative_weight > 0 and not warming_up:
-            excluded = in_session(batch.items, self.n_items).bool()
+            excluded = in_session(batch.items, self.n_items, torch.bool)
             excluded.scatter_(1, labels.unsqueeze(1), True)
             excluded[:, 0] = True
             negatives, kept = hard_negatives(scores.detach(), labels, excluded, margin=c.hard_negative_margin,
@@ -410,6 +410,6 @@ def segment_softmax(energy: torch.Tensor, rows: torch.Tensor, n_rows: int) -> to
     return exponent / total.gather(1, index)
 
 
-def in_session(items: torch.Tensor, n_items: int) -> torch.Tensor:
-    """(B, N + 1) float, 1 where the item occurs in the row's clicks (column 0 where a row has padding)."""
-    return items.new_zeros(items.shape[0], n_items + 1, dtype=torch.float).scatter_(1, items, 1.0)
+def in_session(items: torch.Tensor, n_items: int, dtype: torch.dtype = torch.float) -> torch.Tensor:
+    """(B, N + 1), 1 (True) where the item occurs in the row's clicks (column 0 where a row has padding)."""
+    return items.new_zeros(items.shape[0], n_items + 1, dtype=dtype).scatter_(1, items, 1)
