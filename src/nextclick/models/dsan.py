@@ -48,7 +48,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
-from nextclick.models.layers import alpha_entmax, embed_with_max_norm
+from nextclick.models.layers import alpha_entmax, embed_with_max_norm, inner_product_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -261,6 +261,10 @@ class DSAN(NeuralModel):
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores over items 1..N (B, N+1), and with labels the loss: the official softmax runs over the
         items and the target-token row, a permanent negative, which is no candidate when ranking."""
+        if labels is not None and torch.is_grad_enabled():  # the loss without the (B, N + 2) scores
+            queries = self.config.w_k * F.normalize(self.encode(batch), dim=-1)
+            table = F.normalize(self.item_embedding.weight[: self.n_items + 2], dim=-1)
+            return None, inner_product_cross_entropy(queries, table, labels)
         logits = self._logits(batch, include_token=labels is not None)
         loss = None if labels is None else F.cross_entropy(logits, labels)
         return logits[:, : self.n_items + 1], loss

@@ -47,6 +47,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.config import MAX_SESSION_LENGTH
+from nextclick.models.layers import inner_product_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ class NARM(NeuralModel):
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
+        if self.config.decoder == "bilinear" and labels is not None and torch.is_grad_enabled():
+            return None, inner_product_cross_entropy(self.bilinear(context), self.embedding.weight, labels)
         if self.config.decoder == "bilinear":
             logits = self.bilinear(context) @ self.embedding.weight.T  # (B, D) x (D, N+1)
         else:

@@ -46,6 +46,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
+from nextclick.models.layers import inner_product_cross_entropy
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class SRIEM(NeuralModel):
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         session = self.session_vector(batch)[0]  # (B, d)
+        if self.config.loss == "ce" and labels is not None and torch.is_grad_enabled():
+            return None, inner_product_cross_entropy(session, self.embedding.weight, labels)
         logits = session @ self.embedding.weight.T  # (B, N+1)
         logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
         if labels is None:
