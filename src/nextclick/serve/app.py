@@ -99,19 +99,21 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
     app = FastAPI(title="nextclick", summary="What next? Session-based next-item recommendations.",
                   lifespan=lifespan)
 
-    async def recommend(query: Query) -> JSONResponse:
-        answer = await state["scorer"].submit(query)
-        return JSONResponse(answer.to_dict())
+    async def recommend(query: Query) -> dict:
+        answer = (await state["scorer"].submit(query)).to_dict()
+        if state["names"]:  # the catalogue's names beside the ids, for the page and for people reading answers
+            for entry in answer["items"] + (answer.get("click_weights") or {}).get("clicks", []):
+                entry["name"] = state["names"].get(entry["item"], "")
+        return answer
 
     @app.post("/v1/recommend", summary="top-K next items for the session given in the body")
     async def recommend_route(body: RecommendRequest):
-        return await recommend(Query(body.items, body.k, body.exclude_seen, body.include_weights))
+        return JSONResponse(await recommend(Query(body.items, body.k, body.exclude_seen, body.include_weights)))
 
     @app.post("/v1/sessions/{session_id}/clicks", summary="append a click to a live session; its top-K next items")
     async def click_route(session_id: SessionId, body: ClickRequest):
         items = await state["store"].append(session_id, [body.item])
-        response = await recommend(Query(items, body.k, body.exclude_seen, body.include_weights))
-        payload = json.loads(response.body)
+        payload = await recommend(Query(items, body.k, body.exclude_seen, body.include_weights))
         return JSONResponse({"session_id": session_id, "session": items, **payload})
 
     @app.get("/v1/sessions/{session_id}", summary="a live session's clicks (the most recent, oldest first)")
@@ -129,7 +131,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
 
     @app.get("/v1/model", summary="the served run")
     async def model_route():
-        return {**state["scorer"].run.describe(), "store": state["store"].kind, "limits": asdict(limits)}
+        return {**state["scorer"].run.describe(), "store": state["store"].kind, "limits": asdict(limits),
+                "worker_pid": os.getpid()}  # which process answered, under --workers N
 
     @app.post("/v1/reload", summary="load the run at the command line's RUN path again; requests keep being served")
     async def reload_route():

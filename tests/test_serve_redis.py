@@ -1,0 +1,149 @@
+"""The Redis session store against a real redis-server (Debian's package; .ci/run installs it): the
+store's contract, two service processes sharing sessions, `--workers 2`, and a killed service that
+loses no session. Skipped, saying why, only where redis-server is not installed and this is no CI run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("redis")
+httpx = pytest.importorskip("httpx")
+
+from nextclick.serve.bench import free_port, wait_ready  # noqa: E402
+from nextclick.serve.limits import StoreLimits  # noqa: E402
+from nextclick.serve.store import RedisStore  # noqa: E402
+from test_serve import save_run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing on CI: .ci/run must install it (apt-get install redis-server)")
+        pytest.skip("redis-server not installed here (apt-get install redis-server; .ci/run installs it)")
+    port = free_port()
+    server = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_the_redis_store_keeps_the_most_recent_clicks_counts_and_forgets(redis_url):
+    async def scenario():
+        store = RedisStore(redis_url, max_clicks=3, limits=StoreLimits(ttl_seconds=60), prefix="test-contract:")
+        assert await store.get("a") is None
+        assert await store.append("a", [1, 2]) == [1, 2]
+        assert await store.append("a", [3, 4]) == [2, 3, 4]
+        await store.append("b", [9])
+        assert await store.count() == 2 and await store.ping()
+        assert await store.delete("a") and not await store.delete("a")
+        assert await store.get("a") is None and await store.count() == 1
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_redis_session_expires_its_ttl_after_the_last_click(redis_url):
+    async def scenario():
+        store = RedisStore(redis_url, max_clicks=3, limits=StoreLimits(ttl_seconds=1), prefix="test-ttl:")
+        await store.append("a", [1])
+        await asyncio.sleep(1.6)
+        assert await store.get("a") is None and await store.count() == 0
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+class Service:
+    """`nextclick serve RUN --store URL` as a process of its own, on a free loopback port."""
+
+    def __init__(self, run, store: str, *options: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "nextclick.cli", "serve", str(run), "--port", str(self.port),
+                                         "--store", store, *options], stderr=subprocess.DEVNULL)
+        wait_ready(self.url, timeout=60, process=self.process)
+
+    def click(self, session: str, item: int) -> dict:
+        # a fresh connection per request, so that uvicorn's workers take turns
+        response = httpx.post(f"{self.url}/v1/sessions/{session}/clicks", json={"item": item, "k": 3}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def session(self, session: str) -> list[int] | None:
+        response = httpx.get(f"{self.url}/v1/sessions/{session}", timeout=10)
+        return response.json()["items"] if response.status_code == 200 else None
+
+    def stop(self, sig=signal.SIGINT) -> None:
+        self.process.send_signal(sig)
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return save_run(tmp_path_factory.mktemp("run") / "dsan", "dsan")
+
+
+def test_services_on_one_redis_share_sessions_and_a_killed_one_loses_none(redis_url, run):
+    first, second = Service(run, redis_url), Service(run, redis_url)
+    try:
+        first.click("shared", 1003)
+        assert second.session("shared") == [1003]
+        assert second.click("shared", 1001)["session"] == [1003, 1001]
+        assert first.session("shared") == [1003, 1001]
+        first.stop(signal.SIGKILL)
+        first = Service(run, redis_url)  # restarted
+        assert first.session("shared") == [1003, 1001]
+        assert first.click("shared", 1005)["session"] == [1003, 1001, 1005]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_workers_of_one_service_see_each_other_s_clicks(redis_url, run):
+    service = Service(run, redis_url, "--workers", "2")
+    try:
+        answered_by = set()
+        for item in range(1001, 1031):
+            service.click("workers", item)
+            answered_by.add(httpx.get(service.url + "/v1/model", timeout=10).json()["worker_pid"])
+        assert len(answered_by) == 2  # both workers took part
+        assert service.session("workers") == list(range(1001, 1031))
+    finally:
+        service.stop()
+
+
+def test_readiness_and_session_routes_answer_503_when_redis_does_not_answer(run):
+    from fastapi.testclient import TestClient
+
+    from nextclick.serve.app import ServeConfig, create_app
+
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with TestClient(create_app(ServeConfig(run=str(run), store=nobody))) as client:
+        assert client.get("/readyz").status_code == 503
+        clicked = client.post("/v1/sessions/x/clicks", json={"item": 1003})
+        assert clicked.status_code == 503 and "session store unavailable" in clicked.json()["error"]
+        assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200  # stateless requests go on
