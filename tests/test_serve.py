@@ -335,3 +335,15 @@ class live_server:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def test_a_serving_override_keeps_the_weights_and_is_recorded_and_one_they_do_not_fit_is_refused(dsan_run):
+    from nextclick.serve.scoring import load_run
+
+    with TestClient(create_app(ServeConfig(run=str(dsan_run), overrides={"fast_entmax": "true"}))) as fast, \
+            TestClient(create_app(ServeConfig(run=str(dsan_run)))) as reference:
+        body = {"items": [1003, 1001, 1007], "k": 10}
+        assert fast.get("/v1/model").json()["serving_overrides"] == {"fast_entmax": "true"}
+        assert ids(fast.post("/v1/recommend", json=body).json()) == ids(reference.post("/v1/recommend", json=body).json())
+    with pytest.raises(ValueError, match="weights do not fit"):
+        load_run(dsan_run, overrides={"embedding_dim": "16"})

@@ -14,13 +14,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from nextclick import atomic
-from nextclick.cli.common import add_data_options, int_in, positive_number
+from nextclick.cli.common import add_data_options, int_in, parse_overrides, positive_number
 
 
 def server_options(args) -> list[str]:
     """The `nextclick serve` options a serve-bench passes on to the server it starts."""
-    return ["--store", args.store, "--index", args.index, "--threads", str(args.threads),
-            "--workers", str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch)]
+    overrides = [option for pair in args.set or [] for option in ("--set", pair)]
+    return ["--store", args.store, "--index", args.index, "--threads", str(args.threads), "--workers",
+            str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch), *overrides]
 
 
 def serve_config(args):
@@ -31,7 +32,8 @@ def serve_config(args):
     store_limits = StoreLimits(ttl_seconds=args.session_ttl, max_sessions=args.max_sessions,
                                max_bytes=args.store_megabytes * 1024 * 1024)
     return ServeConfig(run=args.run, store=args.store, index=args.index, threads=args.threads,
-                       catalogue=args.catalogue, limits=limits, store_limits=store_limits)
+                       catalogue=args.catalogue, overrides=parse_overrides(args.set),
+                       limits=limits, store_limits=store_limits)
 
 
 def cmd_serve(args) -> int:
@@ -47,7 +49,7 @@ def cmd_serve(args) -> int:
         raise ValueError("--workers N > 1 needs sessions every worker sees: --store redis://host:port/db")
     if args.catalogue and not Path(args.catalogue).is_file():
         raise FileNotFoundError(f"no catalogue file at {args.catalogue}")
-    run = load_run(config.run, config.index, config.threads)  # a bad RUN fails now, before any socket opens
+    run = load_run(config.run, config.index, config.threads, config.overrides)  # a bad RUN fails now, not in a worker
     print(f"serving {run.model.name} ({run.model.n_items:,} items, top-K {run.top_k.kind}, store {config.store}) "
           f"at http://{args.host}:{args.port}/ with {args.workers} worker(s)", file=sys.stderr, flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
@@ -197,6 +199,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help=f"requests admitted at once; more are answered 503 at once ({limits.max_pending})")
     p.add_argument("--max-batch", type=int_in(1, 4096), default=limits.max_batch,
                    help=f"queued requests scored in one model call ({limits.max_batch})")
+    p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
+                   help="serve under a changed config value that the weights still fit, such as DSAN's "
+                        "fast_entmax=true (within 1e-5 of the reference); /v1/model and serve-bench record it")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

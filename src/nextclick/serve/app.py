@@ -48,6 +48,7 @@ class ServeConfig:
     index: str = "exact"  # or hnsw (inner-product models)
     threads: int = 1  # torch threads of the scorer
     catalogue: str | None = None  # CSV of item id, name (the page shows the names)
+    overrides: dict = field(default_factory=dict)  # config values changed for serving (--set)
     limits: ServeLimits = field(default_factory=ServeLimits)
     store_limits: StoreLimits = field(default_factory=StoreLimits)
 
@@ -86,7 +87,7 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        served = run or await asyncio.to_thread(load_run, config.run, config.index, config.threads)
+        served = run or await asyncio.to_thread(load_run, config.run, config.index, config.threads, config.overrides)
         state["names"] = read_catalogue(config.catalogue) if config.catalogue else {}
         state["store"] = open_store(config.store, limits.max_clicks, config.store_limits)
         state["scorer"] = Scorer(served, limits, metrics.observe_batch)
@@ -140,7 +141,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
             return error(409, "a reload is already under way")
         async with reload_lock:
             scorer = state["scorer"]
-            served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads)
+            served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads,
+                                         config.overrides)
             scorer.swap(served)
             metrics.reloads += 1
             return served.describe()

@@ -88,15 +88,20 @@ class ServedRun:
     def describe(self) -> dict:
         return {"run": self.path, "model": self.model.name, "n_items": self.model.n_items,
                 "dataset": self.meta.get("dataset"), "index": self.top_k.kind,
-                "click_weights": self.has_click_weights, "loaded_at": self.loaded_at}
+                "click_weights": self.has_click_weights, "serving_overrides": self.meta.get("serving_overrides"),
+                "loaded_at": self.loaded_at}
 
 
-def load_run(path: str | Path, index: str = "exact", threads: int = 1) -> ServedRun:
-    """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models."""
+def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides: dict | None = None) -> ServedRun:
+    """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models;
+    `overrides`: config values changed for serving (see `with_config`)."""
     from nextclick import checkpoint
 
     torch.set_num_threads(threads)
     model, vocab, meta = checkpoint.load(path)
+    if overrides:
+        model = with_config(model, overrides)
+        meta = {**meta, "serving_overrides": dict(overrides)}
     if index == "hnsw":
         top_k = ApproximateTopK(model)
     elif index == "exact":
@@ -107,8 +112,23 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1) -> Served
                      loaded_at=time.time())
 
 
-def index_choices(model) -> list[str]:
-    return ["exact", "hnsw"] if has_item_vectors(model) else ["exact"]
+def with_config(model, overrides: dict):
+    """The same weights under a config with `overrides` (`nextclick serve --set`): for values that change
+    how a model computes rather than what it learned, such as DSAN's fast_entmax (30 bisection steps
+    instead of 50, within 1e-5 of the reference: tests/test_dsan.py). An override that the weights do not
+    fit (a vector width) is refused."""
+    from nextclick.models.config import config_from_overrides
+
+    config = config_from_overrides(type(model).Config, overrides, base=model.config)
+    served = type(model)(model.n_items, config)
+    try:
+        served.load_state_tensors(model.state_tensors())
+    except (KeyError, RuntimeError, ValueError) as error:
+        changed = ", ".join(sorted(overrides))
+        raise ValueError(f"--set {changed}: the run's weights do not fit that config ({str(error).splitlines()[0]})") from None
+    if served.neural:
+        served.eval()
+    return served
 
 
 @dataclass(frozen=True)
