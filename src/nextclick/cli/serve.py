@@ -21,7 +21,9 @@ def server_options(args) -> list[str]:
     """The `nextclick serve` options a serve-bench passes on to the server it starts."""
     overrides = [option for pair in args.set or [] for option in ("--set", pair)]
     return ["--store", args.store, "--index", args.index, "--threads", str(args.threads), "--workers",
-            str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch), *overrides]
+            str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch),
+            "--session-ttl", str(args.session_ttl), "--max-sessions", str(args.max_sessions),
+            "--store-megabytes", str(args.store_megabytes), *overrides]
 
 
 def serve_config(args):
@@ -76,18 +78,23 @@ def bench_sessions(args, vocab, count: int, seed: int = 0) -> list[list[int]]:
 
 
 def cmd_serve_bench(args) -> int:
-    from nextclick import checkpoint
+    from nextclick.data.sessions import Vocab
     from nextclick.runtime import git_commit, machine_info
     from nextclick.serve import bench
+    from nextclick.serve.scoring import load_run
 
-    model, vocab, meta = checkpoint.load(args.run)
-    args.meta = meta
-    sessions = bench_sessions(args, vocab, args.sessions)
-    bodies = [{"items": s[-512:], "k": args.k} for s in sessions]
+    config = serve_config(args)
+    run = load_run(args.run, config.index, config.threads, config.overrides)
+    meta = args.meta = run.meta
+    sessions = bench_sessions(args, Vocab(run.lookup.ids), args.sessions)
+    bodies = [{"items": s[-config.limits.max_clicks:], "k": args.k} for s in sessions]
     dataset = meta.get("dataset") or "unknown"
     dataset = Path(dataset).name if os.sep in dataset else dataset
-    out = Path(args.out or f"results/serving/{dataset}/{model.name}.json")
-    del model
+    out = Path(args.out or f"results/serving/{dataset}/{run.model.name}.json")
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    say("profiling one model call per batch size, in this process")
+    profile = bench.scoring_profile(run, bodies)
+    del run
     process, url = None, args.url
     if url is None:
         port = bench.free_port()
@@ -99,7 +106,6 @@ def cmd_serve_bench(args) -> int:
     try:
         bench.wait_ready(url, process=process)
         pid = process.pid if process is not None else None
-        say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
         say(f"warming up at {args.rates[0]:g} requests/s for 2 s")
         bench.run_rate(url, bodies, args.rates[0], 2.0, seed=99, watch_pid=pid)
         results = []
@@ -131,7 +137,7 @@ def cmd_serve_bench(args) -> int:
         request={"path": "/v1/recommend", "k": args.k, "sessions": len(bodies),
                  "source": "prefixes of the run's test cases, drawn at random", "arrivals": "Poisson (open loop)"},
         server={"url": url if args.url else "started by serve-bench", "options": server_options(args) if args.url is None else None},
-        overload=asdict(overload) if overload else None, recovery=asdict(recovery) if recovery else None,
+        scoring_profile=profile, overload=asdict(overload) if overload else None, recovery=asdict(recovery) if recovery else None,
         server_alive_after=alive, note=args.note,
         machine=machine_info(threads), git_commit=git_commit(), command=shlex.join(["nextclick", *args.argv]))
     atomic.write_json(out, record)
@@ -183,9 +189,9 @@ def rates(text: str) -> list[float]:
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:
-    from nextclick.serve.limits import ServeLimits
+    from nextclick.serve.limits import ServeLimits, StoreLimits
 
-    limits = ServeLimits()
+    limits, store = ServeLimits(), StoreLimits()
     p.add_argument("--store", default="memory",
                    help="where live sessions live: memory (this process; the default) or redis://host:port/db "
                         "(shared by workers and kept across restarts)")
@@ -202,12 +208,15 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
                    help="serve under a changed config value that the weights still fit, such as DSAN's "
                         "fast_entmax=true (within 1e-5 of the reference); /v1/model and serve-bench record it")
+    p.add_argument("--session-ttl", type=positive_number, default=store.ttl_seconds,
+                   help=f"seconds a session lives after its last click ({store.ttl_seconds:g})")
+    p.add_argument("--max-sessions", type=int_in(1, 100_000_000), default=store.max_sessions,
+                   help=f"sessions the memory store keeps; the least recently clicked go first ({store.max_sessions:,})")
+    p.add_argument("--store-megabytes", type=int_in(1, 1_000_000), default=store.max_bytes // 2**20,
+                   help=f"memory store size bound in MiB ({store.max_bytes // 2**20})")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from nextclick.serve.limits import StoreLimits
-
-    store = StoreLimits()
     p = sub.add_parser("serve", help="an HTTP service answering 'what next?' for live sessions (FastAPI + uvicorn)",
                        description="Serves a checkpoint directory: POST /v1/recommend, live sessions under "
                                    "/v1/sessions/{id}, /healthz, /readyz, /metrics, a page at / and OpenAPI docs "
@@ -217,12 +226,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int_in(1, 65_535), default=8000)
     add_server_options(p)
     p.add_argument("--catalogue", default=None, help="CSV of item id,name: the page shows the names")
-    p.add_argument("--session-ttl", type=positive_number, default=store.ttl_seconds,
-                   help=f"seconds a session lives after its last click ({store.ttl_seconds:g})")
-    p.add_argument("--max-sessions", type=int_in(1, 100_000_000), default=store.max_sessions,
-                   help=f"sessions the memory store keeps; the least recently clicked go first ({store.max_sessions:,})")
-    p.add_argument("--store-megabytes", type=int_in(1, 1_000_000), default=store.max_bytes // 2**20,
-                   help=f"memory store size bound in MiB ({store.max_bytes // 2**20})")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--access-log", action="store_true", help="a line per request (costs time under load)")
     p.set_defaults(func=cmd_serve)
@@ -247,7 +250,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="result file (results/serving/<dataset>/<model>.json)")
     p.add_argument("--note", default=None, help="a sentence the result carries (how the run was trained, say)")
     p.add_argument("--quiet", "-q", action="store_true")
-    p.set_defaults(func=cmd_serve_bench)
+    p.set_defaults(func=cmd_serve_bench, catalogue=None)
 
     p = sub.add_parser("index-bench", help="recall@K and latency of the approximate top-K index against exact on "
                                            "a generated catalogue; writes results/serving/index/")

@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -62,6 +64,7 @@ class RateResult:
     # rates one Python process cannot offer
     service_p99_ms: float | None = None
     refused_service_p99_ms: float | None = None  # how fast 503s came back (overload)
+    server_cpu_ms_per_request: float | None = None  # the server process's CPU time (all its threads) / requests
     server_rss_mb: dict = field(default_factory=dict)  # before, peak, after
 
 
@@ -110,22 +113,28 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
     latencies, refused, statuses = [], [], {}
     service, refused_service = [], []
     rss = {"before": rss_mb(watch_pid), "peak": rss_mb(watch_pid)}
+    cpu_before = cpu_seconds(watch_pid)
 
     async def one(index: int, start: float) -> None:
         async with slots:
-            connection = idle.pop() if idle else None
-            try:
-                if connection is None:
-                    connection = await Connection.open(host, port)
-                sent = time.perf_counter()
-                status = await connection.post(requests[index % len(requests)])
-                idle.append(connection)
-                key = str(status)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                if connection is not None:
-                    connection.close()
-                key = f"client {type(error).__name__}"
-                status = 0
+            status, key = 0, "client error"
+            for attempt in range(2):
+                reused = bool(idle)
+                connection = idle.pop() if reused else None
+                try:
+                    if connection is None:
+                        connection = await Connection.open(host, port)
+                    sent = time.perf_counter()
+                    status = await connection.post(requests[index % len(requests)])
+                    idle.append(connection)
+                    key = str(status)
+                    break
+                except (OSError, asyncio.IncompleteReadError, ValueError) as error:
+                    if connection is not None:
+                        connection.close()
+                    key = f"client {type(error).__name__}"
+                    if not reused:  # a kept-alive connection the server had closed is tried once more afresh
+                        break
             end = time.perf_counter()
             statuses[key] = statuses.get(key, 0) + 1
             (latencies if status == 200 else refused).append(end - (start + due[index]))
@@ -151,6 +160,8 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
     for connection in idle:
         connection.close()
     rss["after"] = rss_mb(watch_pid)
+    cpu_after = cpu_seconds(watch_pid)
+    server_cpu = None if cpu_before is None or cpu_after is None else round(1000 * (cpu_after - cpu_before) / count, 3)
     ok = np.array(latencies) * 1000
     quantile = (lambda q: round(float(np.quantile(ok, q)), 3)) if len(ok) else (lambda q: None)
 
@@ -162,7 +173,7 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
                       errors=count - len(ok), p50_ms=quantile(0.5), p90_ms=quantile(0.9), p99_ms=quantile(0.99),
                       max_ms=quantile(1.0),
                       service_p99_ms=p99(service), refused_service_p99_ms=p99(refused_service),
-                      server_rss_mb={k: v for k, v in rss.items()})
+                      server_rss_mb={k: v for k, v in rss.items()}, server_cpu_ms_per_request=server_cpu)
 
 
 def run_rate(url: str, bodies: list[dict], rate: float, seconds: float, path: str = "/v1/recommend",
@@ -191,6 +202,54 @@ def rss_mb(pid: int | None) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc), None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def scoring_profile(run, bodies: list[dict], batch_sizes: tuple[int, ...] = (1, 4, 16), queries: int = 256,
+                    top_functions: int = 12) -> dict:
+    """What bounds the service, measured in this process without HTTP: the time of one model call per
+    batch size (p50, p99, per query) on the bench's own sessions, and the functions a lone query spends
+    its time in (cProfile, cumulative)."""
+    import cProfile
+    import pstats
+
+    from nextclick.serve.scoring import Query, answer
+
+    chosen = [Query(b["items"], b.get("k", 20)) for b in bodies[:queries]]
+    answer(run, chosen[:4])  # warm
+    out = {}
+    for size in batch_sizes:
+        times = []
+        for start in range(0, len(chosen), size):
+            begin = time.perf_counter()
+            answer(run, chosen[start : start + size])
+            times.append(time.perf_counter() - begin)
+        milliseconds = np.array(times) * 1000
+        out[f"batch_{size}"] = {"p50_ms": round(float(np.median(milliseconds)), 3),
+                                "p99_ms": round(float(np.quantile(milliseconds, 0.99)), 3),
+                                "ms_per_query": round(float(milliseconds.sum()) / len(chosen), 3)}
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for query in chosen[:64]:
+        answer(run, [query])
+    profiler.disable()
+    stats = pstats.Stats(profiler).sort_stats("cumulative").stats
+    ranked = sorted(stats.items(), key=lambda item: item[1][3], reverse=True)[:top_functions]
+    out["lone_query_functions"] = [{"function": f"{Path(file).name}:{line}({name})",
+                                    "cumulative_ms_per_query": round(1000 * entry[3] / 64, 3)}
+                                   for (file, line, name), entry in ranked]
+    return out
 
 
 def free_port() -> int:
