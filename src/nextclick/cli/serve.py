@@ -147,7 +147,8 @@ def cmd_serve_bench(args) -> int:
 
 def cmd_index_bench(args) -> int:
     from nextclick.runtime import git_commit, machine_info
-    from nextclick.serve.index import HNSW_SEARCH_BREADTH, generated_catalogue, measure_recall
+    from nextclick.serve.index import (HNSW_BUILD_BREADTH, HNSW_NEIGHBOURS, HNSW_SEARCH_BREADTH, generated_catalogue,
+                                       measure_recall)
 
     import torch
 
@@ -158,21 +159,36 @@ def cmd_index_bench(args) -> int:
     start = time.perf_counter()
     items, queries = generated_catalogue(args.items, args.dim, args.queries, seed=args.seed)
     made = time.perf_counter() - start
-    breadth = args.search_breadth or HNSW_SEARCH_BREADTH
-    measure = measure_recall(items, queries, k=args.k, search_breadth=breadth)
-    print(f"{args.items:,} items x {args.dim}: recall@{args.k} {measure.recall:.4f}; HNSW {measure.approximate_ms_per_query:.3f} "
-          f"ms/query, exact {measure.exact_ms_per_query:.3f} ms/query (batched); built in {measure.build_seconds:.1f} s")
+    breadths = tuple(args.search_breadths or (HNSW_SEARCH_BREADTH,))
+    build, measures = measure_recall(items, queries, k=args.k, search_breadths=breadths)
+    print(f"{args.items:,} items x {args.dim}: HNSW built in {build:.1f} s; exact {measures[0].exact_ms_per_query:.3f} "
+          f"ms/query (batches of 64)")
+    for measure in measures:
+        print(f"  efSearch {measure.search_breadth}: recall@{args.k} {measure.recall:.4f}, "
+              f"{measure.approximate_ms_per_query:.3f} ms/query")
     out = Path(args.out or f"results/serving/index/generated-{args.items}x{args.dim}.json")
     atomic.write_json(out, {
         "catalogue": {"items": args.items, "dim": args.dim, "queries": args.queries, "seed": args.seed,
-                      "generator": "nextclick.serve.index.generated_catalogue (clustered, lognormal norms, queries near items)",
-                      "seconds_to_make": round(made, 1)},
-        "index": {"kind": "faiss IndexHNSWFlat, inner product", "search_breadth": breadth,
-                  **{k: v for k, v in asdict(measure).items()}},
+                      "generator": "nextclick.serve.index.generated_catalogue (clustered, lognormal norms, "
+                                   "queries near items)", "seconds_to_make": round(made, 1)},
+        "index": {"kind": "faiss IndexHNSWFlat, inner product", "neighbours": HNSW_NEIGHBOURS,
+                  "build_breadth": HNSW_BUILD_BREADTH, "build_seconds": round(build, 1), "served_breadth": HNSW_SEARCH_BREADTH},
+        "measures": [asdict(m) for m in measures],
         "machine": machine_info(args.threads), "git_commit": git_commit(),
         "command": shlex.join(["nextclick", *args.argv])})
     print(f"wrote {out}")
     return 0
+
+
+def breadths(text: str) -> list[int]:
+    """An argparse `type`: comma-separated HNSW search breadths, each from 1 to 10,000."""
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected breadths such as 64,128,256, got {text!r}") from None
+    if not all(1 <= v <= 10_000 for v in values):
+        raise argparse.ArgumentTypeError(f"each breadth must be from 1 to 10,000, got {text!r}")
+    return values
 
 
 def rates(text: str) -> list[float]:
@@ -258,8 +274,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dim", type=int_in(2, 1024), default=100, help="vector width (100: DSAN's and NARM's d)")
     p.add_argument("--queries", type=int_in(1, 100_000), default=1000)
     p.add_argument("-k", type=int_in(1, 1000), default=20)
-    p.add_argument("--search-breadth", type=int_in(1, 10_000), default=None,
-                   help="HNSW efSearch (nextclick.serve.index.HNSW_SEARCH_BREADTH)")
+    p.add_argument("--search-breadths", type=breadths, default=None,
+                   help="HNSW efSearch values to measure on one build, comma-separated (the served default, "
+                        "nextclick.serve.index.HNSW_SEARCH_BREADTH)")
     p.add_argument("--seed", type=int_in(0), default=0)
     p.add_argument("--threads", type=int_in(1, 256), default=2)
     p.add_argument("--out", default=None)

@@ -105,30 +105,35 @@ def exact_top(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RecallMeasure:
+    search_breadth: int  # HNSW efSearch
     recall: float  # share of the exact top-k found by the index, over all queries
     k: int
     queries: int
-    build_seconds: float
     approximate_ms_per_query: float  # one query at a time, as a request is served
-    exact_ms_per_query: float  # the same queries in one batch of brute force
+    exact_ms_per_query: float  # the same queries in batches of 64, brute force
 
 
 def measure_recall(items: np.ndarray, queries: np.ndarray, k: int = 20,
-                   search_breadth: int = HNSW_SEARCH_BREADTH) -> RecallMeasure:
-    """Recall@k of an HNSW index over `items` against brute force, with the time each takes."""
+                   search_breadths: tuple[int, ...] = (HNSW_SEARCH_BREADTH,)) -> tuple[float, list[RecallMeasure]]:
+    """(seconds to build, recall@k and time per query at each search breadth) of one HNSW index over
+    `items`, against brute force."""
     start = time.perf_counter()
-    index = build_hnsw(items, search_breadth)
+    index = build_hnsw(items)
     build = time.perf_counter() - start
     start = time.perf_counter()
-    found = np.concatenate([search(index, queries[i : i + 1], k)[0] for i in range(len(queries))])
-    approximate = time.perf_counter() - start
-    start = time.perf_counter()
     exact = np.concatenate([exact_top(items, queries[i : i + 64], k) for i in range(0, len(queries), 64)])
-    brute = time.perf_counter() - start
-    hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact))
-    return RecallMeasure(recall=hits / (k * len(queries)), k=k, queries=len(queries), build_seconds=build,
-                         approximate_ms_per_query=1000 * approximate / len(queries),
-                         exact_ms_per_query=1000 * brute / len(queries))
+    brute = 1000 * (time.perf_counter() - start) / len(queries)
+    measures = []
+    for breadth in search_breadths:
+        index.hnsw.efSearch = breadth
+        start = time.perf_counter()
+        found = np.concatenate([search(index, queries[i : i + 1], k)[0] for i in range(len(queries))])
+        approximate = 1000 * (time.perf_counter() - start) / len(queries)
+        hits = sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact))
+        measures.append(RecallMeasure(search_breadth=breadth, recall=hits / (k * len(queries)), k=k,
+                                      queries=len(queries), approximate_ms_per_query=approximate,
+                                      exact_ms_per_query=brute))
+    return build, measures
 
 
 def generated_catalogue(n_items: int, dim: int, n_queries: int, seed: int = 0,
