@@ -9,7 +9,7 @@ from nextclick.data.batches import Batch, batch_from_prefixes
 from nextclick.data.streams import StreamOptions
 from nextclick.models import build
 from nextclick.models.config import ConfigError
-from nextclick.models.danser import PRESETS, TrainingBatch, hard_negatives
+from nextclick.models.danser import PRESETS, TrainingBatch, hard_negatives, normalise_rows
 from nextclick.models.layers import node_states
 
 from model_contract import check_forward_backward, synthetic
@@ -94,6 +94,33 @@ def test_the_number_of_negatives_follows_how_hard_the_session_is():
     assert negatives[1, :10].tolist() == list(range(20, 10, -1))  # the highest-scoring first
 
 
+def masked_reference(scores, labels, excluded, margin, min_count, max_count, adaptive):
+    """The sampler's definition written plainly: mask, count, take the top K_s."""
+    allowed = scores.masked_fill(excluded, -torch.inf)
+    hard = (allowed >= scores.gather(1, labels[:, None]) - margin).sum(1)
+    count = hard.clamp(min_count, max_count) if adaptive else torch.full_like(hard, max_count)
+    values, items = torch.topk(allowed, min(max_count, scores.shape[1] - 1), dim=1)
+    return [set(row[:k][torch.isfinite(v[:k])].tolist()) for row, v, k in zip(items, values, count.tolist())]
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+@pytest.mark.parametrize("margin", [0.0, 0.7])
+def test_the_one_top_k_sampler_picks_what_the_masked_definition_picks(adaptive, margin):
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        scores = torch.randn(6, 40, generator=generator)
+        scores[:, 0] = -torch.inf
+        items = torch.randint(0, 40, (6, 9), generator=generator)
+        labels = torch.randint(1, 40, (6,), generator=generator)
+        scores[0, items[0]] += 3  # a prefix that scores highest
+        excluded = torch.zeros(6, 40, dtype=torch.bool).scatter_(1, items, True).scatter_(1, labels[:, None], True)
+        excluded[:, 0] = True
+        negatives, kept = hard_negatives(scores, labels, excluded, margin=margin, min_count=2, max_count=7,
+                                         adaptive=adaptive, most_excluded=11)
+        chosen = [set(row[k].tolist()) for row, k in zip(negatives, kept)]
+        assert chosen == masked_reference(scores, labels, excluded, margin, 2, 7, adaptive)
+
+
 def test_the_hard_negatives_start_after_the_warm_up_epochs():
     torch.manual_seed(0)
     model = build("danser", 12, {"hidden_size": 8, "dropout": 0.0, "warmup_epochs": 2})
@@ -163,3 +190,9 @@ def test_defaults_are_the_proposed_design():
     assert (c.hard_negative_weight, c.min_negatives, c.max_negatives, c.hard_negative_margin,
             c.hard_negative_temperature, c.warmup_epochs) == (0.5, 5, 50, 0.0, 1.0, 1)
     assert (c.batch_size, c.lr, c.weight_decay, c.lr_decay_every, c.lr_decay) == (100, 1e-3, 1e-5, 3, 0.1)
+
+
+def test_row_normalisation_matches_f_normalize_and_its_gradient_is_exact():
+    rows = torch.randn(7, 5, dtype=torch.double, requires_grad=True)
+    torch.testing.assert_close(normalise_rows(rows), torch.nn.functional.normalize(rows, dim=1))
+    assert torch.autograd.gradcheck(normalise_rows, (rows,))

@@ -152,21 +152,34 @@ class EpochTaggedStream:
 
 @torch.no_grad()
 def hard_negatives(scores: torch.Tensor, labels: torch.Tensor, excluded: torch.Tensor, *, margin: float,
-                   min_count: int, max_count: int, adaptive: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                   min_count: int, max_count: int, adaptive: bool = True,
+                   most_excluded: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The hard negatives of each session: its highest-scoring items that are not `excluded` (the target
     and the prefix's items, (B, N + 1) bool, column 0 too), K_s of them, K_s = clip(#{j not excluded : z_j
     >= z_y - margin}, min_count, max_count) when `adaptive`, else max_count. Returns (items (B, K), kept
-    (B, K) bool), K = min(max_count, N); fewer than K_s are kept only where fewer items are allowed."""
-    allowed = scores.masked_fill(excluded, -torch.inf)  # (B, N + 1)
-    width = min(max_count, scores.shape[1] - 1)
-    values, items = torch.topk(allowed, width, dim=1)  # (B, K), best first
+    (B, K) bool), K = min(max_count, N), best first; fewer than K_s are kept only where fewer items are
+    allowed. `most_excluded` bounds the excluded items of a row (default: counted).
+
+    One top-k over the raw scores, wide enough to hold every excluded item and still max_count allowed
+    ones, gives both the negatives and the count up to max_count (all the clip can use), without a masked
+    copy of the (B, N + 1) scores or a pass to count them (35 -> 20 ms per Retailrocket batch of 100 on one
+    core; most of it is the top-k itself)."""
+    if most_excluded is None:
+        most_excluded = int(excluded.sum(1).max())
+    size = min(max_count, scores.shape[1] - 1)
+    width = min(size + most_excluded, scores.shape[1])
+    values, candidates = torch.topk(scores, width, dim=1)  # (B, W) best first
+    allowed = ~excluded.gather(1, candidates) & torch.isfinite(values)  # (B, W)
+    # the allowed candidates first, in score order (a stable sort on "excluded")
+    order = torch.sort((~allowed).to(torch.uint8), dim=1, stable=True).indices[:, :size]  # (B, K)
+    items, values, allowed = candidates.gather(1, order), values.gather(1, order), allowed.gather(1, order)
     if adaptive:
         target = scores.gather(1, labels.unsqueeze(1))  # (B, 1)
-        hard = (allowed >= target - margin).sum(dim=1, keepdim=True)  # (B, 1)
+        hard = (allowed & (values >= target - margin)).sum(dim=1, keepdim=True)  # min(#hard, K)
         count = hard.clamp(min=min_count, max=max_count)
     else:
         count = torch.full_like(labels, max_count).unsqueeze(1)
-    kept = (torch.arange(width, device=scores.device) < count) & torch.isfinite(values)
+    kept = (torch.arange(size, device=scores.device) < count) & allowed
     return items, kept
 
 
@@ -320,10 +333,10 @@ class DANSeR(NeuralModel):
         scale = c.scale
         if self.behaviour_scale is not None:
             scale = c.scale * F.softplus(self.behaviour_scale(reading.behaviour))  # (B, 1) tau_s
-        return scale * F.normalize(reading.session, dim=-1)
+        return scale * normalise_rows(reading.session)
 
     def _item_table(self) -> torch.Tensor:
-        return self.embedding.weight if self.config.normalisation == "none" else F.normalize(self.embedding.weight, dim=-1)
+        return self.embedding.weight if self.config.normalisation == "none" else normalise_rows(self.embedding.weight)
 
     def _log_popularity(self) -> torch.Tensor:
         return torch.log1p(self.popularity)  # (N + 1,)
@@ -399,6 +412,29 @@ class DANSeR(NeuralModel):
                 scalars["scale"] = self.config.scale * F.softplus(self.behaviour_scale(reading.behaviour)).squeeze(1)
             return ClickWeights(items=batch.items, weights=weights, scalars=scalars,
                                 name="item-level attention weighted by field-level attention")
+
+
+class _NormaliseRows(torch.autograd.Function):
+    """x / |x| per row, with the backward in closed form: dx = (g - y (y . g)) / |x|. Half the passes over
+    the item table of F.normalize's autograd (22 vs 37 ms for Retailrocket's table on one core), which
+    every training step of a cosine reading pays."""
+
+    @staticmethod
+    def forward(ctx, rows):
+        inverse = rows.norm(dim=1, keepdim=True).clamp(min=1e-12).reciprocal()  # F.normalize's eps
+        unit = rows * inverse
+        ctx.save_for_backward(unit, inverse)
+        return unit
+
+    @staticmethod
+    def backward(ctx, grad):
+        unit, inverse = ctx.saved_tensors
+        return (grad - unit * (unit * grad).sum(1, keepdim=True)) * inverse
+
+
+def normalise_rows(rows: torch.Tensor) -> torch.Tensor:
+    """(n, d) rows scaled to unit length (zero rows stay zero), as F.normalize(rows, dim=1)."""
+    return _NormaliseRows.apply(rows)
 
 
 def segment_softmax(energy: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
