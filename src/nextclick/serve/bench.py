@@ -119,7 +119,7 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
         async with slots:
             status, key = 0, "client error"
             for attempt in range(2):
-                reused = bool(idle)
+                reused = attempt == 0 and bool(idle)
                 connection = idle.pop() if reused else None
                 try:
                     if connection is None:
@@ -190,30 +190,48 @@ def run_rate(url: str, bodies: list[dict], rate: float, seconds: float, path: st
     return asyncio.run(_load(host, port, requests, rate, seconds, seed, watch_pid))
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc): uvicorn's workers are children of the process started."""
+    found, index = [pid], 0
+    while index < len(found):
+        try:
+            with open(f"/proc/{found[index]}/task/{found[index]}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
+        except OSError:
+            pass
+        index += 1
+    return found
+
+
 def rss_mb(pid: int | None) -> float | None:
-    """Resident memory of a process in MB (Linux /proc), None where it cannot be read."""
+    """Resident memory of a process and its children in MB (Linux /proc), None where it cannot be read."""
     if pid is None:
         return None
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+    total = None
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total = (total or 0.0) + int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return None if total is None else round(total, 1)
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process (Linux /proc), None where it cannot be read."""
+    """User + system CPU time of a process and its children (Linux /proc), None where it cannot be read."""
     if pid is None:
         return None
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    total = None
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def scoring_profile(run, bodies: list[dict], batch_sizes: tuple[int, ...] = (1, 4, 16), queries: int = 256,
