@@ -185,12 +185,14 @@ def test_a_full_scoring_queue_answers_503_at_once_and_the_service_recovers(dsan_
         refused = client.post("/v1/recommend", json={"items": [1003]})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert time.perf_counter() - start < 0.5
+        assert client.post("/v1/sessions/busy/clicks", json={"item": 1003}).status_code == 503
+        assert client.get("/v1/sessions/busy").status_code == 404  # a refused click is not stored
         release.set()
         for worker in workers:
             worker.join()
         assert results == [200, 200, 200]
         assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200
-        assert 'nextclick_refused_total{reason="scoring queue full"} 1' in client.get("/metrics").text
+        assert 'nextclick_refused_total{reason="scoring queue full"} 2' in client.get("/metrics").text
 
 
 def test_the_memory_store_drops_the_least_recently_clicked_sessions_past_its_bounds():

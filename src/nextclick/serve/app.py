@@ -118,6 +118,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
 
     @app.post("/v1/sessions/{session_id}/clicks", summary="append a click to a live session; its top-K next items")
     async def click_route(session_id: SessionId, body: ClickRequest):
+        if state["scorer"].full:  # refuse before storing: a client that retries must not click twice
+            raise Overloaded(f"{limits.max_pending} requests are already waiting to be scored")
         items = await state["store"].append(session_id, [body.item])
         payload = await recommend(Query(items, body.k, body.exclude_seen, body.include_weights))
         return JSONResponse({"session_id": session_id, "session": items, **payload})
@@ -155,7 +157,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
     @app.get("/v1/items", summary="catalogue items for the page: ids (with names from --catalogue) matching a query")
     async def items_route(query: Annotated[str, QueryParameter(max_length=100)] = "",
                           limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20):
-        return {"items": catalogue_items(state["scorer"].run, state["names"], query, limit)}
+        # in a thread: a query that matches nothing reads the whole (capped) vocabulary
+        return {"items": await asyncio.to_thread(catalogue_items, state["scorer"].run, state["names"], query, limit)}
 
     @app.get("/healthz", summary="the process answers")
     async def healthz():
@@ -226,12 +229,17 @@ def read_catalogue(path: str, max_items: int = 2_000_000) -> dict[int, str]:
     return names
 
 
+# /v1/items reads at most this many vocabulary entries per request (a page's search box, not a search
+# engine): ~0.1 s of Python on a slow core, the cost a client can ask for at most
+CATALOGUE_SCAN = 200_000
+
+
 def catalogue_items(run, names: dict[int, str], query: str, limit: int) -> list[dict]:
     """Items whose id starts with `query` or whose name contains it (all items when it is empty), in
-    vocabulary order, at most `limit`."""
+    vocabulary order, at most `limit`, among the first CATALOGUE_SCAN of the vocabulary."""
     query = query.strip().lower()
     found = []
-    for item in run.lookup.ids[1:]:
+    for item in run.lookup.ids[1 : CATALOGUE_SCAN + 1]:
         item = int(item)
         name = names.get(item, "")
         if not query or str(item).startswith(query) or query in name.lower():

@@ -236,6 +236,10 @@ class Scorer:
     def pending(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def full(self) -> bool:
+        return self._queue.full()
+
     def swap(self, run: ServedRun) -> None:
         """Later batches use `run`; the batch being scored finishes on the one it started with."""
         self.run = run
