@@ -206,7 +206,7 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         metrics.refuse("session store unavailable")
         return error(503, f"session store unavailable: {type(exc).__name__}", {"Retry-After": "1"})
 
-    return BoundedApp(app, limits, metrics)
+    return BoundedApp(app, limits, metrics, busy=lambda: state["scorer"] is not None and state["scorer"].full)
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -252,14 +252,21 @@ def catalogue_items(run, names: dict[int, str], query: str, limit: int) -> list[
 PAGE = resources.files("nextclick.serve").joinpath("page.html").read_text(encoding="utf-8")
 
 
-class BoundedApp:
-    """ASGI wrapper: refuses bodies over `max_body_bytes` (413) before the app reads them, and times every
-    request into the metrics under its route's template (so /v1/sessions/{session_id} is one series)."""
+# the routes that need the scorer: refused here, before routing and validation, while its queue is full
+SCORING_PATHS = ("/v1/recommend", "/v1/sessions/")
 
-    def __init__(self, app: FastAPI, limits: ServeLimits, metrics: Metrics):
+
+class BoundedApp:
+    """ASGI wrapper: refuses bodies over `max_body_bytes` (413) before the app reads them, and scoring
+    requests while the scorer's queue is full (503) before FastAPI spends anything on them (under
+    overload the event loop's time is what runs out); times every request into the metrics under its
+    route's template (so /v1/sessions/{session_id} is one series)."""
+
+    def __init__(self, app: FastAPI, limits: ServeLimits, metrics: Metrics, busy=lambda: False):
         self.app = app
         self.limits = limits
         self.metrics = metrics
+        self.busy = busy
 
     def __getattr__(self, name):  # tests and uvicorn read .state, .routes, .openapi() through the wrapper
         return getattr(self.app, name)
@@ -275,9 +282,15 @@ class BoundedApp:
                 status["code"] = message["status"]
             await send(message)
 
-        receive = await self._bounded_body(scope, receive, send_and_note)
-        if receive is not None:
-            await self.app(scope, receive, send_and_note)
+        if scope["method"] == "POST" and scope["path"].startswith(SCORING_PATHS) and self.busy():
+            self.metrics.refuse("scoring queue full")
+            response = error(503, f"over capacity: {self.limits.max_pending} requests are already waiting to be "
+                                  "scored; retry shortly", {"Retry-After": "1"})
+            await response(scope, receive, send_and_note)
+        else:
+            receive = await self._bounded_body(scope, receive, send_and_note)
+            if receive is not None:
+                await self.app(scope, receive, send_and_note)
         route = scope.get("route")
         self.metrics.observe_request(scope["method"], getattr(route, "path", "unmatched"), status["code"],
                                      time.perf_counter() - start)
