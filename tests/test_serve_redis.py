@@ -147,3 +147,46 @@ def test_readiness_and_session_routes_answer_503_when_redis_does_not_answer(run)
         clicked = client.post("/v1/sessions/x/clicks", json={"item": 1003})
         assert clicked.status_code == 503 and "session store unavailable" in clicked.json()["error"]
         assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200  # stateless requests go on
+
+
+def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_request(redis_url, tmp_path):
+    import threading
+
+    first, second = save_run(tmp_path / "first", "dsan", seed=0), save_run(tmp_path / "second", "dsan", seed=1)
+    current = tmp_path / "current"
+    current.symlink_to(first)
+    service = Service(current, redis_url, "--workers", "2")
+    body = {"items": [1003, 1001], "k": 5}
+    try:
+        def top() -> tuple[int, ...]:
+            return tuple(r["item"] for r in httpx.post(service.url + "/v1/recommend", json=body, timeout=10).json()["items"])
+
+        before = top()
+        statuses, stop = [], threading.Event()
+
+        def keep_asking():
+            while not stop.is_set():
+                try:  # a fresh connection each time, as a client whose kept-alive one was closed reconnects
+                    statuses.append(httpx.post(service.url + "/v1/recommend", json=body, timeout=10).status_code)
+                except httpx.HTTPError as error:
+                    statuses.append(type(error).__name__)
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        link = tmp_path / "next"
+        link.symlink_to(second)
+        link.replace(current)
+        service.process.send_signal(signal.SIGHUP)  # uvicorn starts each new worker before it stops an old one
+        deadline = time.monotonic() + 60
+        after = before
+        while after == before and time.monotonic() < deadline:
+            time.sleep(0.5)
+            after = top()
+        time.sleep(8)  # past the second worker's replacement too
+        stop.set()
+        asker.join()
+        assert after != before
+        assert statuses and set(statuses) == {200}, sorted(set(map(str, statuses)))
+        assert {top() for _ in range(20)} == {after}  # every worker now serves the new run
+    finally:
+        service.stop()
