@@ -38,6 +38,13 @@ class Batch:
         shift = (torch.arange(width, device=self.items.device).unsqueeze(0) + (width - self.lengths).unsqueeze(1)) % width
         return torch.gather(self.items, 1, shift)
 
+    def recent(self, n: int | None) -> Batch:
+        """The same cases cut to their last n clicks (a model reading fewer clicks than its batch holds:
+        the repeat decoder sees the whole prefix, the model's encoder its own window)."""
+        if n is None or n >= self.items.shape[1]:
+            return self
+        return dataclasses.replace(self, items=self.items[:, -n:], lengths=self.lengths.clamp(max=n))
+
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on `device` (every tensor field, so Batch subclasses with more inputs move whole)."""
         moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -79,9 +79,24 @@ class Recommender:
         """Clicks a batch keeps (the most recent): the config's `max_length`, at most MAX_SESSION_LENGTH
         (512), which also stands for "the whole prefix" (None). The cap bounds the work of one session in
         serving, training and evaluation alike; no published split has a prefix longer than 284 clicks,
-        so it changes no result."""
+        so it changes no result. With the repeat decoder on, the batch keeps the whole prefix (the
+        decoder's candidates) and the model's encoder cuts its own input to `encoder_length`."""
+        if getattr(self.config, "repeat", "off") != "off":
+            return MAX_SESSION_LENGTH
+        return self.encoder_length
+
+    @property
+    def encoder_length(self) -> int:
+        """Clicks the model's encoder reads (the most recent): the config's `max_length`, capped."""
         configured = getattr(self.config, "max_length", None)
         return MAX_SESSION_LENGTH if configured is None else min(configured, MAX_SESSION_LENGTH)
+
+    @property
+    def inner_product(self) -> bool:
+        """Whether score(batch)[:, 1:] == query_vectors(batch) @ item_vectors()[1:].T (serving's
+        approximate index needs it). The repeat decoder's mixture is not an inner product: with it on,
+        query_vectors give the explore side's query only."""
+        return hasattr(self, "query_vectors") and getattr(self.config, "repeat", "off") == "off"
 
     def prepare(self, train: Sessions) -> None:
         """Build what training needs from the training sessions (popularity for negatives, item graphs,

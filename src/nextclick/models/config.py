@@ -87,6 +87,7 @@ LIMITS: dict[str, Limit] = {
     "steps": _count(1, 32),  # gated graph steps (SR-GNN, GC-SAN: 1)
     "blocks": _count(0, 32),  # self-attention blocks (GC-SAN: 1; 0 = the graph states alone)
     "weight": Limit(0.0, 1.0),  # GC-SAN's w, a blend of two states
+    "repeat_mode_weight": Limit(0.0, 100.0),  # the repeat decoder's mode loss (models/repeat.py)
     "neighbours": _count(1, 10_000_000),
     "sample_size": _count(0, 1_000_000_000),  # 0 = every session
     "shrinkage": NON_NEGATIVE,

@@ -49,6 +49,7 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.layers import alpha_entmax, embed_with_max_norm, inner_product_cross_entropy
+from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class DSANConfig:
     batch_size: int = 512
     epochs: int = 50  # official runs 50 epochs; we stop early on validation
     shuffle: bool = True
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
 
 @dataclass
@@ -105,6 +108,10 @@ class DSAN(NeuralModel):
         """The most recent clicks a prefix keeps: at most one per row of the position table."""
         return min(super().max_length, self.config.max_positions)
 
+    @property
+    def encoder_length(self) -> int:
+        return min(super().encoder_length, self.config.max_positions)
+
     def __init__(self, n_items: int, config: DSANConfig | None = None):
         super().__init__(n_items, config)
         c = self.config
@@ -129,6 +136,7 @@ class DSAN(NeuralModel):
         decoder_in = width if c.variant == "nt" else 2 * width
         self.decoder = nn.Linear(decoder_in, d)
         self.dropout = nn.Dropout(c.dropout)
+        self.repeat_decoder = repeat_decoder(c, d, d)  # after the model's own init: off leaves it untouched
 
     # ---- alpha ------------------------------------------------------------------------------
     def _alpha(self, vector: torch.Tensor) -> torch.Tensor:
@@ -210,6 +218,7 @@ class DSAN(NeuralModel):
     def encode(self, batch: Batch) -> torch.Tensor:
         """(B, d) session vectors. Groups of similar length are encoded separately when
         `group_by_length` is on; padding never receives weight, so the result is the same."""
+        batch = batch.recent(self.encoder_length)  # a no-op unless the repeat decoder widened the batch
         group = self.config.group_by_length
         if group is None:
             group = not batch.items.is_cuda
@@ -243,6 +252,9 @@ class DSAN(NeuralModel):
         scalars = {"alpha_self": attention.alpha_self, "alpha_target": attention.alpha_target}
         if variant == "ns":
             del scalars["alpha_self"]
+        if self.repeat_decoder is not None:
+            with self.evaluating():
+                scalars["repeat probability"] = self._decoded(batch.to(self.device)).repeat_probability
         return ClickWeights(
             items=attention.items, weights=attention.target_attention, name="target attention",
             pairs=None if variant == "ns" else attention.self_attention, pairs_name="self-attention",
@@ -261,6 +273,9 @@ class DSAN(NeuralModel):
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Scores over items 1..N (B, N+1), and with labels the loss: the official softmax runs over the
         items and the target-token row, a permanent negative, which is no candidate when ranking."""
+        if self.repeat_decoder is not None:
+            decoded = self._decoded(batch, labels)
+            return decoded.scores, decoded.loss
         if labels is not None and torch.is_grad_enabled():  # the loss without the (B, N + 2) scores
             queries = self.config.w_k * F.normalize(self.encode(batch), dim=-1)
             table = F.normalize(self.item_embedding.weight[: self.n_items + 2], dim=-1)
@@ -268,6 +283,15 @@ class DSAN(NeuralModel):
         logits = self._logits(batch, include_token=labels is not None)
         loss = None if labels is None else F.cross_entropy(logits, labels)
         return logits[:, : self.n_items + 1], loss
+
+    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
+        """The repeat/explore decoder (config `repeat`) on the cosine scores over items 1..N (the target
+        token, a training negative of the plain model, is no part of the mixture)."""
+        z = self.encode(batch)
+        logits = self.config.w_k * F.normalize(z, dim=-1) @ F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1).T
+        logits[:, 0] = -torch.inf
+        clicks = F.embedding(batch.items, self.item_embedding.weight, padding_idx=0)  # rows renormed by encode's lookup
+        return self.repeat_decoder(logits, z, clicks, batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d): w_k * z / |z|, so that scores = query_vectors @ item_vectors().T."""

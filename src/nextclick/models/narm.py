@@ -48,6 +48,7 @@ from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class NARMConfig:
     batch_size: int = 512  # section 4.3.2
     epochs: int = 30  # official train_gru(max_epochs=30)
     shuffle: bool = True  # official get_minibatches_idx(..., shuffle=True) every epoch
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
 
 class NARM(NeuralModel):
@@ -94,6 +97,7 @@ class NARM(NeuralModel):
             self.output = nn.Linear(context_size, n_items + 1)  # fully connected decoder
         if c.init == "official":
             self._official_init()
+        self.repeat_decoder = repeat_decoder(c, context_size, c.embedding_size)  # after the model's own init
 
     @property
     def max_length(self) -> int:
@@ -134,9 +138,11 @@ class NARM(NeuralModel):
 
     def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) left-aligned clicks (padding on the right) and (B,) lengths, truncated as configured."""
+        limit = self.config.max_length
+        if self.config.truncate == "recent":  # a no-op unless the repeat decoder widened the batch
+            batch = batch.recent(self.encoder_length)
         items = batch.left_aligned()  # (B, L)
         lengths = batch.lengths
-        limit = self.config.max_length
         if self.config.truncate == "first" and limit is not None and items.shape[1] > limit:
             items, lengths = items[:, :limit], lengths.clamp(max=limit)
         return items, lengths
@@ -167,7 +173,9 @@ class NARM(NeuralModel):
         with self.evaluating():
             batch = batch.to(self.device)
             items = self._inputs(batch)[0]  # (B, L) the clicks the encoder reads, left-aligned
-            return ClickWeights(items=items, weights=self.session_vector(batch)[1], name="local attention")
+            scalars = {} if self.repeat_decoder is None else {"repeat probability": self._decoded(batch).repeat_probability}
+            return ClickWeights(items=items, weights=self.session_vector(batch)[1], name="local attention",
+                                scalars=scalars)
 
     def _decoder_query(self, context: torch.Tensor) -> torch.Tensor:
         """(B, |c_t|) -> the vector whose inner products with `item_vectors()` are the scores."""
@@ -176,6 +184,9 @@ class NARM(NeuralModel):
         return torch.cat([context, context.new_ones(len(context), 1)], dim=1)  # (B, |c_t| + 1): W c + b
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.repeat_decoder is not None:
+            decoded = self._decoded(batch, labels)
+            return decoded.scores, decoded.loss
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
         if self.config.decoder == "bilinear" and labels is not None and torch.is_grad_enabled():
             return None, inner_product_cross_entropy(self.bilinear(context), self.embedding.weight, labels)
@@ -185,6 +196,16 @@ class NARM(NeuralModel):
             logits = self.output(context)  # (B, N+1)
         logits[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
         return logits, cross_entropy(logits, labels)
+
+    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
+        """The repeat/explore decoder on the model's scores (config `repeat`), fed c_t after dropout."""
+        context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
+        if self.config.decoder == "bilinear":
+            logits = self.bilinear(context) @ self.embedding.weight.T
+        else:
+            logits = self.output(context)
+        logits[:, 0] = -torch.inf
+        return self.repeat_decoder(logits, context, self.embedding(batch.items), batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():

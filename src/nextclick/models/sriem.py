@@ -47,6 +47,7 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class SRIEMConfig:
     batch_size: int = 128  # section 3.3; the code's default is 256
     epochs: int = 30  # code --epoch 30
     shuffle: bool = True  # the paper does not say; the code does not shuffle (Data(..., shuffle=False))
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
     @classmethod
     def code(cls, **changes) -> "SRIEMConfig":
@@ -92,6 +95,7 @@ class SRIEM(NeuralModel):
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)  # official reset_parameters
             self.embedding.weight[0].zero_()
+        self.repeat_decoder = repeat_decoder(c, d, d)  # after the model's own init: off leaves it untouched
 
     def affinity(self, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """C (B, L, L) from clicks (B, L, d) and mask (B, L) bool; 0 on the diagonal and in padding columns."""
@@ -116,7 +120,8 @@ class SRIEM(NeuralModel):
         return torch.softmax(alpha.masked_fill(~mask, -torch.inf), dim=1)  # (B, L)
 
     def session_vector(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_h (B, d) and the importance weights beta (B, L)."""
+        """z_h (B, d) and the importance weights beta (B, L) over the last `encoder_length` clicks."""
+        batch = batch.recent(self.encoder_length)
         mask = batch.mask  # (B, L)
         embedded = self.embedding(batch.items)  # (B, L, d); padding rows are zero
         beta = self.importance(self.affinity(embedded, mask), mask)  # (B, L)
@@ -128,13 +133,25 @@ class SRIEM(NeuralModel):
         """Importance beta per click, and the affinity matrix C it averages (the paper's section 3.2)."""
         with self.evaluating():
             batch = batch.to(self.device)
+            scalars = {} if self.repeat_decoder is None else {"repeat probability": self._decoded(batch).repeat_probability}
+            batch = batch.recent(self.encoder_length)
             affinity = self.affinity(self.embedding(batch.items), batch.mask)  # (B, L, L)
             return ClickWeights(
                 items=batch.items, weights=self.importance(affinity, batch.mask), name="importance (beta)",
-                pairs=affinity, pairs_name="affinity C between clicks (diagonal masked)",
+                pairs=affinity, pairs_name="affinity C between clicks (diagonal masked)", scalars=scalars,
             )
 
+    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
+        """The repeat/explore decoder on the model's scores (config `repeat`)."""
+        session = self.session_vector(batch)[0]
+        logits = session @ self.embedding.weight.T
+        logits[:, 0] = -torch.inf
+        return self.repeat_decoder(logits, session, self.embedding(batch.items), batch.items, labels)
+
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.repeat_decoder is not None:
+            decoded = self._decoded(batch, labels)
+            return decoded.scores, decoded.loss
         session = self.session_vector(batch)[0]  # (B, d)
         if self.config.loss == "ce" and labels is not None and torch.is_grad_enabled():
             return None, inner_product_cross_entropy(session, self.embedding.weight, labels)

@@ -1,0 +1,131 @@
+"""The repeat/explore decoder (models/repeat.py) alone and on DSAN, NARM and SR-IEM."""
+
+import numpy as np
+import pytest
+import torch
+
+from model_contract import check_forward_backward, synthetic
+from nextclick import checkpoint
+from nextclick.data.batches import Batch, make_batch
+from nextclick.data.sessions import Cases, Sessions
+from nextclick.models import build
+from nextclick.models.repeat import RepeatExplore
+
+MODELS = ["dsan", "narm", "sr-iem"]
+MODES = ["mix", "new-only"]
+
+
+def decoder_inputs(n_items=12, d=6, seed=0):
+    torch.manual_seed(seed)
+    items = torch.tensor([[0, 0, 3, 5, 3], [7, 2, 2, 9, 4], [0, 0, 0, 0, 11]])  # right-aligned, 0 = padding
+    scores = torch.randn(3, n_items + 1)
+    scores[:, 0] = -torch.inf
+    return scores, torch.randn(3, d), torch.randn(3, 5, d), items
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_mixture_is_a_distribution_over_the_items_and_padding_gets_no_mass(mode):
+    decoder = RepeatExplore(6, 6, mode)
+    out = decoder(*decoder_inputs())
+    probabilities = out.scores.exp()
+    assert torch.allclose(probabilities.sum(1), torch.ones(3), atol=1e-5)
+    assert (probabilities[:, 0] == 0).all()
+    assert ((out.click_weights == 0) == (decoder_inputs()[3] == 0)).all()  # padding clicks get no attention
+    assert torch.allclose(out.click_weights.sum(1), torch.ones(3))
+
+
+def test_new_only_explores_no_item_of_the_session_and_mix_may():
+    scores, session, clicks, items = decoder_inputs()
+    for mode, expected_zero in (("new-only", True), ("mix", False)):
+        decoder = RepeatExplore(6, 6, mode)
+        with torch.no_grad():
+            decoder.mode_out.bias.fill_(-50.0)  # p_repeat ~ 0: what is left is the explore side
+        probabilities = decoder(scores, session, clicks, items).scores.exp()
+        in_session = probabilities.gather(1, items)[items != 0]
+        assert bool((in_session < 1e-12).all()) == expected_zero
+
+
+def test_the_loss_is_minus_log_of_the_mixture_at_the_target_plus_the_weighted_mode_loss():
+    scores, session, clicks, items = decoder_inputs()
+    labels = torch.tensor([5, 1, 11])  # a repeat, a new item, a repeat
+    for weight in (0.0, 2.0):
+        decoder = RepeatExplore(6, 6, "mix", mode_weight=weight)
+        out = decoder(scores, session, clicks, items, labels, need_scores=True)
+        nll = -out.scores.gather(1, labels.unsqueeze(1)).mean()
+        repeated = torch.tensor([1.0, 0.0, 1.0])
+        mode = torch.nn.functional.binary_cross_entropy(out.repeat_probability, repeated)
+        assert torch.allclose(out.loss, nll + weight * mode, atol=1e-5)
+
+
+def test_a_target_off_the_session_gives_finite_gradients_in_new_only_mode():
+    scores, session, clicks, items = decoder_inputs()
+    scores.requires_grad_()
+    decoder = RepeatExplore(6, 6, "new-only")
+    decoder(scores, session, clicks, items, torch.tensor([1, 2, 11]), need_scores=False).loss.backward()
+    for parameter in [scores, *decoder.parameters()]:
+        assert torch.isfinite(parameter.grad).all()
+
+
+def test_more_recent_and_more_frequent_clicks_can_be_told_apart():
+    """Two clicks of the same item at different distances from the end get different attention once
+    the recency vectors differ; a twice-clicked item sums two clicks' weights."""
+    decoder = RepeatExplore(6, 6, "mix")
+    with torch.no_grad():
+        decoder.recency.weight.copy_(torch.linspace(2, -2, decoder.recency.weight.shape[0]).unsqueeze(1).expand_as(decoder.recency.weight))
+    scores, session, _, items = decoder_inputs()
+    clicks = torch.zeros(3, 5, 6)  # no item signal: only recency and count speak
+    out = decoder(scores, session, clicks, items)
+    weights = out.click_weights[1]  # session 7 2 2 9 4
+    assert weights[4] != weights[0]
+    repeat_mass = torch.zeros(13).scatter_add_(0, items[1], weights)
+    assert torch.isclose(repeat_mass[2], weights[1] + weights[2])
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("mode", MODES)
+def test_models_with_the_decoder_keep_the_contract(name, mode, tmp_path):
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build(name, split.n_items, {"repeat": mode})
+    batch = make_batch(split.test, np.arange(16), model.max_length)
+    scores = check_forward_backward(model.train(), batch)
+    assert torch.allclose(scores.exp().sum(1), torch.ones(len(batch)), atol=1e-4)
+    assert not model.inner_product  # a mixture: serving ranks it exactly
+    model.eval()
+    with torch.no_grad():
+        before = model.score(batch)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / name, model, split.vocab, split.protocol, split.name))[0]
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded.score(batch), before)
+    assert "repeat probability" in model.click_weights(batch).scalars
+
+
+@pytest.mark.parametrize("name", ["narm", "sr-iem"])
+def test_a_truncating_model_reads_its_own_window_while_the_decoder_sees_the_whole_prefix(name):
+    """SR-IEM reads its last 10 clicks, NARM its last 19; with the decoder on, an item clicked only before
+    that window is still a repeat candidate, and the model's own encoder reads the same window as before."""
+    torch.manual_seed(0)
+    model = build(name, 40, {"repeat": "mix"}).eval()
+    window = model.encoder_length
+    session = [33] + list(range(1, window + 1))  # item 33 only before the window
+    batch = make_batch(Cases.whole_sessions(Sessions.from_lists([session + [0]])), max_length=model.max_length)
+    assert batch.items.shape[1] == window + 1
+    with torch.no_grad():
+        out = model._decoded(batch)
+    assert out.click_weights[0, 0] > 0  # item 33 is weighed by the decoder's attention
+    cut = batch.recent(window)
+    assert isinstance(cut, Batch) and cut.items.shape[1] == window and int(cut.lengths[0]) == window
+
+
+def test_the_decoder_off_builds_the_same_model_as_before():
+    """Faithful configurations are untouched: the decoder is built after a model's own initialisation,
+    so with it off the parameters (and the random stream) are those of the plain model."""
+    for name in MODELS:
+        torch.manual_seed(0)
+        plain = build(name, 30)
+        torch.manual_seed(0)
+        off = build(name, 30, {"repeat": "off"})
+        assert plain.repeat_decoder is None and off.repeat_decoder is None
+        for (a, x), (b, y) in zip(plain.state_dict().items(), off.state_dict().items()):
+            assert a == b and torch.equal(x, y)
