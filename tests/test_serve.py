@@ -232,31 +232,30 @@ def test_health_readiness_and_metrics_in_prometheus_text(client):
 
 
 def test_a_reload_serves_the_new_run_without_dropping_a_request(tmp_path):
-    first, second = save_run(tmp_path / "first", "dsan", seed=0), save_run(tmp_path / "second", "dsan", seed=1)
     current = tmp_path / "current"
-    current.symlink_to(first)
+    current.symlink_to(save_run(tmp_path / "dsan", "dsan"))
+    body = {"items": [1003, 1001], "k": 5}
     with TestClient(create_app(ServeConfig(run=str(current)))) as client:
-        before = ids(client.post("/v1/recommend", json={"items": [1003, 1001]}).json())
         statuses, stop = [], threading.Event()
 
         def keep_asking():
             while not stop.is_set():
-                statuses.append(client.post("/v1/recommend", json={"items": [1003, 1001]}).status_code)
+                statuses.append(client.post("/v1/recommend", json=body).status_code)
 
         asker = threading.Thread(target=keep_asking)
         asker.start()
-        tmp = tmp_path / "next"
-        tmp.symlink_to(second)
-        tmp.replace(current)  # the operator moves the link, then asks for a reload
-        assert client.post("/v1/reload").status_code == 200
+        link = tmp_path / "next"
+        link.symlink_to(save_run(tmp_path / "stan", "stan"))
+        link.replace(current)  # the operator moves the link to another run, then asks for a reload
+        assert client.post("/v1/reload").json()["model"] == "stan"
         time.sleep(0.2)
         stop.set()
         asker.join()
-        after = ids(client.post("/v1/recommend", json={"items": [1003, 1001]}).json())
-    assert statuses and set(statuses) == {200}
-    assert after != before
-    with TestClient(create_app(ServeConfig(run=str(second)))) as fresh:
-        assert after == ids(fresh.post("/v1/recommend", json={"items": [1003, 1001]}).json())
+        after = ids(client.post("/v1/recommend", json=body).json())
+        assert client.get("/v1/model").json()["model"] == "stan"
+    assert len(statuses) > 5 and set(statuses) == {200}
+    with TestClient(create_app(ServeConfig(run=str(tmp_path / "stan")))) as fresh:
+        assert after == ids(fresh.post("/v1/recommend", json=body).json())
 
 
 def test_serving_s_k_bound_is_nextclick_recommend_s():

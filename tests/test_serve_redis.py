@@ -152,16 +152,15 @@ def test_readiness_and_session_routes_answer_503_when_redis_does_not_answer(run)
 def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_request(redis_url, tmp_path):
     import threading
 
-    first, second = save_run(tmp_path / "first", "dsan", seed=0), save_run(tmp_path / "second", "dsan", seed=1)
     current = tmp_path / "current"
-    current.symlink_to(first)
+    current.symlink_to(save_run(tmp_path / "dsan", "dsan"))
     service = Service(current, redis_url, "--workers", "2")
     body = {"items": [1003, 1001], "k": 5}
-    try:
-        def top() -> tuple[int, ...]:
-            return tuple(r["item"] for r in httpx.post(service.url + "/v1/recommend", json=body, timeout=10).json()["items"])
 
-        before = top()
+    def served_model() -> str:
+        return httpx.get(service.url + "/v1/model", timeout=10).json()["model"]
+
+    try:
         statuses, stop = [], threading.Event()
 
         def keep_asking():
@@ -174,19 +173,15 @@ def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_reques
         asker = threading.Thread(target=keep_asking)
         asker.start()
         link = tmp_path / "next"
-        link.symlink_to(second)
-        link.replace(current)
+        link.symlink_to(save_run(tmp_path / "stan", "stan"))
+        link.replace(current)  # the operator moves the link to another run, then sends SIGHUP
         service.process.send_signal(signal.SIGHUP)  # uvicorn starts each new worker before it stops an old one
-        deadline = time.monotonic() + 60
-        after = before
-        while after == before and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while {served_model() for _ in range(10)} != {"stan"} and time.monotonic() < deadline:
             time.sleep(0.5)
-            after = top()
-        time.sleep(8)  # past the second worker's replacement too
         stop.set()
         asker.join()
-        assert after != before
-        assert statuses and set(statuses) == {200}, sorted(set(map(str, statuses)))
-        assert {top() for _ in range(20)} == {after}  # every worker now serves the new run
+        assert {served_model() for _ in range(20)} == {"stan"}  # every worker now serves the new run
+        assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(map(str, statuses)))
     finally:
         service.stop()

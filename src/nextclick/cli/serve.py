@@ -17,6 +17,9 @@ from nextclick import atomic
 from nextclick.cli.common import add_data_options, int_in, parse_overrides, positive_number
 
 
+WORKER_START_SECONDS = 60
+
+
 def server_options(args) -> list[str]:
     """The `nextclick serve` options a serve-bench passes on to the server it starts."""
     overrides = [option for pair in args.set or [] for option in ("--set", pair)]
@@ -60,7 +63,10 @@ def cmd_serve(args) -> int:
     else:  # each worker process builds its own app from the config (uvicorn imports the factory by name)
         del run
         os.environ[CONFIG_ENV] = config.to_json()
-        uvicorn.run("nextclick.serve.app:app_from_environment", factory=True, workers=args.workers, **common)
+        # a new worker imports torch and loads the run before it is ready: seconds, more on a busy machine,
+        # and uvicorn's default 5 s would abort a SIGHUP's rolling restart (it keeps the old workers then)
+        uvicorn.run("nextclick.serve.app:app_from_environment", factory=True, workers=args.workers,
+                    timeout_worker_healthcheck=WORKER_START_SECONDS, **common)
     return 0
 
 
