@@ -71,8 +71,8 @@ def cmd_serve(args) -> int:
 
 
 def bench_sessions(args, vocab, count: int, seed: int = 0) -> list[list[int]]:
-    """Request sessions: prefixes of the run's test cases (raw ids), drawn at random; the synthetic
-    dataset's when the run's dataset cannot be read."""
+    """Request sessions: prefixes of the test cases (raw ids) of the run's dataset (or --dataset), drawn
+    at random with a fixed seed, so every rate and every run of the bench sends the same mix."""
     import numpy as np
 
     from nextclick.data.benchmarks import resolve
