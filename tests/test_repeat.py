@@ -11,7 +11,7 @@ from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
 from nextclick.models.repeat import RepeatExplore
 
-MODELS = ["dsan", "narm", "sr-iem"]
+MODELS = ["dsan", "narm", "sr-iem", "stamp", "sr-gnn", "gc-san"]
 MODES = ["mix", "new-only"]
 
 

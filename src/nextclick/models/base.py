@@ -35,6 +35,7 @@ from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import PrefixStream, Stream, StreamOptions
 from nextclick.models.config import MAX_SESSION_LENGTH, check_config
 from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.repeat import RepeatOutput
 
 # called after each epoch of a statistical model trained in epochs, with the epoch (1-based) and its
 # record (loss, seconds); returns True to stop. The caller (nextclick.runs.select) evaluates there.
@@ -274,6 +275,14 @@ class NeuralModel(nn.Module, Recommender):
         with self.evaluating():
             return self(batch.to(self.device))[0]
 
+    def repeat_scalars(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """{"repeat probability": (B,)} for `click_weights` when the repeat decoder is on (models with a
+        `repeat_decoder` define `_decoded(batch, labels)`), else {}."""
+        if getattr(self, "repeat_decoder", None) is None:
+            return {}
+        with self.evaluating():
+            return {"repeat probability": self._decoded(batch.to(self.device)).repeat_probability}
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """On the CPU whatever the model's device, so checkpoints load anywhere."""
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -295,13 +304,24 @@ class ItemEmbeddingModel(NeuralModel):
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """To train (labels given, gradients on), the loss comes from `inner_product_cross_entropy`,
         which never builds the (B, N + 1) scores (1.6x faster at Retailrocket's size); scores is then
-        None. Otherwise the scores, and the loss from them when labels are given."""
+        None. Otherwise the scores, and the loss from them when labels are given. With the repeat
+        decoder on (config `repeat`; the subclass builds `self.repeat_decoder`), its mixture."""
+        if getattr(self, "repeat_decoder", None) is not None:
+            decoded = self._decoded(batch, labels)
+            return decoded.scores, decoded.loss
         vectors = self.session_vector(batch)
         if labels is not None and torch.is_grad_enabled():
             return None, inner_product_cross_entropy(vectors, self.embedding.weight, labels)
         scores = vectors @ self.embedding.weight.T  # (B, N + 1)
         scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
         return scores, cross_entropy(scores, labels)
+
+    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
+        """The repeat/explore decoder on the inner-product scores."""
+        vectors = self.session_vector(batch)
+        scores = vectors @ self.embedding.weight.T
+        scores[:, 0] = -torch.inf
+        return self.repeat_decoder(scores, vectors, self.embedding(batch.items), batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():

@@ -252,9 +252,7 @@ class DSAN(NeuralModel):
         scalars = {"alpha_self": attention.alpha_self, "alpha_target": attention.alpha_target}
         if variant == "ns":
             del scalars["alpha_self"]
-        if self.repeat_decoder is not None:
-            with self.evaluating():
-                scalars["repeat probability"] = self._decoded(batch.to(self.device)).repeat_probability
+        scalars.update(self.repeat_scalars(batch))
         return ClickWeights(
             items=attention.items, weights=attention.target_attention, name="target attention",
             pairs=None if variant == "ns" else attention.self_attention, pairs_name="self-attention",

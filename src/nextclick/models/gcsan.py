@@ -31,6 +31,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.repeat import RepeatMode, repeat_decoder
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
@@ -51,6 +52,8 @@ class GCSANConfig:
     batch_size: int = 100  # DSAN's runs, as SR-GNN
     epochs: int = 30  # SR-GNN's budget (DSAN's runs: 20); we stop early on validation
     shuffle: bool = True
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
 
 class SelfAttentionBlock(nn.Module):
@@ -95,6 +98,7 @@ class GCSAN(ItemEmbeddingModel):
         with torch.no_grad():
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)  # SR-GNN's reset_parameters, every parameter
+        self.repeat_decoder = repeat_decoder(c, c.hidden_size, c.hidden_size)  # after the model's own init
 
     def _encode(self, batch: Batch, keep_weights: bool = False):
         """s (B, d) [and the last block's attention (B, L, L)]."""
@@ -120,4 +124,5 @@ class GCSAN(ItemEmbeddingModel):
             batch = batch.to(self.device)
             _, weights = self._encode(batch, keep_weights=True)
             return ClickWeights(items=batch.items, weights=weights[:, -1], name="self-attention of the last click",
-                                pairs=weights, pairs_name="self-attention between clicks (last block)")
+                                pairs=weights, pairs_name="self-attention between clicks (last block)",
+                                scalars=self.repeat_scalars(batch))

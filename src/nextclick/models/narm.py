@@ -173,9 +173,8 @@ class NARM(NeuralModel):
         with self.evaluating():
             batch = batch.to(self.device)
             items = self._inputs(batch)[0]  # (B, L) the clicks the encoder reads, left-aligned
-            scalars = {} if self.repeat_decoder is None else {"repeat probability": self._decoded(batch).repeat_probability}
             return ClickWeights(items=items, weights=self.session_vector(batch)[1], name="local attention",
-                                scalars=scalars)
+                                scalars=self.repeat_scalars(batch))
 
     def _decoder_query(self, context: torch.Tensor) -> torch.Tensor:
         """(B, |c_t|) -> the vector whose inner products with `item_vectors()` are the scores."""

@@ -35,6 +35,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.repeat import RepeatMode, repeat_decoder
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
@@ -52,6 +53,8 @@ class SRGNNConfig:
     batch_size: int = 100  # code --batchSize
     epochs: int = 30  # code --epoch
     shuffle: bool = True  # code Data(..., shuffle=True) for training
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
 
 class SRGNN(ItemEmbeddingModel):
@@ -73,6 +76,7 @@ class SRGNN(ItemEmbeddingModel):
         with torch.no_grad():
             for parameter in self.parameters():
                 parameter.uniform_(-bound, bound)  # official reset_parameters, every parameter
+        self.repeat_decoder = repeat_decoder(self.config, d, d)  # after the model's own init: off leaves it untouched
 
     def _readout(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """s_h (B, d), and the attention a (c,) of the batch's real clicks in row-major order."""
@@ -96,4 +100,5 @@ class SRGNN(ItemEmbeddingModel):
             batch = batch.to(self.device)
             weights = torch.zeros(batch.items.shape, device=batch.items.device)  # (B, L), 0 at padding
             weights[batch.mask] = self._readout(batch)[1]
-            return ClickWeights(items=batch.items, weights=weights, name="readout attention a_i (unnormalised)")
+            return ClickWeights(items=batch.items, weights=weights, name="readout attention a_i (unnormalised)",
+                                scalars=self.repeat_scalars(batch))

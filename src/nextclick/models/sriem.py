@@ -133,7 +133,7 @@ class SRIEM(NeuralModel):
         """Importance beta per click, and the affinity matrix C it averages (the paper's section 3.2)."""
         with self.evaluating():
             batch = batch.to(self.device)
-            scalars = {} if self.repeat_decoder is None else {"repeat probability": self._decoded(batch).repeat_probability}
+            scalars = self.repeat_scalars(batch)
             batch = batch.recent(self.encoder_length)
             affinity = self.affinity(self.embedding(batch.items), batch.mask)  # (B, L, L)
             return ClickWeights(

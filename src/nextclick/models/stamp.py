@@ -35,6 +35,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.repeat import RepeatMode, repeat_decoder
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class STAMPConfig:
     batch_size: int = 512  # nn_param.conf
     epochs: int = 10  # nepoch (nn_param.conf); we stop early on validation
     shuffle: bool = True
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
 
 
 def clip_by_norm(vectors: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -87,6 +90,7 @@ class STAMP(ItemEmbeddingModel):
             for layer in (self.weight_item, self.weight_last, self.weight_mean, self.attention_vector,
                           self.general, self.current):
                 layer.weight.normal_(0.0, c.weight_std)
+        self.repeat_decoder = repeat_decoder(c, d, d)  # after the model's own init: off leaves it untouched
 
     def _memory(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The real clicks only, packed: x (n, d) with the session (row) of each, the mean m_s (B, d) and
@@ -122,4 +126,5 @@ class STAMP(ItemEmbeddingModel):
             clicks, rows, mean, last = self._memory(batch)
             weights = torch.zeros(batch.items.shape, device=batch.items.device)  # (B, L), 0 at padding
             weights[batch.mask] = self._attention(clicks, rows, mean, last)
-            return ClickWeights(items=batch.items, weights=weights, name="attention a_i (unnormalised)")
+            return ClickWeights(items=batch.items, weights=weights, name="attention a_i (unnormalised)",
+                                scalars=self.repeat_scalars(batch))
