@@ -89,6 +89,8 @@ def cmd_serve_bench(args) -> int:
     from nextclick.serve import bench
     from nextclick.serve.scoring import load_run
 
+    if args.url is not None:
+        bench.loopback_url(args.url)  # before anything is loaded
     config = serve_config(args)
     run = load_run(args.run, config.index, config.threads, config.overrides)
     meta = args.meta = run.meta
@@ -107,8 +109,6 @@ def cmd_serve_bench(args) -> int:
         url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "nextclick.cli", "serve", args.run, "--port", str(port), *server_options(args)]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if args.quiet else None)
-    else:
-        bench.loopback_url(url)
     try:
         bench.wait_ready(url, process=process)
         pid = process.pid if process is not None else None
