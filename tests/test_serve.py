@@ -349,3 +349,23 @@ def test_a_serving_override_keeps_the_weights_and_is_recorded_and_one_they_do_no
         assert ids(fast.post("/v1/recommend", json=body).json()) == ids(reference.post("/v1/recommend", json=body).json())
     with pytest.raises(ValueError, match="weights do not fit"):
         load_run(dsan_run, overrides={"embedding_dim": "16"})
+
+
+def test_serve_bench_starts_a_server_loads_it_and_writes_the_figures_with_the_machine(dsan_run, tmp_path, capsys):
+    import json
+
+    from nextclick.cli import main
+
+    split = generate().split  # the run's dataset, "synthetic", is where the bench draws its sessions
+    checkpoint.save(tmp_path / "pop", build("pop", split.n_items).fit(split.train_cases()), split.vocab,
+                    split.protocol, split.name)
+    out = tmp_path / "serving" / "pop.json"
+    assert main(["serve-bench", str(tmp_path / "pop"), "--rates", "20,40", "--seconds", "1", "--sessions", "50",
+                 "--out", str(out), "-q"]) == 0
+    result = json.loads(out.read_text())
+    assert [r["rate"] for r in result["rates"]] == [20.0, 40.0]
+    assert all(r["statuses"] == {"200": r["sent"]} and r["p99_ms"] > 0 for r in result["rates"])
+    assert result["model"] == "pop" and result["dataset"] == "synthetic" and result["server_alive_after"]
+    assert {"cpu", "cores", "load_average_1m"} <= set(result["machine"]) and result["scoring_profile"]["batch_1"]
+    assert main(["serve-bench", str(dsan_run), "--rates", "20", "--out", str(out)]) == 2  # 50 items, not synthetic's 600
+    assert "the run has 50 items but synthetic has 600" in capsys.readouterr().err

@@ -78,6 +78,9 @@ def bench_sessions(args, vocab, count: int, seed: int = 0) -> list[list[int]]:
     from nextclick.data.benchmarks import resolve
 
     split = resolve(args.dataset or args.meta.get("dataset"), args.data_dir)
+    if split.n_items != vocab.n_items:
+        raise ValueError(f"the run has {vocab.n_items:,} items but {split.name} has {split.n_items:,}: "
+                         "give the run's dataset with --dataset")
     cases = split.test
     chosen = np.random.default_rng(seed).choice(len(cases), size=min(count, len(cases)), replace=False)
     return [vocab.decode(cases.prefix(int(c))).tolist() for c in chosen]
