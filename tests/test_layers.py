@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nextclick.models import layers
-from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.layers import inner_product_cross_entropy, inner_product_logsumexp
 
 
 def plain_loss_and_gradients(queries, table, labels):
@@ -41,3 +41,23 @@ def test_blocked_cross_entropy_passes_gradient_only_where_asked_and_none_without
         loss = inner_product_cross_entropy(queries, table, labels)
     assert not loss.requires_grad
     assert torch.allclose(loss, plain_loss_and_gradients(queries.detach(), table, labels)[0])
+
+
+@pytest.mark.parametrize("block_floats", [40, 1 << 22])
+def test_blocked_logsumexp_equals_logsumexp_of_the_scores_left_out_items_excluded_with_its_gradients(monkeypatch, block_floats):
+    monkeypatch.setattr(layers, "BLOCK_FLOATS", block_floats)
+    torch.manual_seed(0)
+    queries, table = torch.randn(5, 3), torch.randn(20, 3)
+    excluded = torch.tensor([[0, 4], [2, 2], [0, 0], [7, 19], [1, 5]])  # 0 = padding, already no candidate
+    upstream = torch.randn(5)
+    q, t = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    scores = q @ t.T
+    scores = scores.scatter(1, excluded, -torch.inf)
+    scores[:, 0] = -torch.inf
+    expected = torch.logsumexp(scores, dim=1)
+    (expected * upstream).sum().backward()
+    q2, t2 = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    result = inner_product_logsumexp(q2, t2, excluded)
+    (result * upstream).sum().backward()
+    assert torch.allclose(result, expected, atol=1e-6)
+    assert torch.allclose(q2.grad, q.grad, atol=1e-6) and torch.allclose(t2.grad, t.grad, atol=1e-6)

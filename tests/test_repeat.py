@@ -16,11 +16,10 @@ MODES = ["mix", "new-only"]
 
 
 def decoder_inputs(n_items=12, d=6, seed=0):
+    """queries (3, 4), table (N + 1, 4), session (3, d), clicks (3, 5, d), items (3, 5)."""
     torch.manual_seed(seed)
     items = torch.tensor([[0, 0, 3, 5, 3], [7, 2, 2, 9, 4], [0, 0, 0, 0, 11]])  # right-aligned, 0 = padding
-    scores = torch.randn(3, n_items + 1)
-    scores[:, 0] = -torch.inf
-    return scores, torch.randn(3, d), torch.randn(3, 5, d), items
+    return torch.randn(3, 4), torch.randn(n_items + 1, 4), torch.randn(3, d), torch.randn(3, 5, d), items
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -30,27 +29,27 @@ def test_the_mixture_is_a_distribution_over_the_items_and_padding_gets_no_mass(m
     probabilities = out.scores.exp()
     assert torch.allclose(probabilities.sum(1), torch.ones(3), atol=1e-5)
     assert (probabilities[:, 0] == 0).all()
-    assert ((out.click_weights == 0) == (decoder_inputs()[3] == 0)).all()  # padding clicks get no attention
+    assert ((out.click_weights == 0) == (decoder_inputs()[4] == 0)).all()  # padding clicks get no attention
     assert torch.allclose(out.click_weights.sum(1), torch.ones(3))
 
 
 def test_new_only_explores_no_item_of_the_session_and_mix_may():
-    scores, session, clicks, items = decoder_inputs()
+    queries, table, session, clicks, items = decoder_inputs()
     for mode, expected_zero in (("new-only", True), ("mix", False)):
         decoder = RepeatExplore(6, 6, mode)
         with torch.no_grad():
             decoder.mode_out.bias.fill_(-50.0)  # p_repeat ~ 0: what is left is the explore side
-        probabilities = decoder(scores, session, clicks, items).scores.exp()
+        probabilities = decoder(queries, table, session, clicks, items).scores.exp()
         in_session = probabilities.gather(1, items)[items != 0]
         assert bool((in_session < 1e-12).all()) == expected_zero
 
 
 def test_the_loss_is_minus_log_of_the_mixture_at_the_target_plus_the_weighted_mode_loss():
-    scores, session, clicks, items = decoder_inputs()
+    inputs = decoder_inputs()
     labels = torch.tensor([5, 1, 11])  # a repeat, a new item, a repeat
     for weight in (0.0, 2.0):
         decoder = RepeatExplore(6, 6, "mix", mode_weight=weight)
-        out = decoder(scores, session, clicks, items, labels, need_scores=True)
+        out = decoder(*inputs, labels, need_scores=True)
         nll = -out.scores.gather(1, labels.unsqueeze(1)).mean()
         repeated = torch.tensor([1.0, 0.0, 1.0])
         mode = torch.nn.functional.binary_cross_entropy(out.repeat_probability, repeated)
@@ -58,12 +57,30 @@ def test_the_loss_is_minus_log_of_the_mixture_at_the_target_plus_the_weighted_mo
 
 
 def test_a_target_off_the_session_gives_finite_gradients_in_new_only_mode():
-    scores, session, clicks, items = decoder_inputs()
-    scores.requires_grad_()
+    queries, table, session, clicks, items = decoder_inputs()
+    queries.requires_grad_()
     decoder = RepeatExplore(6, 6, "new-only")
-    decoder(scores, session, clicks, items, torch.tensor([1, 2, 11]), need_scores=False).loss.backward()
-    for parameter in [scores, *decoder.parameters()]:
+    decoder(queries, table, session, clicks, items, torch.tensor([1, 2, 11]), need_scores=False).loss.backward()
+    for parameter in [queries, *decoder.parameters()]:
         assert torch.isfinite(parameter.grad).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_training_loss_without_the_scores_equals_the_loss_from_them_with_the_same_gradients(mode):
+    """Training computes the explore normaliser block by block (layers.inner_product_logsumexp) and
+    never builds the (B, N + 1) scores; loss and gradients are those of the dense mixture."""
+    labels = torch.tensor([5, 1, 11])  # new-only: 5 and 11 are repeats, whose explore mass is zero
+    results = []
+    for need_scores in (True, False):
+        queries, table, session, clicks, items = decoder_inputs()
+        queries.requires_grad_(), table.requires_grad_()
+        torch.manual_seed(0)
+        decoder = RepeatExplore(6, 6, mode)
+        loss = decoder(queries, table, session, clicks, items, labels, need_scores=need_scores).loss
+        loss.backward()
+        results.append((loss, queries.grad, table.grad))
+    for dense, blocked in zip(*results):
+        assert torch.allclose(dense, blocked, atol=1e-5)
 
 
 def test_more_recent_and_more_frequent_clicks_can_be_told_apart():
@@ -72,9 +89,9 @@ def test_more_recent_and_more_frequent_clicks_can_be_told_apart():
     decoder = RepeatExplore(6, 6, "mix")
     with torch.no_grad():
         decoder.recency.weight.copy_(torch.linspace(2, -2, decoder.recency.weight.shape[0]).unsqueeze(1).expand_as(decoder.recency.weight))
-    scores, session, _, items = decoder_inputs()
+    queries, table, session, _, items = decoder_inputs()
     clicks = torch.zeros(3, 5, 6)  # no item signal: only recency and count speak
-    out = decoder(scores, session, clicks, items)
+    out = decoder(queries, table, session, clicks, items)
     weights = out.click_weights[1]  # session 7 2 2 9 4
     assert weights[4] != weights[0]
     repeat_mass = torch.zeros(13).scatter_add_(0, items[1], weights)

@@ -286,10 +286,10 @@ class DSAN(NeuralModel):
         """The repeat/explore decoder (config `repeat`) on the cosine scores over items 1..N (the target
         token, a training negative of the plain model, is no part of the mixture)."""
         z = self.encode(batch)
-        logits = self.config.w_k * F.normalize(z, dim=-1) @ F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1).T
-        logits[:, 0] = -torch.inf
+        queries = self.config.w_k * F.normalize(z, dim=-1)
+        table = F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1)
         clicks = F.embedding(batch.items, self.item_embedding.weight, padding_idx=0)  # rows renormed by encode's lookup
-        return self.repeat_decoder(logits, z, clicks, batch.items, labels)
+        return self.repeat_decoder(queries, table, z, clicks, batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d): w_k * z / |z|, so that scores = query_vectors @ item_vectors().T."""

@@ -6,7 +6,8 @@
 - `cosine_scores`: L2-normalised session x item scores times a fixed scale (DSAN w_k, NISER).
 - `masked_softmax`.
 - `inner_product_cross_entropy`: full-catalogue cross-entropy of inner-product scores computed in row
-  blocks that stay in cache, with the gradients taken in the same pass (the score matrix is never built).
+  blocks that stay in cache, with the gradients taken in the same pass (the score matrix is never built);
+  `inner_product_logsumexp`, its normaliser alone (the repeat decoder's explore side).
 - `session_graphs` and `GatedGraphCell`: SR-GNN's directed session graph and gated graph step (SR-GNN,
   GC-SAN, DANSeR).
 """
@@ -152,6 +153,53 @@ def inner_product_cross_entropy(queries: torch.Tensor, table: torch.Tensor, labe
             scores[:, 0] = -torch.inf
             return F.cross_entropy(scores, labels)
     return _InnerProductCrossEntropy.apply(queries, table, labels)
+
+
+class _InnerProductLogSumExp(torch.autograd.Function):
+    """log sum_i exp(q_b . T_i) over items 1..N not excluded for row b, block by block as
+    `_InnerProductCrossEntropy`; the backward pass recomputes each block (one matmul more than a plain
+    autograd chain, which would keep the (B, N + 1) scores in memory instead)."""
+
+    @staticmethod
+    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
+        result = queries.new_empty(queries.shape[0])
+        for start, scores in _score_blocks(queries, table, excluded):
+            result[start:start + len(scores)] = torch.logsumexp(scores, dim=1)
+        ctx.save_for_backward(queries, table, result, excluded)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        queries, table, result, excluded = ctx.saved_tensors
+        need_queries, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        query_grad = torch.empty_like(queries) if need_queries else None
+        table_grad = torch.zeros_like(table) if need_table else None
+        for start, scores in _score_blocks(queries, table, excluded):
+            end = start + len(scores)
+            weights = scores.sub_(result[start:end].unsqueeze(1)).exp_().mul_(grad[start:end].unsqueeze(1))  # g_b softmax
+            if need_queries:
+                torch.mm(weights, table, out=query_grad[start:end])
+            if need_table:
+                table_grad.addmm_(weights.T, queries[start:end])
+        return query_grad, table_grad, None
+
+
+def _score_blocks(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None):
+    """(start row, scores (b, N + 1)) blocks of queries @ table^T, -inf at padding and at `excluded`."""
+    block = max(1, min(len(queries), BLOCK_FLOATS // table.shape[0]))
+    for start in range(0, len(queries), block):
+        scores = queries[start:start + block] @ table.T
+        scores[:, 0] = -torch.inf
+        if excluded is not None:
+            scores.scatter_(1, excluded[start:start + block], -torch.inf)
+        yield start, scores
+
+
+def inner_product_logsumexp(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) log of sum over items 1..N of exp(queries (B, d) . table (N + 1, d) rows), leaving out for
+    each row the items in its row of `excluded` (B, L) (0 entries exclude only the padding), without
+    the (B, N + 1) scores in memory; differentiable in queries and table."""
+    return _InnerProductLogSumExp.apply(queries, table, excluded)
 
 
 def cosine_scores(sessions: torch.Tensor, items: torch.Tensor, scale: float) -> torch.Tensor:

@@ -200,11 +200,11 @@ class NARM(NeuralModel):
         """The repeat/explore decoder on the model's scores (config `repeat`), fed c_t after dropout."""
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
         if self.config.decoder == "bilinear":
-            logits = self.bilinear(context) @ self.embedding.weight.T
-        else:
-            logits = self.output(context)
-        logits[:, 0] = -torch.inf
-        return self.repeat_decoder(logits, context, self.embedding(batch.items), batch.items, labels)
+            queries, table = self.bilinear(context), self.embedding.weight
+        else:  # W c + b as [c; 1] . [W | b]
+            queries = torch.cat([context, context.new_ones(len(context), 1)], dim=1)
+            table = torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1)
+        return self.repeat_decoder(queries, table, context, self.embedding(batch.items), batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():

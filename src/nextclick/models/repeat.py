@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextclick.models.layers import inner_product_logsumexp
+
 RepeatMode = Literal["off", "mix", "new-only"]  # a model config's `repeat`
 
 MAX_RECENCY = 15  # clicks further back share one recency vector
@@ -86,26 +88,37 @@ class RepeatExplore(nn.Module):
         logits = self.attend(torch.tanh(features)).squeeze(2).masked_fill(~mask, -torch.inf)
         return torch.softmax(logits, dim=1)
 
-    def forward(self, explore_scores: torch.Tensor, session: torch.Tensor, clicks: torch.Tensor,
+    def forward(self, queries: torch.Tensor, table: torch.Tensor, session: torch.Tensor, clicks: torch.Tensor,
                 items: torch.Tensor, labels: torch.Tensor | None = None, need_scores: bool | None = None) -> RepeatOutput:
-        """explore_scores (B, N + 1), -inf at padding: the model's own scores; session (B, s); clicks
-        (B, L, d) the item rows of `items` (B, L, right-aligned, 0 = padding). The (B, N + 1) scores are
-        made unless only a loss is wanted (need_scores None: labels given and gradients on)."""
+        """The model's own scores are queries (B, k) @ table (N + 1, k)^T (row 0 padding, never a
+        candidate); session (B, s) its session vector; clicks (B, L, d) the item rows of `items` (B, L,
+        right-aligned, 0 = padding). The (B, N + 1) scores are made unless only a loss is wanted
+        (need_scores None: labels given and gradients on); the loss alone never builds them."""
         if need_scores is None:
             need_scores = labels is None or not torch.is_grad_enabled()
         weights = self.attention(session, clicks, items)  # (B, L)
         context = torch.bmm(weights.unsqueeze(1), clicks).squeeze(1)  # (B, d)
         mode_logit = self.mode_out(torch.tanh(self.mode_hidden(torch.cat([session, context], dim=1)))).squeeze(1)
         log_repeat, log_explore = F.logsigmoid(mode_logit), F.logsigmoid(-mode_logit)  # (B,)
-        if self.mode == "new-only":
-            explore_scores = explore_scores.scatter(1, items, -torch.inf)  # the session's items (and padding)
-        log_p_explore = torch.log_softmax(explore_scores, dim=1)  # (B, N + 1)
+        excluded = items if self.mode == "new-only" else None  # the session's items (and padding)
+        log_p_explore = None
+        if need_scores:
+            explore_scores = queries @ table.T
+            explore_scores[:, 0] = -torch.inf
+            if excluded is not None:
+                explore_scores.scatter_(1, excluded, -torch.inf)
+            log_p_explore = torch.log_softmax(explore_scores, dim=1)  # (B, N + 1)
         loss = None
         if labels is not None:
             at_target = items == labels.unsqueeze(1)  # (B, L)
             repeat_mass = (weights * at_target).sum(1)  # (B,) P_repeat(target)
-            log_p = torch.logaddexp(log_repeat + repeat_mass.clamp_min(TINY).log(),
-                                    log_explore + log_p_explore.gather(1, labels.unsqueeze(1)).squeeze(1))
+            if log_p_explore is not None:
+                explore_at_target = log_p_explore.gather(1, labels.unsqueeze(1)).squeeze(1)
+            else:
+                explore_at_target = (queries * table[labels]).sum(1) - inner_product_logsumexp(queries, table, excluded)
+                if excluded is not None:
+                    explore_at_target = explore_at_target.masked_fill(at_target.any(1), -torch.inf)
+            log_p = torch.logaddexp(log_repeat + repeat_mass.clamp_min(TINY).log(), log_explore + explore_at_target)
             loss = -log_p.mean()
             if self.mode_weight > 0:
                 loss = loss + self.mode_weight * F.binary_cross_entropy_with_logits(
