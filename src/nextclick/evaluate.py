@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
 from tqdm.auto import tqdm
 
 from nextclick.data.batches import Batch, iterate_batches
@@ -139,6 +138,8 @@ def evaluate(
 def paired_test(ranks_a: np.ndarray, ranks_b: np.ndarray, k: int = 20) -> dict:
     """Paired two-sided t-tests between two models' per-case results on the same cases (the test
     the DSAN and SR-IEM papers report): hits@K and reciprocal ranks@K."""
+    from scipy import stats as scipy_stats  # here, not at import: scipy.stats costs a second of start-up
+
     if ranks_a.shape != ranks_b.shape:
         raise ValueError("paired test needs both models evaluated on the same cases")
     out = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import nextclick
+
 HELP = """Session-based recommendation: train, evaluate and serve next-click models.
 
 Datasets are the published splits under <data dir>/benchmarks (see `nextclick datasets`), a split
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # every subcommand's parser is a OneLineParser too (add_parser uses the parent's class)
     parser = OneLineParser(prog="nextclick", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nextclick {nextclick.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     catalogue.register(sub)

@@ -192,19 +192,6 @@ def train_options(args) -> "TrainOptions":
     )
 
 
-def checkpoint_and_split(args):
-    """The checkpoint's model and metadata, and the split it is read against: --dataset, else the
-    dataset it was trained on; the two must share a catalogue."""
-    from nextclick import checkpoint
-    from nextclick.data.benchmarks import resolve
-
-    model, _, meta = checkpoint.load(args.checkpoint)
-    split = resolve(args.dataset or meta.get("dataset"), args.data_dir)
-    if split.n_items != model.n_items:
-        raise ValueError(f"checkpoint has {model.n_items} items but {split.name} has {split.n_items}")
-    return model, meta, split
-
-
 def output_path(out: str, suffix: str) -> Path:
     """`--out` plus a suffix, appended rather than replacing: 'results/dn/narm.weights' must not become
     'results/dn/narm.json' (a benchmark result). A given .png or .json ending is dropped first."""

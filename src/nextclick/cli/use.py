@@ -1,4 +1,6 @@
-"""Using a trained run: `nextclick evaluate`, `recommend` and `explain`."""
+"""Using a trained run: `nextclick evaluate`, `recommend` and `explain`. Each reads the run and answers
+through the Python API (nextclick.api: load, evaluate_run, recommend, explain_session), so the command line and
+code give the same answers; this module parses and prints."""
 
 from __future__ import annotations
 
@@ -7,25 +9,24 @@ import json
 import shlex
 
 from nextclick import atomic
-from nextclick.cli.common import (MAX_K, add_data_options, add_threads_option, checkpoint_and_split, int_in,
-                                  output_path)
+from nextclick.cli.common import MAX_K, add_data_options, add_threads_option, int_in, output_path
 
 
 def cmd_evaluate(args) -> int:
-    from nextclick.evaluate import evaluate
+    from nextclick import api
     from nextclick.runtime import set_threads
 
     set_threads(args.threads)
-    model, meta, split = checkpoint_and_split(args)
-    result = evaluate(model.score, split.test, batch_size=args.batch_size, max_length=model.max_length,
-                      progress=not args.quiet, description="test")
+    run = api.load(args.checkpoint)
+    split = api.split_for(run, args.dataset, args.data_dir)
+    result = api.evaluate_run(run, split, batch_size=args.batch_size, progress=not args.quiet)
     summary = result.summary()
     if args.by_length:
         summary["by_length"] = result.by_length()
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"{meta['model']} on {split.name} test ({summary['cases']:,} cases):")
+        print(f"{run.model.name} on {split.name} test ({summary['cases']:,} cases):")
         print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
         if args.by_length:
             print("\n".join(length_table(summary["by_length"])))
@@ -42,56 +43,43 @@ def length_table(buckets: dict[str, dict]) -> list[str]:
 
 
 def session_items(texts: list[str]) -> list[int]:
-    """A request's external item ids, checked before any checkpoint is read: integers that fit the id
-    table (int64), at most MAX_REQUEST_CLICKS of them."""
-    from nextclick.data.batches import MAX_REQUEST_CLICKS
+    """A request's raw item ids from the command line, checked (nextclick.api.checked_session) before
+    any checkpoint is read. A word that is no integer is passed on as it is, so the message names it."""
+    from nextclick.api import checked_session
 
-    if len(texts) > MAX_REQUEST_CLICKS:
-        raise ValueError(f"a session may give at most {MAX_REQUEST_CLICKS:,} clicks; got {len(texts):,}")
-    bad = next((t for t in texts if not _is_item_id(t)), None)
-    if bad is not None:
-        raise ValueError(f"item ids must be integers below 2**63, got {bad!r}")
-    return [int(t) for t in texts]
+    return checked_session([_integer_or_text(text) for text in texts])
 
 
-def _is_item_id(text: str) -> bool:
+def _integer_or_text(text: str) -> int | str:
     try:
-        return abs(int(text)) < 2**63
+        return int(text)
     except ValueError:
-        return False
+        return text
 
 
 def cmd_recommend(args) -> int:
-    import numpy as np
+    from nextclick import api
 
-    from nextclick import checkpoint
-
-    if not args.items:
-        raise ValueError("an empty session has nothing to recommend from: give at least one item id")
     items = session_items(args.items)
-    model, vocab, _ = checkpoint.load(args.checkpoint)
-    indices = vocab.encode(items)
-    top, scores = model.recommend([np.asarray(indices)], k=args.k)
-    ids = vocab.decode(top[0])
+    ids, scores = api.recommend(api.load(args.checkpoint), items, k=args.k, exclude_seen=args.exclude_seen)
     if args.json:
-        print(json.dumps([{"item": int(i), "score": float(s)} for i, s in zip(ids, scores[0])]))
+        print(json.dumps([{"item": int(i), "score": float(s)} for i, s in zip(ids, scores)]))
     else:
-        for rank, (item, score) in enumerate(zip(ids, scores[0]), 1):
+        for rank, (item, score) in enumerate(zip(ids, scores), 1):
             print(f"{rank:3d}  {int(item):>10}  {float(score):.6f}")
     return 0
 
 
 def cmd_explain(args) -> int:
-    from nextclick import checkpoint
-    from nextclick.explain import explain, plot
+    from nextclick import api
+    from nextclick.explain import plot
 
     if args.test:
         return _explain_test_set(args)
     if not args.items:
         raise ValueError("an empty session has nothing to explain: give at least one item id (or --test)")
     items = session_items(args.items)
-    model, vocab, _ = checkpoint.load(args.checkpoint)
-    explanation = explain(model, vocab, items, k=args.k)
+    explanation = api.explain_session(api.load(args.checkpoint), items, k=args.k)
     png, path = output_path(args.out, ".png"), output_path(args.out, ".json")
     plot(explanation, png)
     atomic.write_json(path, explanation.to_dict())
@@ -106,16 +94,17 @@ def cmd_explain(args) -> int:
 
 
 def _explain_test_set(args) -> int:
-    from nextclick.runtime import machine_info
+    from nextclick import api
     from nextclick.explain import summarise
-    from nextclick.runtime import set_threads
+    from nextclick.runtime import machine_info, set_threads
 
     if args.items:
         raise ValueError("--test reads every test case: give item ids or --test, not both")
     threads = set_threads(args.threads)
-    model, meta, split = checkpoint_and_split(args)
-    summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": meta.get("config"),
-               **summarise(model, split.test, progress=not args.quiet),
+    run = api.load(args.checkpoint)
+    split = api.split_for(run, args.dataset, args.data_dir)
+    summary = {"checkpoint": str(args.checkpoint), "dataset": split.name, "config": run.record.get("config"),
+               **summarise(run.model, split.test, progress=not args.quiet),
                "machine": machine_info(threads), "command": shlex.join(["nextclick", *args.argv])}
     out = output_path(args.out, ".json")
     atomic.write_json(out, summary)
@@ -128,7 +117,6 @@ def _explain_test_set(args) -> int:
           f" mean weight of the last click (2+ clicks) {summary['last_click_mean_weight']:.4f}")
     print(f"wrote {out}")
     return 0
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
     p.add_argument("-k", type=int_in(1, MAX_K), default=20,
                    help=f"how many items to return (20; at most {MAX_K}, and at most the catalogue)")
+    p.add_argument("--exclude-seen", action="store_true",
+                   help="leave out the session's own items (still k of them); by default they may be recommended")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 

@@ -51,15 +51,25 @@ What differs from the papers and from session-rec (whose code we did not copy), 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import scipy.sparse as sparse
 import torch
 
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.base import StatisticalModel, item_ids, row_pointers
+
+if TYPE_CHECKING:
+    import scipy.sparse as sparse
+
+
+def _csr_matrix(*args, **kwargs):
+    """scipy.sparse.csr_matrix, imported on first use: scipy.sparse costs about half a second of start-up
+    (on a loaded machine) to every command that imports the model registry, `nextclick recommend` too."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(*args, **kwargs)
 
 ITEM_TIE_BREAK = 1e-9  # popularity term added to item scores: at most this times the click share
 NEIGHBOUR_TIE_BREAK = 1e-12  # recency term for choosing among equally similar neighbours
@@ -142,7 +152,7 @@ class Prefixes:
         return np.diff(self.indptr)
 
     def matrix(self, weights: np.ndarray, width: int) -> sparse.csr_matrix:
-        return sparse.csr_matrix((weights, self.items, self.indptr), shape=(len(self), width))
+        return _csr_matrix((weights, self.items, self.indptr), shape=(len(self), width))
 
     def positions_of(self, rows: np.ndarray, items: np.ndarray, width: int) -> np.ndarray:
         """Last position of `items[e]` in prefix `rows[e]`, 0 where absent (a sorted-key lookup; a dense
@@ -237,7 +247,7 @@ class ItemKNN(StatisticalModel):
         sessions, width = train.sessions, self.n_items + 1
         indptr, items, _, clicks = last_positions(
             sessions.session_of_click(), sessions.items, click_positions(sessions), len(sessions), width)
-        in_session = sparse.csr_matrix((np.ones(len(items)), items, indptr), shape=(len(sessions), width))
+        in_session = _csr_matrix((np.ones(len(items)), items, indptr), shape=(len(sessions), width))
         together = (in_session.T @ in_session).tocoo()  # (width, width): sessions holding both items
         support = np.bincount(items, minlength=width).astype(np.float64)  # n_i
         first, second, count = together.row, together.col, together.data
@@ -271,7 +281,7 @@ class ItemKNN(StatisticalModel):
     def score(self, batch: Batch) -> torch.Tensor:
         width = self.n_items + 1
         if self._similar is None:
-            self._similar = sparse.csr_matrix(
+            self._similar = _csr_matrix(
                 (self.neighbour_similarity, self.neighbour_items, self.neighbour_indptr), shape=(width, width))
         last = batch.items[:, -1].numpy()  # right-aligned: the most recent click
         scores = self._similar[last].toarray()  # (B, n_items + 1)
@@ -322,7 +332,7 @@ class SessionKNN(StatisticalModel):
         if self._index is None:
             width = self.n_items + 1
             n_sessions = len(self.session_indptr) - 1
-            in_session = sparse.csr_matrix(
+            in_session = _csr_matrix(
                 (np.ones(len(self.session_items)), self.session_items, self.session_indptr), shape=(n_sessions, width))
             holding = np.bincount(self.session_items, minlength=width)  # sessions holding each item
             self._index = {
