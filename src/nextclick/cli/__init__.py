@@ -58,6 +58,11 @@ def os_error_message(error: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:
+        # answered before anything heavy is imported: the error types below and the parser bring in every
+        # verb group, torch included (seconds)
+        print(f"nextclick {nextclick.__version__}")
+        return 0
     from nextclick.checkpoint import CheckpointError
     from nextclick.data.benchmarks import DataError
     from nextclick.models.config import ConfigError
