@@ -24,7 +24,6 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import FastAPI, Path as PathParameter, Query as QueryParameter, Request

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batches import batch_from_prefixes
-from nextclick.serve.index import ApproximateTopK, ExactTopK, has_item_vectors
+from nextclick.serve.index import ApproximateTopK, ExactTopK
 from nextclick.serve.limits import ServeLimits
 
 
