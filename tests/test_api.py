@@ -171,6 +171,10 @@ def test_the_version_is_the_installed_distribution_s(capsys):
     from importlib.metadata import version
 
     assert nextclick.__version__ == version("nextclick")
-    with pytest.raises(SystemExit) as exit_:
-        main(["--version"])
+    assert main(["--version"]) == 0  # answered before the parser is built (start-up)
+    assert capsys.readouterr().out.strip() == f"nextclick {nextclick.__version__}"
+    from nextclick.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_:  # and `nextclick --help` lists it
+        build_parser().parse_args(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"nextclick {nextclick.__version__}"
