@@ -369,3 +369,17 @@ def test_serve_bench_starts_a_server_loads_it_and_writes_the_figures_with_the_ma
     assert {"cpu", "cores", "load_average_1m"} <= set(result["machine"]) and result["scoring_profile"]["batch_1"]
     assert main(["serve-bench", str(dsan_run), "--rates", "20", "--out", str(out)]) == 2  # 50 items, not synthetic's 600
     assert "the run has 50 items but synthetic has 600" in capsys.readouterr().err
+
+
+def test_every_attention_model_gives_one_weight_per_click_read(tmp_path):
+    import math
+
+    from nextclick.explain import attention_models
+
+    for name in attention_models():
+        with TestClient(create_app(ServeConfig(run=str(save_run(tmp_path / name, name))))) as client:
+            answer = client.post("/v1/recommend", json={"items": [1003, 1004, 1009], "include_weights": True})
+            assert answer.status_code == 200, (name, answer.text)
+            clicks = answer.json()["click_weights"]["clicks"]
+            assert [c["item"] for c in clicks] == [1003, 1004, 1009], name
+            assert all(math.isfinite(c["weight"]) for c in clicks), name  # SR-GNN's soft attention may be negative
