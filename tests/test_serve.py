@@ -383,3 +383,20 @@ def test_every_attention_model_gives_one_weight_per_click_read(tmp_path):
             clicks = answer.json()["click_weights"]["clicks"]
             assert [c["item"] for c in clicks] == [1003, 1004, 1009], name
             assert all(math.isfinite(c["weight"]) for c in clicks), name  # SR-GNN's soft attention may be negative
+
+
+def test_an_index_cache_builds_the_hnsw_index_once_and_new_weights_get_their_own(dsan_run, tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    from nextclick.serve import index
+    from nextclick.serve.scoring import load_run
+
+    first = load_run(dsan_run, index="hnsw", index_cache=tmp_path / "cache")
+    saved = sorted((tmp_path / "cache").iterdir())
+    assert len(saved) == 1 and saved[0].suffix == ".faiss"
+    monkeypatch.setattr(index, "build_hnsw", lambda *a, **k: pytest.fail("the saved index was not used"))
+    again = load_run(dsan_run, index="hnsw", index_cache=tmp_path / "cache")
+    prefixes = [np.array([3, 1, 7])]
+    assert np.array_equal(first.top_k.top(prefixes, 10)[0], again.top_k.top(prefixes, 10)[0])
+    monkeypatch.undo()
+    load_run(save_run(tmp_path / "other", "dsan", seed=3), index="hnsw", index_cache=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").iterdir())) == 2

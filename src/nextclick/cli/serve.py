@@ -23,7 +23,8 @@ WORKER_START_SECONDS = 60
 def server_options(args) -> list[str]:
     """The `nextclick serve` options a serve-bench passes on to the server it starts."""
     overrides = [option for pair in args.set or [] for option in ("--set", pair)]
-    return ["--store", args.store, "--index", args.index, "--threads", str(args.threads), "--workers",
+    cache = ["--index-cache", args.index_cache] if args.index_cache else []
+    return [*cache, "--store", args.store, "--index", args.index, "--threads", str(args.threads), "--workers",
             str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch),
             "--session-ttl", str(args.session_ttl), "--max-sessions", str(args.max_sessions),
             "--store-megabytes", str(args.store_megabytes), *overrides]
@@ -37,7 +38,7 @@ def serve_config(args):
     store_limits = StoreLimits(ttl_seconds=args.session_ttl, max_sessions=args.max_sessions,
                                max_bytes=args.store_megabytes * 1024 * 1024)
     return ServeConfig(run=args.run, store=args.store, index=args.index, threads=args.threads,
-                       catalogue=args.catalogue, overrides=parse_overrides(args.set),
+                       catalogue=args.catalogue, overrides=parse_overrides(args.set), index_cache=args.index_cache,
                        limits=limits, store_limits=store_limits)
 
 
@@ -54,7 +55,8 @@ def cmd_serve(args) -> int:
         raise ValueError("--workers N > 1 needs sessions every worker sees: --store redis://host:port/db")
     if args.catalogue and not Path(args.catalogue).is_file():
         raise FileNotFoundError(f"no catalogue file at {args.catalogue}")
-    run = load_run(config.run, config.index, config.threads, config.overrides)  # a bad RUN fails now, not in a worker
+    # a bad RUN fails now, not in a worker (and with --index-cache, the workers find the index built)
+    run = load_run(config.run, config.index, config.threads, config.overrides, config.index_cache)
     print(f"serving {run.model.name} ({run.model.n_items:,} items, top-K {run.top_k.kind}, store {config.store}) "
           f"at http://{args.host}:{args.port}/ with {args.workers} worker(s)", file=sys.stderr, flush=True)
     common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
@@ -95,7 +97,7 @@ def cmd_serve_bench(args) -> int:
     if args.url is not None:
         bench.loopback_url(args.url)  # before anything is loaded
     config = serve_config(args)
-    run = load_run(args.run, config.index, config.threads, config.overrides)
+    run = load_run(args.run, config.index, config.threads, config.overrides, config.index_cache)
     meta = args.meta = run.meta
     sessions = bench_sessions(args, Vocab(run.lookup.ids), args.sessions)
     bodies = [{"items": s[-config.limits.max_clicks:], "k": args.k} for s in sessions]
@@ -223,6 +225,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", choices=("exact", "hnsw"), default="exact",
                    help="top-K: exact (full scores; every model) or hnsw (faiss, inner-product models, for "
                         "catalogues of about a million items)")
+    p.add_argument("--index-cache", default=None, metavar="DIR",
+                   help="keep HNSW indexes here between starts (named by a hash of the item vectors; "
+                        "default: built at every start)")
     p.add_argument("--threads", type=int_in(1, 256), default=1,
                    help="torch threads of the scorer (1: batches are small, and the event loop needs a core)")
     p.add_argument("--workers", type=int_in(1, 64), default=1, help="server processes (more than 1 needs --store redis://)")

@@ -50,6 +50,7 @@ class ServeConfig:
     threads: int = 1  # torch threads of the scorer
     catalogue: str | None = None  # CSV of item id, name (the page shows the names)
     overrides: dict = field(default_factory=dict)  # config values changed for serving (--set)
+    index_cache: str | None = None  # where HNSW indexes are kept between starts
     limits: ServeLimits = field(default_factory=ServeLimits)
     store_limits: StoreLimits = field(default_factory=StoreLimits)
 
@@ -91,7 +92,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         # The event loop and the scorer thread share the GIL; CPython hands it over every 5 ms by default,
         # which a request answered in 1-2 ms would wait on. 0.5 ms keeps the hand-over below the scoring time.
         sys.setswitchinterval(GIL_SWITCH_SECONDS)
-        served = run or await asyncio.to_thread(load_run, config.run, config.index, config.threads, config.overrides)
+        served = run or await asyncio.to_thread(load_run, config.run, config.index, config.threads,
+                                                  config.overrides, config.index_cache)
         state["names"] = read_catalogue(config.catalogue) if config.catalogue else {}
         state["store"] = open_store(config.store, limits.max_clicks, config.store_limits)
         state["scorer"] = Scorer(served, limits, metrics.observe_batch)
@@ -148,7 +150,7 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         async with reload_lock:
             scorer = state["scorer"]
             served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads,
-                                         config.overrides)
+                                         config.overrides, config.index_cache)
             scorer.swap(served)
             metrics.reloads += 1
             return served.describe()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,14 +65,15 @@ class ApproximateTopK:
 
     kind = "hnsw"
 
-    def __init__(self, model, search_breadth: int = HNSW_SEARCH_BREADTH):
+    def __init__(self, model, search_breadth: int = HNSW_SEARCH_BREADTH, cache_dir: str | Path | None = None):
         if not has_item_vectors(model):
             raise ValueError(f"{model.name} scores are not inner products of query and item vectors: "
                              "it has no approximate index (use --index exact)")
         self.model = model
         with torch.inference_mode():
-            items = model.item_vectors()[1:].float().cpu().numpy()  # (N, D), row 0 is padding
-        self.index = build_hnsw(items, search_breadth)
+            items = np.ascontiguousarray(model.item_vectors()[1:].float().cpu().numpy())  # (N, D), row 0 is padding
+        self.index = cached_hnsw(items, Path(cache_dir)) if cache_dir is not None else build_hnsw(items)
+        self.index.hnsw.efSearch = max(search_breadth, 1)
 
     def top(self, prefixes: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         batch = batch_from_prefixes(prefixes, self.model.max_length)
@@ -88,6 +90,28 @@ def build_hnsw(items: np.ndarray, search_breadth: int = HNSW_SEARCH_BREADTH):
     index.hnsw.efConstruction = HNSW_BUILD_BREADTH
     index.add(np.ascontiguousarray(items, dtype=np.float32))
     index.hnsw.efSearch = max(search_breadth, 1)
+    return index
+
+
+def cached_hnsw(items: np.ndarray, cache_dir: Path):
+    """The HNSW index of `items` from `cache_dir` when it was built before, else built and saved there
+    (temporary file, then rename): a million items take minutes to index, and every start of the
+    service would pay them. The file is named after a hash of the item vectors and the build settings,
+    so new weights never meet an old index."""
+    import hashlib
+    import os
+
+    import faiss
+
+    digest = hashlib.sha256(items.tobytes()).hexdigest()[:20]
+    path = cache_dir / f"hnsw-{digest}-{items.shape[0]}x{items.shape[1]}-M{HNSW_NEIGHBOURS}-ef{HNSW_BUILD_BREADTH}.faiss"
+    if path.is_file():
+        return faiss.read_index(str(path))
+    index = build_hnsw(items)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    faiss.write_index(index, str(partial))
+    os.replace(partial, path)
     return index
 
 

@@ -92,9 +92,11 @@ class ServedRun:
                 "loaded_at": self.loaded_at}
 
 
-def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides: dict | None = None) -> ServedRun:
-    """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models;
-    `overrides`: config values changed for serving (see `with_config`)."""
+def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides: dict | None = None,
+             index_cache: str | Path | None = None) -> ServedRun:
+    """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models (kept
+    in `index_cache` between starts when given); `overrides`: config values changed for serving (see
+    `with_config`)."""
     from nextclick import checkpoint
 
     torch.set_num_threads(threads)
@@ -103,7 +105,7 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
         model = with_config(model, overrides)
         meta = {**meta, "serving_overrides": dict(overrides)}
     if index == "hnsw":
-        top_k = ApproximateTopK(model)
+        top_k = ApproximateTopK(model, cache_dir=index_cache)
     elif index == "exact":
         top_k = ExactTopK(model)
     else:
