@@ -108,17 +108,15 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n_rows, n_columns = queries.shape[0], table.shape[0]
-        block = max(1, min(n_rows, BLOCK_FLOATS // n_columns))
+        n_rows = queries.shape[0]
         need_queries, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         query_grad = torch.empty_like(queries) if need_queries else None
         table_grad = torch.zeros_like(table) if need_table else None
         total = queries.new_zeros((), dtype=torch.float64)
-        for start in range(0, n_rows, block):
-            q, y = queries[start:start + block], labels[start:start + block]
+        for start, probabilities in _score_blocks(queries, table, None):  # scores, made softmax in place
+            end = start + len(probabilities)
+            q, y = queries[start:end], labels[start:end]
             rows = torch.arange(len(y), device=y.device)
-            probabilities = q @ table.T  # (b, N + 1) scores, then softmax in place
-            probabilities[:, 0] = -torch.inf  # padding is no candidate
             target = probabilities[rows, y]
             top = probabilities.amax(1, keepdim=True)
             probabilities.sub_(top).exp_()
@@ -127,7 +125,7 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
             probabilities.div_(norm)
             probabilities[rows, y] -= 1.0  # d loss / d scores, times the batch size
             if need_queries:
-                torch.mm(probabilities, table, out=query_grad[start:start + block])
+                torch.mm(probabilities, table, out=query_grad[start:end])
             if need_table:
                 table_grad.addmm_(probabilities.T, q)
         ctx.save_for_backward(query_grad, table_grad)
