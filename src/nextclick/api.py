@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 if TYPE_CHECKING:
     import numpy as np
 
+    from nextclick.data.readers import GenericColumns
     from nextclick.data.sessions import Protocol, Split, Vocab
     from nextclick.evaluate import Evaluation
     from nextclick.explain import Explanation
@@ -162,7 +163,8 @@ def prepare(
 
 
 def generic_columns(log_format: str | None, session_column: str | None, user_column: str | None,
-                    item_column: str, time_column: str, time_format: str, gap_minutes: float, separator: str):
+                    item_column: str, time_column: str, time_format: str, gap_minutes: float,
+                    separator: str) -> GenericColumns | None:
     """The column description of a CSV/Parquet log, or None for the published formats (which name their
     own columns). A log with a user column and no session column is cut into sessions by inactivity."""
     from nextclick.data.readers import GenericColumns
