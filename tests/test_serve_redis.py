@@ -125,12 +125,19 @@ def test_services_on_one_redis_share_sessions_and_a_killed_one_loses_none(redis_
 
 def test_workers_of_one_service_see_each_other_s_clicks(redis_url, run):
     service = Service(run, redis_url, "--workers", "2")
+
+    def worker() -> int:
+        return httpx.get(service.url + "/v1/model", timeout=10).json()["worker_pid"]
+
     try:
+        deadline, seen = time.monotonic() + 90, set()
+        while len(seen) < 2 and time.monotonic() < deadline:  # readyz answered once one worker was up
+            seen.add(worker())
         answered_by = set()
         for item in range(1001, 1031):
             service.click("workers", item)
-            answered_by.add(httpx.get(service.url + "/v1/model", timeout=10).json()["worker_pid"])
-        assert len(answered_by) == 2  # both workers took part
+            answered_by.add(worker())
+        assert len(seen) == 2 and len(answered_by) == 2  # both workers took part
         assert service.session("workers") == list(range(1001, 1031))
     finally:
         service.stop()
@@ -166,7 +173,7 @@ def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_reques
         def keep_asking():
             while not stop.is_set():
                 try:  # a fresh connection each time, as a client whose kept-alive one was closed reconnects
-                    statuses.append(httpx.post(service.url + "/v1/recommend", json=body, timeout=10).status_code)
+                    statuses.append(httpx.post(service.url + "/v1/recommend", json=body, timeout=30).status_code)
                 except httpx.HTTPError as error:
                     statuses.append(type(error).__name__)
 
