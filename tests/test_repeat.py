@@ -146,3 +146,14 @@ def test_the_decoder_off_builds_the_same_model_as_before():
         assert plain.repeat_decoder is None and off.repeat_decoder is None
         for (a, x), (b, y) in zip(plain.state_dict().items(), off.state_dict().items()):
             assert a == b and torch.equal(x, y)
+
+
+def test_serving_ranks_a_decoder_equipped_model_by_its_mixture_not_its_explore_vectors():
+    from nextclick.serve.index import ExactTopK
+
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build("sr-iem", split.n_items, {"repeat": "mix"}).eval()
+    prefixes = [np.array([3, 7, 3]), np.array([5])]
+    served, expected = ExactTopK(model).top(prefixes, 10), model.recommend(prefixes, 10)
+    assert np.array_equal(served[0], expected[0]) and np.allclose(served[1], expected[1])

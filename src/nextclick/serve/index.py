@@ -35,8 +35,9 @@ HNSW_SEARCH_BREADTH = 256
 
 
 def has_item_vectors(model) -> bool:
-    """Inner-product models: scores are <query_vectors(batch), item_vectors()> (models/base.py)."""
-    return hasattr(model, "query_vectors") and hasattr(model, "item_vectors")
+    """Inner-product models: scores are <query_vectors(batch), item_vectors()> (models/base.py); not
+    a model whose repeat decoder mixes its scores with a repeat distribution."""
+    return model.inner_product
 
 
 class ExactTopK:
