@@ -408,3 +408,10 @@ def test_status_says_a_statistical_run_is_fitted_not_begun(tmp_path, capsys):
     assert run(capsys, "train", "s-pop", "-o", str(tmp_path / "r"), "-q")[0] == 0
     code, out, _ = run(capsys, "status", str(tmp_path / "r"))
     assert code == 0 and "fitted (a statistical model" in out and "not begun" not in out
+
+
+def test_models_presets_prints_the_config_values_each_preset_sets(capsys):
+    code, out, _ = run(capsys, "models", "--presets", "danser")
+    assert code == 0 and json.loads(out)["one-layer"] == {"layers": 1}
+    code, out, _ = run(capsys, "models", "--presets", "stamp")
+    assert code == 0 and json.loads(out) == {}

@@ -32,6 +32,9 @@ def cmd_models(args) -> int:
         cls = model_class(args.config)
         print(json.dumps(asdict(cls.Config()), indent=1))
         return 0
+    if args.presets:
+        print(json.dumps(model_class(args.presets).presets, indent=1))
+        return 0
     for name in sorted(REGISTRY):
         cls = REGISTRY[name]
         print(f"{name:<12}{'neural' if cls.neural else 'statistical':<13}{cls.citation}")
@@ -46,4 +49,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("models", help="list registered models, or print one model's default config")
     p.add_argument("--config", metavar="MODEL", help="print this model's config with its defaults")
+    p.add_argument("--presets", metavar="MODEL", help="print this model's named presets (`--preset NAME` of train, "
+                                                      "bench and speed): the config values each sets")
     p.set_defaults(func=cmd_models)

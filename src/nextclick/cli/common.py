@@ -130,8 +130,9 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def add_preset_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, metavar="NAME",
-                        help="start from a named set of config values the model defines (GRU4Rec: its authors' best "
-                             "settings per dataset, diginetica, retailrocket, yoochoose); --set values win over it")
+                        help="start from a named set of config values the model defines (`nextclick models --presets "
+                             "MODEL` lists them; GRU4Rec: its authors' best settings per dataset; DANSeR: its "
+                             "ablations); --set values win over it")
 
 
 def model_overrides(args) -> dict[str, object]:

@@ -103,6 +103,15 @@ LIMITS: dict[str, Limit] = {
     "bpreg": NON_NEGATIVE,
     "elu_param": NON_NEGATIVE,  # 0 = no ELU
     "momentum": Limit(0.0, 0.999),
+    # DANSeR (models/danser.py)
+    "layers": _count(0, 32),  # gated graph layers, each a receptive field
+    "scale": Limit(0.0, 1000.0, open_low=True),  # fixed cosine scale
+    "hard_negative_weight": Limit(0.0, 100.0),  # 0 = no hard-negative loss
+    "hard_negative_margin": Limit(0.0, 1000.0),
+    "hard_negative_temperature": Limit(0.0, 100.0, open_low=True),
+    "min_negatives": _count(0, 100_000),
+    "max_negatives": _count(1, 100_000),
+    "warmup_epochs": _count(0, 10_000),
 }
 # where one model gives a name a wider meaning
 CLASS_LIMITS: dict[str, dict[str, Limit]] = {

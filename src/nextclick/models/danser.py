@@ -63,7 +63,7 @@ from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import PrefixStream, StreamOptions
 from nextclick.models.base import ClickWeights, NeuralModel
-from nextclick.models.config import CLASS_LIMITS, ConfigError, Limit
+from nextclick.models.config import ConfigError
 from nextclick.models.layers import GatedGraphCell, SessionGraphs, session_graphs
 
 Normalisation = Literal["session-scale", "popularity", "repeat", "fixed-scale", "none"]
@@ -97,19 +97,6 @@ class DANSeRConfig:
     epochs: int = 30  # we stop early on validation
     shuffle: bool = True
 
-
-# The limits of DANSeR's own numeric options. They belong in config.LIMITS (the names are new); kept here
-# until that file is free to change, registered the way a model-specific meaning is (CLASS_LIMITS).
-CLASS_LIMITS["DANSeRConfig"] = {
-    "layers": Limit(0, 32, integer=True),
-    "scale": Limit(0.0, 1000.0, open_low=True),
-    "hard_negative_weight": Limit(0.0, 100.0),
-    "hard_negative_margin": Limit(0.0, 1000.0),
-    "hard_negative_temperature": Limit(0.0, 100.0, open_low=True),
-    "min_negatives": Limit(0, 100_000, integer=True),
-    "max_negatives": Limit(1, 100_000, integer=True),
-    "warmup_epochs": Limit(0, 10_000, integer=True),
-}
 
 # the ablations of issue 36 by name: `nextclick bench danser --preset two-stage`
 PRESETS: dict[str, dict] = {
