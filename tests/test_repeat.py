@@ -16,10 +16,10 @@ MODES = ["mix", "new-only"]
 
 
 def decoder_inputs(n_items=12, d=6, seed=0):
-    """queries (3, 4), table (N + 1, 4), session (3, d), clicks (3, 5, d), items (3, 5)."""
+    """queries (3, 4), table (N + 1, 4), session (3, d), item rows (N + 1, d), items (3, 5)."""
     torch.manual_seed(seed)
     items = torch.tensor([[0, 0, 3, 5, 3], [7, 2, 2, 9, 4], [0, 0, 0, 0, 11]])  # right-aligned, 0 = padding
-    return torch.randn(3, 4), torch.randn(n_items + 1, 4), torch.randn(3, d), torch.randn(3, 5, d), items
+    return torch.randn(3, 4), torch.randn(n_items + 1, 4), torch.randn(3, d), torch.randn(n_items + 1, d), items
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -34,12 +34,12 @@ def test_the_mixture_is_a_distribution_over_the_items_and_padding_gets_no_mass(m
 
 
 def test_new_only_explores_no_item_of_the_session_and_mix_may():
-    queries, table, session, clicks, items = decoder_inputs()
+    queries, table, session, rows, items = decoder_inputs()
     for mode, expected_zero in (("new-only", True), ("mix", False)):
         decoder = RepeatExplore(6, 6, mode)
         with torch.no_grad():
             decoder.mode_out.bias.fill_(-50.0)  # p_repeat ~ 0: what is left is the explore side
-        probabilities = decoder(queries, table, session, clicks, items).scores.exp()
+        probabilities = decoder(queries, table, session, rows, items).scores.exp()
         in_session = probabilities.gather(1, items)[items != 0]
         assert bool((in_session < 1e-12).all()) == expected_zero
 
@@ -57,10 +57,10 @@ def test_the_loss_is_minus_log_of_the_mixture_at_the_target_plus_the_weighted_mo
 
 
 def test_a_target_off_the_session_gives_finite_gradients_in_new_only_mode():
-    queries, table, session, clicks, items = decoder_inputs()
+    queries, table, session, rows, items = decoder_inputs()
     queries.requires_grad_()
     decoder = RepeatExplore(6, 6, "new-only")
-    decoder(queries, table, session, clicks, items, torch.tensor([1, 2, 11]), need_scores=False).loss.backward()
+    decoder(queries, table, session, rows, items, torch.tensor([1, 2, 11]), need_scores=False).loss.backward()
     for parameter in [queries, *decoder.parameters()]:
         assert torch.isfinite(parameter.grad).all()
 
@@ -72,15 +72,33 @@ def test_the_training_loss_without_the_scores_equals_the_loss_from_them_with_the
     labels = torch.tensor([5, 1, 11])  # new-only: 5 and 11 are repeats, whose explore mass is zero
     results = []
     for need_scores in (True, False):
-        queries, table, session, clicks, items = decoder_inputs()
+        queries, table, session, rows, items = decoder_inputs()
         queries.requires_grad_(), table.requires_grad_()
         torch.manual_seed(0)
         decoder = RepeatExplore(6, 6, mode)
-        loss = decoder(queries, table, session, clicks, items, labels, need_scores=need_scores).loss
+        loss = decoder(queries, table, session, rows, items, labels, need_scores=need_scores).loss
         loss.backward()
         results.append((loss, queries.grad, table.grad))
     for dense, blocked in zip(*results):
         assert torch.allclose(dense, blocked, atol=1e-5)
+
+
+def test_the_attention_over_real_clicks_equals_its_formula_computed_over_the_padded_batch():
+    """a_j = softmax_j(v . tanh(W_c e_j + W_s s + recency[min(t - j, 15)] + count[min(n_j, 7)])) over the
+    real clicks, computed directly on the padded (B, L) layout."""
+    queries, table, session, item_rows, items = decoder_inputs()
+    decoder = RepeatExplore(6, 6, "mix")
+    with torch.no_grad():
+        decoder.recency.weight.normal_()
+        decoder.count.weight.normal_()
+        weights = decoder(queries, table, session, item_rows, items).click_weights
+        mask = items != 0
+        recency = (4 - torch.arange(5)).clamp(max=15)
+        counts = ((items.unsqueeze(2) == items.unsqueeze(1)) & mask.unsqueeze(1)).sum(2)
+        features = (decoder.click(item_rows[items]) + decoder.session(session).unsqueeze(1)
+                    + decoder.recency(recency).unsqueeze(0) + decoder.count(counts.clamp(max=7)))
+        logits = decoder.attend(torch.tanh(features)).squeeze(2).masked_fill(~mask, -torch.inf)
+    assert torch.allclose(weights, torch.softmax(logits, dim=1), atol=1e-6)
 
 
 def test_more_recent_and_more_frequent_clicks_can_be_told_apart():
@@ -90,8 +108,8 @@ def test_more_recent_and_more_frequent_clicks_can_be_told_apart():
     with torch.no_grad():
         decoder.recency.weight.copy_(torch.linspace(2, -2, decoder.recency.weight.shape[0]).unsqueeze(1).expand_as(decoder.recency.weight))
     queries, table, session, _, items = decoder_inputs()
-    clicks = torch.zeros(3, 5, 6)  # no item signal: only recency and count speak
-    out = decoder(queries, table, session, clicks, items)
+    no_item_signal = torch.zeros(13, 6)  # only recency and count speak
+    out = decoder(queries, table, session, no_item_signal, items)
     weights = out.click_weights[1]  # session 7 2 2 9 4
     assert weights[4] != weights[0]
     repeat_mass = torch.zeros(13).scatter_add_(0, items[1], weights)

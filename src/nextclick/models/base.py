@@ -319,7 +319,7 @@ class ItemEmbeddingModel(NeuralModel):
     def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
         """The repeat/explore decoder on the inner-product scores."""
         vectors = self.session_vector(batch)
-        return self.repeat_decoder(vectors, self.embedding.weight, vectors, self.embedding(batch.items), batch.items, labels)
+        return self.repeat_decoder(vectors, self.embedding.weight, vectors, self.embedding.weight, batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():

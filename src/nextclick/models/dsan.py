@@ -288,8 +288,8 @@ class DSAN(NeuralModel):
         z = self.encode(batch)
         queries = self.config.w_k * F.normalize(z, dim=-1)
         table = F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1)
-        clicks = F.embedding(batch.items, self.item_embedding.weight, padding_idx=0)  # rows renormed by encode's lookup
-        return self.repeat_decoder(queries, table, z, clicks, batch.items, labels)
+        # the clicks' rows were renormed by encode's lookup
+        return self.repeat_decoder(queries, table, z, self.item_embedding.weight, batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         """(B, d): w_k * z / |z|, so that scores = query_vectors @ item_vectors().T."""

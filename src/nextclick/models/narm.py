@@ -204,7 +204,7 @@ class NARM(NeuralModel):
         else:  # W c + b as [c; 1] . [W | b]
             queries = torch.cat([context, context.new_ones(len(context), 1)], dim=1)
             table = torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1)
-        return self.repeat_decoder(queries, table, context, self.embedding(batch.items), batch.items, labels)
+        return self.repeat_decoder(queries, table, context, self.embedding.weight, batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():

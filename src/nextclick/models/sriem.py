@@ -144,7 +144,7 @@ class SRIEM(NeuralModel):
     def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
         """The repeat/explore decoder on the model's scores (config `repeat`)."""
         session = self.session_vector(batch)[0]
-        return self.repeat_decoder(session, self.embedding.weight, session, self.embedding(batch.items), batch.items, labels)
+        return self.repeat_decoder(session, self.embedding.weight, session, self.embedding.weight, batch.items, labels)
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.repeat_decoder is not None:
