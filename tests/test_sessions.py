@@ -109,3 +109,16 @@ def test_ragged_positions_number_the_elements_of_each_group():
     assert group.tolist() == [0, 0, 2, 2, 2] and position.tolist() == [0, 1, 0, 1, 2]
     group, position = ragged_positions(np.array([], dtype=np.int64))
     assert len(group) == len(position) == 0
+
+
+def test_vocab_lookup_marks_unknown_ids_and_encode_names_the_first():
+    vocab = Vocab(np.array([0, 50, 7, 900]))
+    indices, known = vocab.lookup([900, 3, 7, 1000])
+    assert known.tolist() == [True, False, True, False] and indices[known].tolist() == [3, 2]
+    assert vocab.encode([7, 50]).tolist() == [2, 1]
+    with pytest.raises(KeyError, match="unknown item id 3"):
+        vocab.encode([50, 3, 1000])
+    dense = Vocab.identity(5)
+    assert dense.lookup([0, 5, 6])[1].tolist() == [False, True, False]
+    with pytest.raises(KeyError, match="ids 1..5"):
+        dense.encode([6])

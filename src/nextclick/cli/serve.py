@@ -89,7 +89,6 @@ def bench_sessions(args, vocab, count: int, seed: int = 0) -> list[list[int]]:
 
 
 def cmd_serve_bench(args) -> int:
-    from nextclick.data.sessions import Vocab
     from nextclick.runtime import git_commit, machine_info
     from nextclick.serve import bench
     from nextclick.serve.scoring import load_run
@@ -99,7 +98,7 @@ def cmd_serve_bench(args) -> int:
     config = serve_config(args)
     run = load_run(args.run, config.index, config.threads, config.overrides, config.index_cache)
     meta = args.meta = run.meta
-    sessions = bench_sessions(args, Vocab(run.lookup.ids), args.sessions)
+    sessions = bench_sessions(args, run.vocab, args.sessions)
     bodies = [{"items": s[-config.limits.max_clicks:], "k": args.k} for s in sessions]
     dataset = meta.get("dataset") or "unknown"
     dataset = Path(dataset).name if os.sep in dataset else dataset

@@ -8,6 +8,8 @@ label is the click right after the prefix. Item ids inside a Split are dense ind
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -191,21 +193,38 @@ class Vocab:
     def n_items(self) -> int:
         return len(self.ids) - 1
 
+    @functools.cached_property
+    def dense(self) -> bool:
+        """ids are 0..n: an id is its own index (the published splits)."""
+        return bool(np.array_equal(self.ids, np.arange(len(self.ids))))
+
+    @functools.cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids[1:] sorted, order) with sorted[j] == ids[order[j] + 1]: sorted once, searched per lookup
+        (serving looks up every request)."""
+        order = np.argsort(self.ids[1:], kind="stable")
+        return self.ids[1:][order], order
+
+    def lookup(self, external: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, known) for external ids: known (bool) marks the ids in the vocabulary; indices
+        are meaningful only there."""
+        external = np.asarray(external, dtype=np.int64)
+        if self.dense:
+            return external, (external >= 1) & (external <= self.n_items)
+        sorted_ids, order = self._sorted
+        if not len(sorted_ids):
+            return np.zeros(len(external), np.int64), np.zeros(len(external), bool)
+        position = np.clip(np.searchsorted(sorted_ids, external), 0, len(sorted_ids) - 1)
+        return order[position] + 1, sorted_ids[position] == external
+
     def encode(self, external: Sequence[int] | np.ndarray) -> np.ndarray:
         """External ids -> indices; raises KeyError naming the first unknown id."""
-        external = np.asarray(external, dtype=np.int64)
-        if np.array_equal(self.ids, np.arange(len(self.ids))):
-            bad = (external < 1) | (external > self.n_items)
-            if bad.any():
-                raise KeyError(f"unknown item id {int(external[bad][0])} (this catalogue has ids 1..{self.n_items})")
-            return external
-        order = np.argsort(self.ids[1:], kind="stable")
-        sorted_ids = self.ids[1:][order]
-        pos = np.clip(np.searchsorted(sorted_ids, external), 0, len(sorted_ids) - 1)
-        bad = sorted_ids[pos] != external if len(sorted_ids) else np.ones(len(external), bool)
-        if np.any(bad):
-            raise KeyError(f"unknown item id {int(external[np.argmax(bad)])}")
-        return order[pos] + 1
+        indices, known = self.lookup(external)
+        if not known.all():
+            first = int(np.asarray(external, dtype=np.int64)[np.argmin(known)])
+            where = f" (this catalogue has ids 1..{self.n_items})" if self.dense else ""
+            raise KeyError(f"unknown item id {first}{where}")
+        return indices
 
     def decode(self, indices: np.ndarray) -> np.ndarray:
         return self.ids[np.asarray(indices, dtype=np.int64)]

@@ -240,7 +240,7 @@ def catalogue_items(run, names: dict[int, str], query: str, limit: int) -> list[
     vocabulary order, at most `limit`, among the first CATALOGUE_SCAN of the vocabulary."""
     query = query.strip().lower()
     found = []
-    for item in run.lookup.ids[1 : CATALOGUE_SCAN + 1]:
+    for item in run.vocab.ids[1 : CATALOGUE_SCAN + 1]:
         item = int(item)
         name = names.get(item, "")
         if not query or str(item).startswith(query) or query in name.lower():

@@ -1,7 +1,7 @@
 """A served run and the one thread that scores with it.
 
 `load_run` reads a checkpoint directory with `nextclick.checkpoint.load`, as `nextclick recommend`
-does, and keeps what every request needs ready: the model, its vocabulary as a sorted lookup, and a
+does, and keeps what every request needs ready: the model, its vocabulary (sorted once, for lookups), and a
 top-K strategy (serve/index.py). `answer` turns a batch of queries (raw item ids) into recommendations.
 
 `Scorer` runs `answer` on its own thread. Requests queue for it (at most `max_pending`; one more is
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batches import batch_from_prefixes
+from nextclick.data.sessions import Vocab
 from nextclick.serve.index import ApproximateTopK, ExactTopK
 from nextclick.serve.limits import ServeLimits
 
@@ -39,37 +40,13 @@ class NothingKnown(ValueError):
     """None of a session's items is in the run's catalogue."""
 
 
-@dataclass(frozen=True)
-class ItemLookup:
-    """External id -> vocabulary index for many requests: the vocabulary sorted once at load, so a request
-    costs a binary search per click (Vocab.encode sorts on every call and stops at the first unknown id;
-    serving needs every unknown id and cannot afford a sort per request on a large catalogue)."""
-
-    ids: np.ndarray  # (n_items + 1,) the vocabulary, ids[0] padding
-    sorted_ids: np.ndarray  # ids[1:] sorted
-    order: np.ndarray  # sorted_ids[j] == ids[order[j] + 1]
-    dense: bool  # ids are 1..n: the index is the id
-
-    @classmethod
-    def of(cls, vocab) -> ItemLookup:
-        ids = vocab.ids
-        order = np.argsort(ids[1:], kind="stable")
-        return cls(ids=ids, sorted_ids=ids[1:][order], order=order, dense=bool(np.array_equal(ids, np.arange(len(ids)))))
-
-    def encode(self, external: list[int]) -> tuple[np.ndarray, list[int]]:
-        """(indices of the known ids in click order, the unknown ids in click order)."""
-        values = np.asarray(external, dtype=np.int64)
-        if self.dense:
-            known = (values >= 1) & (values < len(self.ids))
-            indices = values[known]
-        else:
-            position = np.clip(np.searchsorted(self.sorted_ids, values), 0, max(len(self.sorted_ids) - 1, 0))
-            known = self.sorted_ids[position] == values
-            indices = self.order[position[known]] + 1
-        return indices.astype(np.int64), values[~known].tolist()
-
-    def decode(self, indices: np.ndarray) -> np.ndarray:
-        return self.ids[indices]
+def known_items(vocab: Vocab, external: list[int]) -> tuple[np.ndarray, list[int]]:
+    """(indices of the known ids in click order, the unknown ids in click order): serving ignores and
+    reports unknown ids where `Vocab.encode` refuses them. The vocabulary is sorted once (Vocab caches
+    it), so a request costs a binary search per click."""
+    values = np.asarray(external, dtype=np.int64)
+    indices, known = vocab.lookup(values)
+    return indices[known], values[~known].tolist()
 
 
 @dataclass(frozen=True)
@@ -77,7 +54,7 @@ class ServedRun:
     path: str
     model: object
     meta: dict
-    lookup: ItemLookup
+    vocab: Vocab  # the run's: external ids <-> indices
     top_k: ExactTopK | ApproximateTopK
     loaded_at: float  # time.time()
 
@@ -110,7 +87,7 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
         top_k = ExactTopK(model)
     else:
         raise ValueError(f"--index must be exact or hnsw; got {index!r}")
-    return ServedRun(path=str(path), model=model, meta=meta, lookup=ItemLookup.of(vocab), top_k=top_k,
+    return ServedRun(path=str(path), model=model, meta=meta, vocab=vocab, top_k=top_k,
                      loaded_at=time.time())
 
 
@@ -168,7 +145,7 @@ def answer(run: ServedRun, queries: list[Query]) -> list[Answer | Exception]:
     results: list[Answer | Exception] = [None] * len(queries)  # type: ignore[list-item]
     prefixes, scored = [], []
     for position, query in enumerate(queries):
-        indices, unknown = run.lookup.encode(query.items)
+        indices, unknown = known_items(run.vocab, query.items)
         if len(indices) == 0:
             results[position] = NothingKnown(f"none of the session's {len(query.items)} item ids is in this "
                                              f"run's catalogue (unknown: {unknown[:5]})")
@@ -195,11 +172,11 @@ def answer(run: ServedRun, queries: list[Query]) -> list[Answer | Exception]:
         if query.exclude_seen:
             keep &= ~np.isin(top[n], indices)
         chosen = np.flatnonzero(keep)[: query.k]
-        result = Answer(items=run.lookup.decode(top[n][chosen]).tolist(), scores=scores[n][chosen].astype(float).tolist(),
+        result = Answer(items=run.vocab.decode(top[n][chosen]).tolist(), scores=scores[n][chosen].astype(float).tolist(),
                         unknown_items=unknown, clicks_read=min(len(indices), read), model=model.name, run=run.path)
         if n in weights_of:
             name, values = weights_of[n]
-            clicks = run.lookup.decode(indices[-len(values):]).tolist()
+            clicks = run.vocab.decode(indices[-len(values):]).tolist()
             result.weights = [{"item": c, "weight": round(float(w), 6)} for c, w in zip(clicks, values)]
             result.weights_name = name
         results[position] = result
