@@ -193,7 +193,7 @@ def write_split_files(split: Split, path: Path, extra: dict | None = None) -> No
     )
     (path / "test.txt").write_text("\n".join(test_lines) + "\n")
     meta = {"protocol": split.protocol.to_dict(), **(extra or {})}
-    if not np.array_equal(split.vocab.ids, np.arange(len(split.vocab.ids))):
+    if not split.vocab.dense:
         meta["vocab"] = split.vocab.ids[1:].tolist()
     (path / "split.json").write_text(json.dumps(meta, indent=1) + "\n")
 

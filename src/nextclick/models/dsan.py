@@ -260,11 +260,17 @@ class DSAN(NeuralModel):
         )
 
     # ---- scores -----------------------------------------------------------------------------
+    def _cosine_factors(self, batch: Batch, include_token: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (B, d), the queries w_k * z / |z| and the unit item rows 0..N[+1]: the scores are
+        queries @ rows^T (w_k * cos(z, item))."""
+        z = self.encode(batch)  # first: its lookups renorm the rows the table reads
+        rows = self.n_items + (2 if include_token else 1)
+        return z, self.config.w_k * F.normalize(z, dim=-1), F.normalize(self.item_embedding.weight[:rows], dim=-1)
+
     def _logits(self, batch: Batch, include_token: bool) -> torch.Tensor:
         """w_k * cos(z, item rows 0..N[+1]); row 0 (padding) is set to -inf."""
-        rows = self.n_items + (2 if include_token else 1)
-        z = self.encode(batch)
-        logits = self.config.w_k * F.normalize(z, dim=-1) @ F.normalize(self.item_embedding.weight[:rows], dim=-1).T
+        _, queries, table = self._cosine_factors(batch, include_token)
+        logits = queries @ table.T
         logits[:, 0] = -torch.inf
         return logits
 
@@ -275,8 +281,7 @@ class DSAN(NeuralModel):
             decoded = self._decoded(batch, labels)
             return decoded.scores, decoded.loss
         if labels is not None and torch.is_grad_enabled():  # the loss without the (B, N + 2) scores
-            queries = self.config.w_k * F.normalize(self.encode(batch), dim=-1)
-            table = F.normalize(self.item_embedding.weight[: self.n_items + 2], dim=-1)
+            _, queries, table = self._cosine_factors(batch, include_token=True)
             return None, inner_product_cross_entropy(queries, table, labels)
         logits = self._logits(batch, include_token=labels is not None)
         loss = None if labels is None else F.cross_entropy(logits, labels)
@@ -285,9 +290,7 @@ class DSAN(NeuralModel):
     def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
         """The repeat/explore decoder (config `repeat`) on the cosine scores over items 1..N (the target
         token, a training negative of the plain model, is no part of the mixture)."""
-        z = self.encode(batch)
-        queries = self.config.w_k * F.normalize(z, dim=-1)
-        table = F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1)
+        z, queries, table = self._cosine_factors(batch, include_token=False)
         # the clicks' rows were renormed by encode's lookup
         return self.repeat_decoder(queries, table, z, self.item_embedding.weight, batch.items, labels)
 

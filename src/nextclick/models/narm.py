@@ -182,13 +182,20 @@ class NARM(NeuralModel):
             return self.bilinear(context)  # (B, D)
         return torch.cat([context, context.new_ones(len(context), 1)], dim=1)  # (B, |c_t| + 1): W c + b
 
+    def _decoder_table(self) -> torch.Tensor:
+        """The rows the decoder query scores against: item embeddings (bilinear), or the fully connected
+        decoder's rows with their bias [W | b] (N + 1, |c_t| + 1)."""
+        if self.config.decoder == "bilinear":
+            return self.embedding.weight
+        return torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1)
+
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.repeat_decoder is not None:
             decoded = self._decoded(batch, labels)
             return decoded.scores, decoded.loss
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
-        if self.config.decoder == "bilinear" and labels is not None and torch.is_grad_enabled():
-            return None, inner_product_cross_entropy(self.bilinear(context), self.embedding.weight, labels)
+        if labels is not None and torch.is_grad_enabled():  # the loss without the (B, N + 1) scores
+            return None, inner_product_cross_entropy(self._decoder_query(context), self._decoder_table(), labels)
         if self.config.decoder == "bilinear":
             logits = self.bilinear(context) @ self.embedding.weight.T  # (B, D) x (D, N+1)
         else:
@@ -199,12 +206,8 @@ class NARM(NeuralModel):
     def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
         """The repeat/explore decoder on the model's scores (config `repeat`), fed c_t after dropout."""
         context = self.context_dropout(self.session_vector(batch)[0])  # (B, |c_t|)
-        if self.config.decoder == "bilinear":
-            queries, table = self.bilinear(context), self.embedding.weight
-        else:  # W c + b as [c; 1] . [W | b]
-            queries = torch.cat([context, context.new_ones(len(context), 1)], dim=1)
-            table = torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1)
-        return self.repeat_decoder(queries, table, context, self.embedding.weight, batch.items, labels)
+        return self.repeat_decoder(self._decoder_query(context), self._decoder_table(), context, self.embedding.weight,
+                                   batch.items, labels)
 
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():
@@ -213,6 +216,4 @@ class NARM(NeuralModel):
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) item embeddings (bilinear decoder), or (N+1, |c_t| + 1) output rows with their bias."""
         with torch.no_grad():
-            if self.config.decoder == "bilinear":
-                return self.embedding.weight.detach().clone()
-            return torch.cat([self.output.weight, self.output.bias.unsqueeze(1)], dim=1).detach()
+            return self._decoder_table().detach().clone()
