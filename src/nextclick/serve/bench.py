@@ -24,6 +24,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -203,35 +204,42 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def rss_mb(pid: int | None) -> float | None:
-    """Resident memory of a process and its children in MB (Linux /proc), None where it cannot be read."""
+def tree_total(pid: int | None, read: Callable[[int], float | None]) -> float | None:
+    """The sum of `read(member)` over a process and its children (Linux /proc); members that vanished or
+    cannot be read are left out; None when none could be read."""
     if pid is None:
         return None
     total = None
     for member in process_tree(pid):
         try:
-            with open(f"/proc/{member}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmRSS:"):
-                        total = (total or 0.0) + int(line.split()[1]) / 1024
-        except OSError:
+            value = read(member)
+        except (OSError, IndexError, ValueError):
             continue
+        if value is not None:
+            total = (total or 0.0) + value
+    return total
+
+
+def _resident_mb(pid: int) -> float | None:
+    with open(f"/proc/{pid}/status") as handle:
+        return next((int(line.split()[1]) / 1024 for line in handle if line.startswith("VmRSS:")), None)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of a process and its children in MB (Linux /proc), None where it cannot be read."""
+    total = tree_total(pid, _resident_mb)
     return None if total is None else round(total, 1)
 
 
 def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU time of a process and its children (Linux /proc), None where it cannot be read."""
-    if pid is None:
-        return None
-    total = None
-    for member in process_tree(pid):
-        try:
-            with open(f"/proc/{member}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    return tree_total(pid, _cpu_seconds)
 
 
 def scoring_profile(run, bodies: list[dict], batch_sizes: tuple[int, ...] = (1, 4, 16), queries: int = 256,
