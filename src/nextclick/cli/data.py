@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS, GenericColumns
+from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS
 from nextclick.data.recipes import RECIPES
 from nextclick.cli.common import fraction_text, int_in, positive_number, share
 
@@ -143,22 +143,13 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_bench_prepare)
 
 
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
-    columns = None
-    if args.log_format in ("csv", "parquet") or args.session_column or args.user_column:
-        session = args.session_column or (None if args.user_column else "session_id")
-        columns = GenericColumns(
-            item=args.item_column,
-            time=args.time_column,
-            session=session,
-            user=args.user_column,
-            gap_seconds=args.gap_minutes * 60,
-            time_format=args.time_format,
-            separator=_separator(args.separator),
-        )
+    from nextclick.api import generic_columns
     from nextclick.data.prepare import run_prepare
+
+    columns = generic_columns(args.log_format, args.session_column or None, args.user_column or None,
+                              args.item_column, args.time_column, args.time_format, args.gap_minutes,
+                              _separator(args.separator))
 
     split, stats = run_prepare(
         args.input,
