@@ -13,6 +13,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,7 @@ def run(*command, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+@pytest.mark.services
 def test_the_wheel_installs_into_a_fresh_environment_with_a_working_nextclick_command(tmp_path):
     source = tmp_path / "source"  # a copy: building in the checkout would write build/ and egg-info there
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

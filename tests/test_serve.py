@@ -353,6 +353,7 @@ def test_a_serving_override_keeps_the_weights_and_is_recorded_and_one_they_do_no
         load_run(dsan_run, overrides={"embedding_dim": "16"})
 
 
+@pytest.mark.services
 def test_serve_bench_starts_a_server_loads_it_and_writes_the_figures_with_the_machine(dsan_run, tmp_path, capsys):
     import json
 

@@ -107,6 +107,7 @@ def run(tmp_path_factory):
     return save_run(tmp_path_factory.mktemp("run") / "dsan", "dsan")
 
 
+@pytest.mark.services
 def test_services_on_one_redis_share_sessions_and_a_killed_one_loses_none(redis_url, run):
     first, second = Service(run, redis_url), Service(run, redis_url)
     try:
@@ -123,6 +124,7 @@ def test_services_on_one_redis_share_sessions_and_a_killed_one_loses_none(redis_
         second.stop()
 
 
+@pytest.mark.services
 def test_workers_of_one_service_see_each_other_s_clicks(redis_url, run):
     service = Service(run, redis_url, "--workers", "2")
 
@@ -156,6 +158,7 @@ def test_readiness_and_session_routes_answer_503_when_redis_does_not_answer(run)
         assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200  # stateless requests go on
 
 
+@pytest.mark.services
 def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_request(redis_url, tmp_path):
     import threading
 

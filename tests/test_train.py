@@ -24,7 +24,7 @@ def fresh(split):
 def test_interrupted_and_resumed_training_ends_with_the_same_weights(tmp_path):
     s = split()
     fit, valid = s.carve_validation()
-    options = dict(patience=10, progress=False, quiet=True, batch_size=64)
+    options = dict(patience=10, progress=False, quiet=True, batch_size=64, max_batches=4)  # 4 of 15 batches: seconds
 
     straight = fresh(s)
     train_model(straight, fit, valid, TrainOptions(epochs=3, checkpoint_dir=str(tmp_path / "a"), **options))
