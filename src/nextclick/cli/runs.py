@@ -251,8 +251,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE", help="override a model config value")
     add_preset_option(p)
     p.add_argument("--batches", type=int_in(1, 100_000), default=30, help="timed batches (30)")
-    p.add_argument("--batch-size", type=int_in(1, 65_536), default=512,
-                   help="cases per timed batch (512, DSAN's batch; a model's own batch size shows what its training sees)")
+    p.add_argument("--batch-size", type=int_in(1, 65_536), default=None,
+                   help="cases per timed batch (default: the model's own, as `nextclick train`; the batches are "
+                        "training's own: its stream, collate and length cap)")
     p.add_argument("--reference-batches", type=int_in(0, 100_000), default=0,
                    help="also time this many batches in the official code's layout (padded to the longest prefix)")
     add_threads_option(p)

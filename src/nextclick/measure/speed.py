@@ -1,7 +1,9 @@
 """Training speed, measured the way the trainer runs: `nextclick speed`.
 
-Training cases/s over real random batches: batch building (the model's own `collate`), forward,
-backward, optimizer step, after a warm-up; optionally also in the official DSAN code's layout (every
+Training cases/s over the batches training itself draws (`training.loop.epoch_stream`: the model's own
+stream and `collate`, so its length cap, at the model's batch size, seed and shuffle unless told
+otherwise): batch building, forward, backward, optimizer step (`training.loop.train_step`), after a
+warm-up; optionally also in the official DSAN code's layout (every
 batch padded to the longest training prefix) for the speed-up against it. Every measurement records
 the machine, threads, device, torch version and load average.
 """
@@ -19,14 +21,13 @@ from typing import Any, Callable
 import torch
 
 from nextclick.data.benchmarks import resolve
-from nextclick.data.streams import StreamOptions
 from nextclick.models import build, model_class
 from nextclick.models.config import config_from_overrides
 from nextclick.runs.identity import run_id, run_settings
 from nextclick.runtime import git_commit, machine_info, resolve_device, set_threads
-from nextclick.training.loop import train_step
+from nextclick.training.loop import TrainOptions, epoch_stream, train_step
 
-DEFAULT_BATCH_SIZE = 512  # DSAN's batch; a model's own batch size shows what its training sees
+DEFAULT_BATCH_SIZE = 512  # for a model whose config names no batch size (training's default too)
 
 
 def operator_calls(run: Callable[[], object]) -> int:
@@ -48,7 +49,7 @@ def measure_training_speed(
     *,
     overrides: dict[str, Any] | None = None,
     batches: int = 30,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     warmup: int = 3,
     reference_batches: int = 0,
     threads: int | None = None,
@@ -57,19 +58,26 @@ def measure_training_speed(
     command: list[str] | None = None,
     device: str = "auto",
 ) -> dict:
-    """Training cases/s over `batches` real batches of `batch_size` (after `warmup`) from the model's own
-    training stream (for GRU4Rec, session-parallel steps: predicted clicks/s), measured the way the
-    trainer runs them: batch building, forward, backward, optimizer step. With `reference_batches`,
+    """Training cases/s over `batches` real batches of `batch_size` (None: the model's own, as training)
+    after `warmup`, from the stream training draws its batches from (`epoch_stream`; for GRU4Rec,
+    session-parallel steps: predicted clicks/s), measured the way the trainer runs them: batch building,
+    forward, backward, optimizer step. With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
     for name, value, low in (("batches", batches, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0),
                              ("reference_batches", reference_batches, 0)):
+        if name == "batch_size" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     threads = set_threads(threads)
     device = resolve_device(device)
     split = resolve(dataset, data_root)
     cases = split.train_cases()
+    configured = config_from_overrides(model_class(model_name).Config, overrides)
+    batch_size = batch_size or getattr(configured, "batch_size", DEFAULT_BATCH_SIZE)  # as training's default
+    # the run's options as `nextclick train --batch-size B --seed S` would give them: the same stream
+    options = TrainOptions(batch_size=batch_size, seed=seed, progress=False, quiet=True)
     # every timed step is a full batch of distinct cases from one epoch of the stream, and one more batch
     # is run to count operator calls: a step past the epoch's end would have no batch to time
     needed = (warmup + max(batches, reference_batches) + 1) * batch_size
@@ -84,10 +92,10 @@ def measure_training_speed(
         model.to(device)
         optimizer = model.optimizer()
         model.train()
-        # the model's own training stream (random prefix batches for most models, session-parallel steps
-        # for GRU4Rec), built as the trainer builds it: batch building is part of what is timed
-        stream = model.training_stream(cases, StreamOptions(batch_size=batch_size, seed=seed, shuffle=True))
-        stream_batches = stream.batches(0)
+        # the batches of training's first epoch (random prefix batches capped at the model's max_length for
+        # most models, session-parallel steps for GRU4Rec), built by the trainer's own call: batch building
+        # is part of what is timed
+        stream_batches = epoch_stream(model, cases, options).batches(0)
 
         def timed_step(step: int) -> int:
             batch = next(stream_batches)
@@ -114,11 +122,12 @@ def measure_training_speed(
     result = {
         "model": model.name,
         "dataset": split.name,
-        "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, random batches",
+        "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, "
+                "the batches of training's first epoch (training.loop.epoch_stream)",
         "batch_size": batch_size,
         "config": asdict(model.config),
         # what was asked for (the config may hold values the code resolved, such as DSAN's length groups)
-        "requested_config": asdict(config_from_overrides(model_class(model_name).Config, overrides)),
+        "requested_config": asdict(configured),
         "fast_path": timed(model, batches),
     }
     if reference_batches:
@@ -134,10 +143,10 @@ def measure_training_speed(
 
 def speed_path(results_dir: str | Path, result: dict) -> Path:
     """results/speed/<dataset>/<model>/<settings>.json: named, like a run, by what differs from the defaults
-    (config overrides, batch size, device, the reference layout)."""
+    (config overrides, a batch size other than the model's own, device, the reference layout)."""
     requested = result.get("requested_config", result["config"])
     settings = run_settings(asdict(model_class(result["model"]).Config()), requested, {}, {})
-    if result["batch_size"] != DEFAULT_BATCH_SIZE:
+    if result["batch_size"] != requested.get("batch_size", DEFAULT_BATCH_SIZE):
         settings["batch_size"] = str(result["batch_size"])
     if result["machine"]["device"] != "cpu":
         settings["device"] = "cuda"

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from nextclick import atomic, checkpoint
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases
-from nextclick.data.streams import StreamOptions
+from nextclick.data.streams import Stream, StreamOptions
 from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
 from nextclick.runtime import progress_interval, resolve_device
 from nextclick.training.state import (EPOCHS_DIR, clear_training_state, committed_tensors_path, epoch_weights_path,
@@ -128,6 +128,12 @@ def stream_options(model, options: TrainOptions) -> StreamOptions:
                          max_batches=options.max_batches)
 
 
+def epoch_stream(model, cases: Cases, options: TrainOptions) -> Stream:
+    """The batches training draws from, as `nextclick speed` times them too: the model's own stream
+    (its `collate`, so its length cap) with the run's batch size, seed, shuffle and length buckets."""
+    return model.training_stream(cases, stream_options(model, options))
+
+
 def _write_log(path: Path | None, history: list[dict]) -> None:
     """train.jsonl as the committed history says, one line per epoch: rewritten whole (atomically) rather
     than appended, so a kill and a resume leave no epoch twice and none missing."""
@@ -195,7 +201,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     progress["limits"] = {"epochs": epochs, "patience": options.patience,
                           "select_metric": options.select_metric if validating else None}
 
-    stream = model.training_stream(train, stream_options(model, options))
+    stream = epoch_stream(model, train, options)
     for epoch in range(progress["epoch"] + 1, epochs):
         if training_spent(epoch, progress["bad_epochs"], epochs, options.patience):
             break
