@@ -48,6 +48,14 @@ def test_importing_nextclick_loads_no_heavy_library():
     assert out.strip() == "[]"
 
 
+def test_building_the_command_line_parser_and_naming_models_loads_no_torch():
+    code = ("import sys; from nextclick.cli import build_parser; from nextclick.models import REGISTRY, model_class; "
+            "build_parser(); assert 'dsan' in REGISTRY and len(REGISTRY) > 10; "
+            "print('torch' in sys.modules, REGISTRY['pop'].__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "Pop", "True"]  # the class is imported when asked for, torch with it
+
+
 def test_recommend_takes_and_returns_raw_ids_through_the_vocabulary(run, split):
     session = [int(i) for i in split.vocab.decode(split.test.prefix(0))]
     items, scores = nextclick.recommend(run, session, k=5)

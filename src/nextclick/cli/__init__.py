@@ -59,14 +59,9 @@ def os_error_message(error: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     if (sys.argv[1:] if argv is None else list(argv)) == ["--version"]:
-        # answered before anything heavy is imported: the error types below and the parser bring in every
-        # verb group, torch included (seconds)
+        # answered before the parser is built: it brings in every verb group, polars among them
         print(f"nextclick {nextclick.__version__}")
         return 0
-    from nextclick.checkpoint import CheckpointError
-    from nextclick.data.benchmarks import DataError
-    from nextclick.models.config import ConfigError
-
     from nextclick.cli.common import UsageError
 
     parser = build_parser()
@@ -78,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what a bench records and its grid workers rerun
     try:
         return args.func(args)
-    except (DataError, ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError,
-            ChildProcessError) as error:
+    # DataError, ConfigError and CheckpointError are ValueErrors: naming them here would import their modules,
+    # torch among them, before the parser even runs (seconds for `--help`)
+    except (ValueError, KeyError, FileNotFoundError, ChildProcessError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"nextclick: error: {message}", file=sys.stderr)
         return 2
