@@ -26,8 +26,10 @@ QUICK = {
     "gc-san": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
     "gru4rec": {"n_sample": 256},
     "danser": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
+    "csrm": {"embedding_size": 32, "hidden_size": 48, "batch_size": 256, "lr": 5e-3, "memory_slots": 2000,
+             "neighbours": 256},
 }
-QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40, "csrm": 40}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)

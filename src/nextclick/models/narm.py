@@ -51,6 +51,36 @@ from nextclick.models.layers import inner_product_cross_entropy
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
+def official_gaussian_(weight: torch.Tensor, rows: int) -> None:
+    """In place, N(0, 2 / rows): the official Theano init_weights for a matrix whose first dimension is
+    `rows` (CSRM's TensorFlow code keeps the same rule)."""
+    weight.normal_(0.0, math.sqrt(2.0 / rows))
+
+
+def recurrent_states(gru: nn.GRU, embedded: torch.Tensor, lengths: torch.Tensor, every_click: bool = True
+                     ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A one-layer GRU over left-aligned clicks (B, L, D) of `lengths` (B,), packed so that padding never
+    enters it: the state at every click (B, L, H), zero past each session's end (None unless
+    `every_click`), and h_t at each session's own last click (B, H)."""
+    packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    states, last = gru(packed)
+    if not every_click:
+        return None, last[-1]
+    states, _ = pad_packed_sequence(states, batch_first=True, total_length=embedded.shape[1])  # (B, L, H)
+    return states, last[-1]
+
+
+def local_attention(states: torch.Tensor, last: torch.Tensor, lengths: torch.Tensor, attention_last: nn.Linear,
+                    attention_each: nn.Linear, attention_vector: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """NARM's local encoder (eq. 8, softmax-normalised over the real clicks as the official code does):
+    c_l (B, H) and the weights alpha_tj (B, L), 0 at padding. `states` (B, L, H) left-aligned, `last` h_t."""
+    gate = torch.sigmoid(attention_last(last).unsqueeze(1) + attention_each(states))  # (B, L, H)
+    scores = attention_vector(gate).squeeze(2)  # (B, L)
+    valid = torch.arange(states.shape[1], device=states.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+    weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
+    return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, H), (B, L)
+
+
 @dataclass(frozen=True)
 class NARMConfig:
     embedding_size: int = 50  # D, NARM section 4.3.2 ("50-dimensional embeddings")
@@ -109,9 +139,7 @@ class NARM(NeuralModel):
 
     @torch.no_grad()
     def _official_init(self) -> None:
-        def gaussian(weight: torch.Tensor, rows: int) -> None:
-            weight.normal_(0.0, math.sqrt(2.0 / rows))
-
+        gaussian = official_gaussian_
         gaussian(self.embedding.weight, self.n_items + 1)  # Wemb: (N, D), std sqrt(2/N)
         self.embedding.weight[0].zero_()
         hidden = self.config.hidden_size
@@ -151,17 +179,11 @@ class NARM(NeuralModel):
         """c_t (B, |c_t|) before dropout, and the attention weights (B, L) (None for NARM_global)."""
         items, lengths = self._inputs(batch)  # (B, L), (B,)
         embedded = self.embedding_dropout(self.embedding(items))  # (B, L, D)
-        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        states, last = self.gru(packed)
-        last = last[-1]  # (B, H): h_t at each session's own last click
+        states, last = recurrent_states(self.gru, embedded, lengths, every_click=self.config.encoder != "global")
         if self.config.encoder == "global":
             return last, None
-        states, _ = pad_packed_sequence(states, batch_first=True, total_length=items.shape[1])  # (B, L, H)
-        gate = torch.sigmoid(self.attention_last(last).unsqueeze(1) + self.attention_each(states))  # (B, L, H)
-        scores = self.attention_vector(gate).squeeze(2)  # (B, L)
-        valid = torch.arange(items.shape[1], device=items.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
-        weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
-        local = torch.bmm(weights.unsqueeze(1), states).squeeze(1)  # (B, H)
+        local, weights = local_attention(states, last, lengths, self.attention_last, self.attention_each,
+                                         self.attention_vector)
         if self.config.encoder == "local":
             return local, weights
         return torch.cat([local, last], dim=1), weights  # (B, 2H), official order [c_l; c_g]
