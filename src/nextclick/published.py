@@ -13,6 +13,9 @@ DSAN_TABLE_2 = "DSAN (AAAI 2021) Table 2"
 SRIEM_TABLE_2 = "SR-IEM (SIGIR 2020) Table 2"
 NARM_TABLE_3 = "NARM (CIKM 2017) Table 3"
 SRGNN_TABLE_2 = "SR-GNN (AAAI 2019) Table 2"
+DSAN_TABLE_3 = "DSAN (AAAI 2021) Table 3"
+NARM_TABLE_2 = "NARM (CIKM 2017) Table 2"
+NARM_TABLE_4 = "NARM (CIKM 2017) Table 4"
 
 
 def _row(source: str, hr20: float, mrr20: float, hr10: float | None = None, mrr10: float | None = None) -> dict:
@@ -61,6 +64,56 @@ PUBLISHED: dict[str, dict[str, dict]] = {
         "csrm": _row(SRIEM_TABLE_2, .6985, .2971),
         "sr-gnn": _row(SRIEM_TABLE_2, .7057, .3094),
         "sr-iem": _row(SRIEM_TABLE_2, .7115, .3171),
+    },
+}
+
+
+# A paper's own rows beside PUBLISHED's, on the same splits, keyed "<model> <setting>": ablations and
+# variants (nextclick.reproduce compares them with runs of those settings), and NARM's own Table 3 row
+# where SR-GNN and SR-IEM list another MRR@20 (28.63). Sources: dsan_reference.md §4 (DSAN Table 3),
+# model_zoo.md §2.9, §2.10 (NARM Tables 2-4, Yoochoose 1/64; Table 4 at d = 100).
+VARIANTS: dict[str, dict[str, dict]] = {
+    "retailrocket": {
+        "dsan variant=ns": _row(DSAN_TABLE_3, .5322, .3000),
+        "dsan variant=nt": _row(DSAN_TABLE_3, .5646, .3040),
+        "dsan variant=da": _row(DSAN_TABLE_3, .5600, .3010),
+    },
+    "yoochoose1_64": {
+        "narm (NARM Table 3)": _row(NARM_TABLE_3, .6832, .2876),
+        "improved gru-rec": _row(NARM_TABLE_3, .6784, .2900),
+        "narm decoder=fc": _row(NARM_TABLE_2, .6767, .2917),
+        "narm encoder=global": _row(NARM_TABLE_4, .6815, .2837),
+        "narm encoder=local": _row(NARM_TABLE_4, .6810, .2838),
+    },
+}
+
+# Published on another preprocessing of the same data, never comparable with ours (protocols.md): DSAN's
+# own Diginetica split (prefixes of length >= 2, 44,279 test cases; dsan_reference.md §4) and NARM's
+# Diginetica with clicks not sorted by time (model_zoo.md §2.10, §4). For orientation beside our numbers.
+OTHER_SPLITS: dict[str, dict[str, dict[str, dict]]] = {
+    "diginetica": {
+        "DSAN": {
+            "s-pop": _row(DSAN_TABLE_2, .2409, .1393, .2389, .1392),
+            "fpmc": _row(DSAN_TABLE_2, .2571, .0765, .1807, .0713),
+            "sknn": _row(DSAN_TABLE_2, .4835, .1649, .3661, .1561),
+            "stan": _row(DSAN_TABLE_2, .4993, .1759, .3820, .1678),
+            "gru4rec": _row(DSAN_TABLE_2, .3927, .1059, .2617, .0969),
+            "stamp": _row(DSAN_TABLE_2, .4647, .1489, .3349, .1399),
+            "sr-gnn": _row(DSAN_TABLE_2, .5050, .1763, .3772, .1675),
+            "gc-san": _row(DSAN_TABLE_2, .5084, .1779, .3786, .1689),
+            "bert4rec": _row(DSAN_TABLE_2, .4878, .1425, .3461, .1327),
+            "cosan": _row(DSAN_TABLE_2, .4834, .1522, .3475, .1429),
+            "dsan": _row(DSAN_TABLE_2, .5376, .1899, .4029, .1805),
+            "dsan variant=ns": _row(DSAN_TABLE_3, .5199, .1858),
+            "dsan variant=nt": _row(DSAN_TABLE_3, .5348, .1838),
+            "dsan variant=da": _row(DSAN_TABLE_3, .5340, .1876),
+        },
+        "NARM": {
+            "narm": _row(NARM_TABLE_3, .6258, .2735),
+            "narm decoder=fc": _row(NARM_TABLE_2, .5784, .2477),
+            "narm encoder=global": _row(NARM_TABLE_4, .6188, .2651),
+            "narm encoder=local": _row(NARM_TABLE_4, .6171, .2604),
+        },
     },
 }
 

@@ -1,7 +1,7 @@
 """`nextclick` command line: thin — parses, calls the library, prints. One module per verb group:
 catalogue (datasets, models), runs (train, bench, status, curve, speed, demo), use (evaluate,
 recommend, explain), serve (serve, serve-bench, index-bench), data (data prepare | stats |
-bench-prepare), and report.
+bench-prepare), report, and reproduce (the seed papers' tables and figures).
 
 Every command works on the embedded synthetic dataset when no dataset is named. Bad input gives one
 line `nextclick: error: ...` on stderr and exit code 2.
@@ -28,7 +28,7 @@ def cmd_report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nextclick.cli import catalogue, data, runs, serve, use
+    from nextclick.cli import catalogue, data, reproduce, runs, serve, use
     from nextclick.report import add_arguments as add_report_arguments
 
     from nextclick.cli.common import OneLineParser
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)
     data.add_data_commands(sub)
+    reproduce.register(sub)
     return parser
 
 

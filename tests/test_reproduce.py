@@ -1,0 +1,188 @@
+"""nextclick reproduce: a paper's runs found by their ids, present and missing listed with their bench
+commands, ours beside the published number with mean ± std over seeds, the paired t-test mark, the
+rendered markdown and PNGs, and the command line. Results are written to a tmp folder by the writers a
+bench uses (atomic.write_json, bench.write_ranks), their metrics computed from the ranks by evaluate."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nextclick import atomic
+from nextclick.evaluate import metrics_from_ranks
+from nextclick.reproduce import PAPERS, listing, paper_runs, run_missing, select_items
+from nextclick.reproduce.plan import RunSpec, row_runs
+from nextclick.reproduce.render import judge, render_paper, write_paper, write_summary
+from nextclick.reproduce.significance import compare
+from nextclick.runs.bench import write_ranks
+
+CASES = 400
+TOY = {
+    "name": "toy", "title": "Toy paper", "proposed": "DSAN",
+    "items": [
+        {"id": "table2", "kind": "metrics", "title": "Table 2: toy", "datasets": ["retailrocket"],
+         "metrics": ["HR@20", "MRR@20"],
+         "rows": [{"label": "POP", "model": "pop"},
+                  {"label": "S-POP", "model": "s-pop"},
+                  {"label": "DSAN", "model": "dsan", "settings": {"epochs": 30, "refit": True}, "seeds": [1, 2, 3]}]},
+        {"id": "figure2", "kind": "by_length", "title": "Figure 2: toy by length", "datasets": ["retailrocket"],
+         "metrics": ["HR@20"], "rows": [{"label": "POP", "model": "pop"}]},
+        {"id": "figure4", "kind": "sweep", "title": "Figure 4: toy sweep", "dataset": "retailrocket", "model": "dsan",
+         "settings": {"epochs": 30, "refit": True}, "parameter": "alpha", "metrics": ["HR@20"],
+         "points": [[1.0, {"alpha": 1.0}], [2.0, {"alpha": 2.0}]], "reference": {"label": "learned", "seeds": [1]}},
+    ],
+}
+
+
+def write_result(results_dir, run: RunSpec, ranks: np.ndarray) -> None:
+    """A result.json and ranks.npz where bench writes them, with the fields the report reads."""
+    folder = run.folder(results_dir)
+    test = {"cases": len(ranks), **metrics_from_ranks(ranks)}
+    by_length = {str(n): {"cases": int(len(ranks) / 4), **metrics_from_ranks(part)}
+                 for n, part in zip((2, 3, 4, 5), np.split(ranks, 4))}
+    write_ranks(folder / "ranks.npz", ranks)
+    atomic.write_json(folder / "result.json", {
+        "model": run.model, "run_id": run.identity, "dataset": run.dataset, "seed": run.seed, "test": test,
+        "test_by_length": by_length, "machine": {"device": "cpu", "threads": 2},
+        "history": [{"epoch": 0, "seconds": 10.0, "cases_per_second": 40.0}]})
+
+
+def ranks_with_hit_rate(hit_rate: float, seed: int) -> np.ndarray:
+    """Ranks of which about `hit_rate` are in the top 20 (the rest far below)."""
+    generator = np.random.default_rng(seed)
+    return np.where(generator.random(CASES) < hit_rate, generator.integers(1, 21, CASES), 500).astype(np.int32)
+
+
+@pytest.fixture
+def toy_results(tmp_path):
+    """POP (seed 1) far below DSAN, DSAN seeds 1 and 2 (seed 3 missing), S-POP missing."""
+    results = tmp_path / "results"
+    pop = row_runs(TOY["items"][0]["rows"][0], "retailrocket")[0]
+    write_result(results, pop, ranks_with_hit_rate(0.2, 0))
+    dsan = row_runs(TOY["items"][0]["rows"][2], "retailrocket")
+    for run in dsan[:2]:
+        write_result(results, run, ranks_with_hit_rate(0.6, run.seed))
+    return results
+
+
+def test_runs_are_found_by_their_id_and_missing_ones_listed_with_their_command(toy_results):
+    text = listing(TOY, TOY["items"], toy_results)
+    assert "present  retailrocket/pop/default" in text
+    assert "present  retailrocket/dsan/epochs=30,refit=true,seed=2" in text
+    assert "missing  retailrocket/dsan/epochs=30,refit=true,seed=3" in text
+    assert "nextclick bench dsan -d retailrocket --epochs 30 --refit --seed 3" in text
+    assert "missing  retailrocket/s-pop/default\n      nextclick bench s-pop -d retailrocket" in text
+    assert "missing  retailrocket/dsan/alpha=2,epochs=30,refit=true" in text
+    assert text.rstrip().endswith("7 runs needed: 3 present, 4 missing (results folder: %s)" % toy_results)
+
+
+def test_table_shows_mean_and_std_over_seeds_beside_the_published_number_and_the_t_test_mark(toy_results, tmp_path):
+    sections = render_paper(TOY, toy_results, tmp_path / "docs", [TOY["items"][0]])
+    text = sections[0].markdown
+    values = [100 * json.loads((run.result_path(toy_results)).read_text())["test"]["HR@20"]
+              for run in row_runs(TOY["items"][0]["rows"][2], "retailrocket")[:2]]
+    ours = f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    dsan_row = next(line for line in text.splitlines() if line.startswith("| DSAN |"))
+    assert dsan_row.startswith(f"| DSAN | 1, 2 | {ours} | 56.54 | {np.mean(values) - 56.54:+.2f} |")
+    pop_row = next(line for line in text.splitlines() if line.startswith("| POP |"))
+    assert "▼" in pop_row  # far below DSAN on the same cases: p < 0.01
+    assert "▼" not in dsan_row and "▲" not in dsan_row
+    assert "| S-POP | — | — | 38.03 |" in text  # missing: the published number still shown
+    assert "seed=3 (missing)" not in text and "epochs=30,refit=true](" in text  # the row links its seed-1 run
+
+
+def test_states_follow_one_standard_error():
+    assert judge(56.60, None, 56.54, True) == "reproduced"
+    assert judge(56.50, 0.05, 56.54, True) == "within noise"
+    assert judge(56.40, 0.05, 56.54, True) == "short"
+    assert judge(56.50, None, 56.54, True) == "short"  # one seed: no spread to be within
+    assert judge(40.0, None, 56.54, False) == "other split"
+    assert judge(None, None, 56.54, True) == "missing"
+
+
+def test_paired_test_is_scipys_ttest_rel():
+    a = np.array([1, 1, 1, 1, 1, 1, 1, 1, 30, 30, 2, 3])
+    b = np.array([30, 30, 30, 30, 30, 30, 1, 1, 1, 1, 4, 2])
+    # scipy.stats.ttest_rel on the hits@20 and reciprocal ranks@20 of these ranks
+    assert compare([a], [b], "HR@20")["t"] == pytest.approx(1.4832396974191326)
+    assert compare([a], [b], "HR@20")["p"] == pytest.approx(0.16608681351829555)
+    assert compare([a], [b], "MRR@20")["p"] == pytest.approx(0.15915174572867652)
+    assert compare([a], [a], "MRR@20") == {"mean_difference": 0.0, "t": 0.0, "p": 1.0}
+
+
+def test_render_writes_markdown_and_png(toy_results, tmp_path):
+    docs = tmp_path / "docs"
+    sections = render_paper(TOY, toy_results, docs)
+    readme = write_paper(TOY, sections, toy_results, docs)
+    summary = write_summary([(TOY, sections)], toy_results, docs)
+    assert (docs / "reproduction" / "toy" / "figure2_retailrocket.png").stat().st_size > 0
+    assert (docs / "reproduction" / "toy" / "figure4.png").stat().st_size > 0  # the reference alone is drawn
+    text = readme.read_text()
+    assert "## Table 2: toy" in text and "nextclick bench s-pop -d retailrocket" in text
+    assert "![Figure 2: toy by length, retailrocket](figure2_retailrocket.png)" in text
+    assert "| table2 | Table 2: toy | short (2 of 5 runs missing) |" in summary.read_text()
+
+
+def test_run_trains_each_missing_run_through_bench_with_resume(toy_results, tmp_path):
+    missing = [run for run in paper_runs(TOY) if not run.result_path(toy_results).is_file()]
+    launched = []
+
+    def launch(argv):
+        launched.append(argv)
+        run = missing[len(launched) - 1]
+        write_result(toy_results, run, ranks_with_hit_rate(0.5, 9))  # what the bench would write
+        return 0
+
+    assert run_missing(missing, toy_results, ["--device", "cpu"], launch) == 0
+    assert [argv[3:5] for argv in launched] == [["bench", run.model] for run in missing]
+    assert all(argv[-5:] == ["--resume", "--results-dir", str(toy_results), "--device", "cpu"] for argv in launched)
+    assert run_missing(paper_runs(TOY)[:1], toy_results, launch=lambda argv: 3) == 3  # a failure stops the plan
+
+
+def test_every_manifest_command_gives_the_run_id_its_entry_expects():
+    """The bench command printed for a run lands its result where the manifest looks: parse it with the
+    CLI and compute its id as bench does."""
+    from nextclick.cli import build_parser
+    from nextclick.cli.common import model_overrides, train_options
+    from nextclick.models import model_class
+    from nextclick.models.config import config_from_overrides
+    from nextclick.runs.bench import requested_settings
+    from nextclick.runs.identity import run_id
+
+    parser = build_parser()
+    for paper in PAPERS.values():
+        for run in paper_runs(paper):
+            args = parser.parse_args(run.bench_arguments())
+            cls = model_class(args.model)
+            config = config_from_overrides(cls.Config, model_overrides(args))
+            assert run_id(requested_settings(cls, config, train_options(args))) == run.identity, run.command()
+
+
+def test_select_items_and_unknown_names():
+    assert [item["id"] for item in select_items(PAPERS["dsan"], table="3")] == ["table3"]
+    assert [item["id"] for item in select_items(PAPERS["dsan"], figure="heatmaps")] == ["heatmaps"]
+    with pytest.raises(ValueError, match="its tables: table2, table3"):
+        select_items(PAPERS["dsan"], table="9")
+
+
+def test_command_line_help_and_list(tmp_path, capsys):
+    from nextclick.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "--help"])
+    assert exit_info.value.code == 0
+    assert "--run" in capsys.readouterr().out
+    assert main(["reproduce", "sriem", "--list", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "missing  yoochoose1_64/sr-iem/attention_size=200,loss=ce,refit=true,seed=3,shuffle=false,variant=code" in out
+    assert not (tmp_path / "docs").exists()
+
+
+def test_the_command_imports_no_torch(tmp_path):
+    """`nextclick reproduce` runs where only the result files are: neither torch nor a dataset."""
+    code = ("import sys, nextclick.reproduce.render; from nextclick.cli import main; "
+            f"main(['reproduce', 'dsan', '--list', '--results-dir', {str(tmp_path)!r}]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
