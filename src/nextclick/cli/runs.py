@@ -22,7 +22,13 @@ def cmd_train(args) -> int:
 
     import torch
 
-    set_threads(args.threads)
+    from nextclick.training import distributed
+
+    # under torchrun: join the process group; rank 0 alone checks and writes the run (docs/scale.md)
+    group = distributed.start(args.device)
+    main = group is None or group.main
+    args.quiet = args.quiet or not main
+    set_threads(args.threads or (group.threads() if group else None))
     options = train_options(args)
     split = resolve(args.dataset, args.data_dir)
     torch.manual_seed(options.seed)
@@ -33,14 +39,21 @@ def cmd_train(args) -> int:
     directory = Path(options.checkpoint_dir)
     reference = checkpoint.dataset_reference(split)  # a prepared split's directory, so `evaluate RUN` finds it
     settings = run_settings_of(model.name, model.config, options, reference)
-    # every check before the first write: a refused run leaves the directory as it was
-    open_run(directory, settings, resume=options.resume, force=args.force, dataset_name=split.name)
-    checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference,
-                         {"train_options": settings["train_options"]})
+    if main:
+        # every check before the first write: a refused run leaves the directory as it was
+        open_run(directory, settings, resume=options.resume, force=args.force, dataset_name=split.name)
+        checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference,
+                             {"train_options": settings["train_options"]})
     if not args.quiet:
-        print(f"training {model.name} on {split.name} ({len(split.train):,} sessions, {split.n_items:,} items)")
+        print(f"training {model.name} on {split.name} ({len(split.train):,} sessions, {split.n_items:,} items)"
+              + (f" in {group.world_size} processes" if group else ""))
         print("config:", json.dumps(__import__("dataclasses").asdict(model.config)))
-    model, record = fit_and_select(model, split, options)
+    try:
+        model, record = fit_and_select(model, split, options)
+    finally:
+        distributed.stop()
+    if not main:
+        return 0
     checkpoint.save_weights(directory, model)
     atomic.write_json(directory / "metrics.json", {"valid": record.get("valid")})
     valid = record.get("valid", {})

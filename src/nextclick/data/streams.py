@@ -27,6 +27,10 @@ class StreamOptions:
     shuffle: bool = True  # False: file order every epoch (SR-IEM's official code)
     length_buckets: int = 0  # >0: sort by length within this many batches (less padding, less random)
     max_batches: int | None = None  # cap per epoch (smoke runs)
+    # data-parallel training (torchrun, nextclick.training.distributed): this process takes cases rank,
+    # rank + world_size, ... of every global batch of `batch_size`
+    rank: int = 0
+    world_size: int = 1
 
 
 class Stream(Protocol):
@@ -59,8 +63,20 @@ def bucket_by_length(order: np.ndarray, lengths: np.ndarray, batch_size: int, gr
     return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
+def shards_by_rank(stream) -> bool:
+    """Whether `stream` deals each global batch out by `StreamOptions.rank` (a PrefixStream, or a stream
+    that passes one's batches on as `inner`): the others cannot train under torchrun."""
+    while stream is not None:
+        if isinstance(stream, PrefixStream):
+            return True
+        stream = getattr(stream, "inner", None)
+    return False
+
+
 class PrefixStream:
-    """Every prefix case once per epoch, in padded batches: what NARM, SR-IEM and DSAN train on."""
+    """Every prefix case once per epoch, in padded batches: what NARM, SR-IEM and DSAN train on. Under
+    torchrun each process takes its share of every global batch (cases rank, rank + N, ...); a last
+    global batch with fewer cases than processes is left out, so every process takes the same steps."""
 
     def __init__(self, cases: Cases, options: StreamOptions, collate: Callable[[Cases, np.ndarray], Batch]):
         self.cases_, self.options, self.collate = cases, options, collate
@@ -75,9 +91,20 @@ class PrefixStream:
         return order
 
     def cases(self, epoch: int) -> int:
+        if self.options.world_size > 1:
+            return sum(len(share) for share in self._shares(self.order(epoch)))
         return len(self.order(epoch)) if self.options.max_batches else len(self.cases_)
 
-    def batches(self, epoch: int) -> Iterator[Batch]:
-        order, size = self.order(epoch), self.options.batch_size
+    def _shares(self, order: np.ndarray) -> Iterator[np.ndarray]:
+        size, rank, world = self.options.batch_size, self.options.rank, self.options.world_size
         for start in range(0, len(order), size):
-            yield self.collate(self.cases_, order[start : start + size])
+            chosen = order[start : start + size]
+            if world > 1:
+                if len(chosen) < world:  # some process would get no case: none takes this last step
+                    return
+                chosen = chosen[rank::world]
+            yield chosen
+
+    def batches(self, epoch: int) -> Iterator[Batch]:
+        for chosen in self._shares(self.order(epoch)):
+            yield self.collate(self.cases_, chosen)

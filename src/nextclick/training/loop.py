@@ -24,9 +24,11 @@ from tqdm.auto import tqdm
 from nextclick import atomic, checkpoint
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases
-from nextclick.data.streams import Stream, StreamOptions
+from nextclick.data.streams import Stream, StreamOptions, shards_by_rank
 from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
 from nextclick.runtime import progress_interval, resolve_device
+from nextclick.training import distributed
+from nextclick.training.distributed import Group
 from nextclick.training.state import (EPOCHS_DIR, clear_training_state, committed_tensors_path, epoch_weights_path,
                                       kept_epochs, load_training_state, remove_uncommitted, save_training_state,
                                       training_spent)
@@ -111,27 +113,33 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     """One optimisation step on one batch, as the trainer and `nextclick speed` both run it; returns the
     loss (detached, still on `device`: reading it is the caller's choice, as it waits for a GPU)."""
     batch = batch.to(device)
-    _, loss = model(batch, batch.labels)
+    _, loss = model(batch, batch.labels)  # `model` may be a DistributedDataParallel wrapper (training/distributed.py)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    clip = getattr(model.config, "max_grad_norm", None)
+    clip = getattr(getattr(model, "module", model).config, "max_grad_norm", None)
     if clip is not None:  # STAMP's official code clips the global gradient norm (its max_grad_norm)
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.detach()
 
 
-def stream_options(model, options: TrainOptions) -> StreamOptions:
-    """What the model's training stream needs from the run's options and the model's config."""
+def stream_options(model, options: TrainOptions, group: Group | None = None) -> StreamOptions:
+    """What the model's training stream needs from the run's options and the model's config (and, under
+    torchrun, which share of every global batch this process takes)."""
     return StreamOptions(batch_size=options.batch_size or getattr(model.config, "batch_size", 512), seed=options.seed,
                          shuffle=getattr(model.config, "shuffle", True), length_buckets=options.length_buckets,
-                         max_batches=options.max_batches)
+                         max_batches=options.max_batches, rank=group.rank if group else 0,
+                         world_size=group.world_size if group else 1)
 
 
-def epoch_stream(model, cases: Cases, options: TrainOptions) -> Stream:
+def epoch_stream(model, cases: Cases, options: TrainOptions, group: Group | None = None) -> Stream:
     """The batches training draws from, as `nextclick speed` times them too: the model's own stream
     (its `collate`, so its length cap) with the run's batch size, seed, shuffle and length buckets."""
-    return model.training_stream(cases, stream_options(model, options))
+    stream = model.training_stream(cases, stream_options(model, options, group))
+    if group is not None and not shards_by_rank(stream):
+        raise ValueError(f"{model.name} trains on a stream of its own ({type(stream).__name__}) that does not deal its "
+                         "batches out by rank: train it in one process (without torchrun)")
+    return stream
 
 
 def _write_log(path: Path | None, history: list[dict]) -> None:
@@ -141,12 +149,17 @@ def _write_log(path: Path | None, history: list[dict]) -> None:
         atomic.write_text(path, "".join(json.dumps(record) + "\n" for record in history))
 
 
-def _resumed(directory: Path, model, optimizer, scheduler, log_path: Path | None) -> tuple[dict, dict | None]:
+def _resumed(directory: Path, model, optimizer, scheduler, log_path: Path | None,
+             group: Group | None = None) -> tuple[dict, dict | None]:
     """The last committed state of the run in `directory`, loaded into model, optimizer and scheduler;
     returns its progress and the best epoch's weights. What is derived from the commit (model.safetensors,
     train.jsonl, kept epochs after it) is made to agree with it: a kill may have come before or after
-    any of those writes."""
-    progress, best = load_training_state(directory, model, optimizer, scheduler)
+    any of those writes. Under torchrun every process loads the commit (with its own random state) and
+    rank 0 alone repairs the files."""
+    progress, best = load_training_state(directory, model, optimizer, scheduler, rank=group.rank if group else 0,
+                                         world_size=group.world_size if group else 1)
+    if group is not None and not group.main:
+        return progress, best
     if best is None and (directory / "model.safetensors").exists():  # a format-1 state: its best weights
         best = checkpoint.load_tensors(directory / "model.safetensors")
     elif best is not None and progress["best_epoch"] >= 0:
@@ -172,10 +185,15 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     epochs = options.epochs if options.epochs is not None else getattr(model.config, "epochs", 30)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}: training no epoch would save untrained weights")
+    # under torchrun (training/distributed.py): rank 0 validates, checkpoints and logs; every process trains
+    group = distributed.current()
+    main = group is None or group.main
     directory = Path(options.checkpoint_dir) if options.checkpoint_dir else None
     log_path = Path(options.log_path) if options.log_path else (directory / "train.jsonl" if directory else None)
-    say = (lambda *a: None) if options.quiet else (lambda *a: tqdm.write(" ".join(map(str, a))))
-    device = resolve_device(options.device)
+    if not main:
+        log_path = None
+    say = (lambda *a: None) if options.quiet or not main else (lambda *a: tqdm.write(" ".join(map(str, a))))
+    device = group.device(options.device) if group else resolve_device(options.device)
     model.prepare(train.sessions)
     model.to(device)  # before the optimizer, whose state must live beside the parameters
 
@@ -187,45 +205,55 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
     if options.resume:
         if directory is None:
             raise ValueError("resume needs a checkpoint directory")
-        progress, best_state = _resumed(directory, model, optimizer, scheduler, log_path)
+        progress, best_state = _resumed(directory, model, optimizer, scheduler, log_path, group)
         say(f"resumed after epoch {progress['epoch']} (best so far: epoch {progress['best_epoch']})")
     else:
-        if directory is not None:
+        if directory is not None and main:
             clear_training_state(directory)
             atomic.remove_leftovers(directory)
         if log_path is not None and log_path.exists():
             log_path.unlink()
+        if group is not None and not main:  # each process its own dropout; rank 0 draws as one process would
+            torch.manual_seed(options.seed + group.rank)
+    network = model
+    if group is not None:
+        progress["world_size"] = group.world_size
+        network = distributed.wrap(model)  # every process now holds rank 0's weights
+        distributed.barrier(group)  # rank 0 has cleared or repaired the checkpoint directory
 
     validating = valid is not None and len(valid) > 0
     # what ends this training, saved with its state so `nextclick status` can tell finished from interrupted
     progress["limits"] = {"epochs": epochs, "patience": options.patience,
                           "select_metric": options.select_metric if validating else None}
 
-    stream = epoch_stream(model, train, options)
+    stream = epoch_stream(model, train, options, group)
     for epoch in range(progress["epoch"] + 1, epochs):
         if training_spent(epoch, progress["bad_epochs"], epochs, options.patience):
             break
         model.train()
         bar = tqdm(total=stream.cases(epoch), desc=f"epoch {epoch}", unit="case",
-                   disable=not options.progress or options.quiet, dynamic_ncols=True, leave=False,
+                   disable=not options.progress or options.quiet or not main, dynamic_ncols=True, leave=False,
                    mininterval=progress_interval())
         start = time.perf_counter()
         total_loss, seen = 0.0, 0
         for batch in stream.batches(epoch):
-            loss = train_step(model, optimizer, batch, device)
+            loss = train_step(network, optimizer, batch, device)
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)  # refresh would defeat mininterval
         bar.close()
         seconds = time.perf_counter() - start
+        if group is not None:  # the epoch's loss and cases over every process's share
+            total_loss, seen = distributed.sum_over_processes(group, [total_loss, seen], device)
+            seen = int(seen)
         record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
                   "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}  # this epoch's
         if scheduler is not None:
             scheduler.step()
         progress["train_seconds"] += seconds
         progress["train_cases"] += seen
-        if validating:
+        if validating and main:
             evaluation = evaluate(model.score, valid, ks=options.ks, batch_size=options.eval_batch_size,
                                   max_length=model.max_length, progress=options.progress and not options.quiet,
                                   description="validate")
@@ -234,6 +262,8 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             value = evaluation.metrics[options.select_metric]
         else:
             value = float(epoch)  # no validation (a refit on all training cases): keep the last epoch
+        if validating and group is not None:  # rank 0's score: every process keeps or stops alike
+            value = distributed.broadcast_value(group, value, device)
         improved = value > progress["best_value"]
         if improved:
             progress.update(best_epoch=epoch, best_value=value, best_valid=record.get("valid", {}), bad_epochs=0)
@@ -243,11 +273,16 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         progress["epoch"] = epoch
         progress["history"].append(record)
         if directory is not None:
-            if options.keep_epochs:  # before the commit: a kill in between trains this epoch again, identically
-                checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
-            save_training_state(directory, model, optimizer, scheduler, progress, best_state)  # the commit
-            if improved:
-                checkpoint.save_weights(directory, model)
+            # every process's random state, for rank 0's commit (a collective call: all make it here)
+            random_states = distributed.random_states(group, device) if group is not None else None
+            if main:
+                if options.keep_epochs:  # before the commit: a kill in between trains this epoch again, identically
+                    checkpoint.atomic_save_tensors(epoch_weights_path(directory, epoch), model.state_tensors())
+                save_training_state(directory, model, optimizer, scheduler, progress, best_state,
+                                    random_states)  # the commit
+                if improved:
+                    checkpoint.save_weights(directory, model)
+            distributed.barrier(group)  # the others wait for rank 0's commit
         _write_log(log_path, progress["history"])
         metrics = " ".join(f"{k} {v:.4f}" for k, v in record.get("valid", {}).items() if k.endswith("@20"))
         say(f"epoch {epoch:3d}  loss {record['loss']:.4f}  {seconds:7.1f}s  {record['cases_per_second']:8.1f} cases/s"

@@ -58,10 +58,11 @@ def tensors_name(epoch: int) -> str:
 
 
 def save_training_state(directory: Path, model, optimizer, scheduler, progress: dict,
-                        best: dict[str, torch.Tensor] | None) -> None:
+                        best: dict[str, torch.Tensor] | None, random_states: dict[str, torch.Tensor] | None = None) -> None:
     """Commit the state after `progress["epoch"]`: its tensors into a new file, then state.json naming it
     renamed into place (the commit), then the files no commit names removed. `best`: the best epoch's
-    weights, stored only when they are not the model's current ones."""
+    weights, stored only when they are not the model's current ones. `random_states`: under torchrun, the
+    other processes' generators (`rng.torch.rank<r>`, training/distributed.py), committed with the rest."""
     folder = Path(directory) / TRAINING_DIR
     name = tensors_name(progress["epoch"])
     tensors = {f"model.{k}": v for k, v in model.state_tensors().items()}
@@ -72,6 +73,7 @@ def save_training_state(directory: Path, model, optimizer, scheduler, progress: 
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     if best is not None and progress["best_epoch"] != progress["epoch"]:
         tensors.update({f"best.{k}": v.detach().cpu() for k, v in best.items()})
+    tensors.update(random_states or {})
     checkpoint.atomic_save_tensors(folder / name, tensors)
     atomic.write_json(training_state_path(directory), {
         "format": STATE_FORMAT, "tensors": name, **progress, "optimizer": optim_json,
@@ -155,22 +157,33 @@ def training_progress(directory: str | Path) -> dict | None:
     }
 
 
-def load_training_state(directory: Path, model, optimizer, scheduler) -> tuple[dict, dict[str, torch.Tensor] | None]:
+def load_training_state(directory: Path, model, optimizer, scheduler, *, rank: int = 0,
+                        world_size: int = 1) -> tuple[dict, dict[str, torch.Tensor] | None]:
     """Restore model, optimizer, scheduler and RNG from the last commit; returns its progress and the best
-    epoch's weights (None for a format-1 state, whose best weights are model.safetensors)."""
+    epoch's weights (None for a format-1 state, whose best weights are model.safetensors). Under torchrun
+    (`world_size` processes) the process of `rank` takes its own random state; a run continues only with
+    as many processes as it was saved by, since the share of each batch a process takes depends on it."""
     state_json = training_state_path(directory)
     if not state_json.is_file():
         raise checkpoint.CheckpointError(f"nothing to resume in {directory} (no {TRAINING_DIR}/state.json)")
     progress = atomic.read_json_object(state_json, checkpoint.CheckpointError)
+    saved_by = progress.pop("world_size", 1)
+    if saved_by != world_size:
+        raise checkpoint.CheckpointError(
+            f"{directory} was trained by {saved_by} process{'es' if saved_by > 1 else ''}: resume it with as many "
+            f"(torchrun --nproc_per_node {saved_by}{' ...' if saved_by > 1 else ''}; now {world_size})"
+            if saved_by > 1 else
+            f"{directory} was trained by one process: resume it without torchrun (now {world_size} processes)")
     tensors = checkpoint.load_tensors(committed_tensors_path(directory))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     _load_optimizer(optimizer, tensors, progress.pop("optimizer"))
     scheduler_state = progress.pop("scheduler")
     if scheduler is not None and scheduler_state is not None:
         scheduler.load_state_dict(scheduler_state)
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    suffix = f".rank{rank}" if rank else ""  # rank 0 (and one process) saves its state under the plain names
+    torch.set_rng_state(tensors["rng.torch" + suffix])
+    if "rng.cuda" + suffix in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda" + suffix])
     best = None
     if progress.pop("format", 1) >= STATE_FORMAT:
         prefix = "best." if any(k.startswith("best.") for k in tensors) else "model."
