@@ -209,6 +209,10 @@ def summarise(section: Section, proposed_label: str) -> None:
             + f"; {c.state})" for c in headline]
     if gaps:
         parts.append(f"{proposed_label}: " + "; ".join(gaps))
+    others = [f"{c.row} {c.dataset} {c.metric} {c.gap:+.2f}" for c in section.cells
+              if c.state == "short" and not c.proposed and c.gap is not None]
+    if others:
+        parts.append("short elsewhere: " + ", ".join(others))
     section.detail = "; ".join(parts) if parts else section.detail
 
 
@@ -448,7 +452,8 @@ def summary_markdown(papers: list[tuple[dict, list[Section]]], results_dir: Path
              "any shortfall is short); other split = published on another preprocessing, not judged. A table "
              "is as short as its shortest comparable number; the paper's own model is given with its gaps.", ""]
     for paper, sections in papers:
-        rows = [[s.item["id"], s.item["title"], s.state, s.detail or "—", f"{s.needed - len(s.missing)} / {s.needed}"]
+        rows = [[s.item["id"], s.item["title"], s.state, s.detail or "—",
+                 f"{s.needed - len(s.missing)} / {s.needed}" if s.item["kind"] != "explain" else "(files)"]
                 for s in sections]
         lines += [f"## {paper['title']}", "", markdown(["item", "what", "state", "detail", "runs present"], rows),
                   "", f"Details: [reproduction/{paper['name']}/README.md](reproduction/{paper['name']}/README.md)", ""]
