@@ -36,7 +36,7 @@ TOY = {
 }
 
 
-def write_result(results_dir, run: RunSpec, ranks: np.ndarray) -> None:
+def write_result(results_dir, run: RunSpec, ranks: np.ndarray, seconds: float = 10.0) -> None:
     """A result.json and ranks.npz where bench writes them, with the fields the report reads."""
     folder = run.folder(results_dir)
     test = {"cases": len(ranks), **metrics_from_ranks(ranks)}
@@ -46,7 +46,7 @@ def write_result(results_dir, run: RunSpec, ranks: np.ndarray) -> None:
     atomic.write_json(folder / "result.json", {
         "model": run.model, "run_id": run.identity, "dataset": run.dataset, "seed": run.seed, "test": test,
         "test_by_length": by_length, "machine": {"device": "cpu", "threads": 2},
-        "history": [{"epoch": 0, "seconds": 10.0, "cases_per_second": 40.0}]})
+        "history": [{"epoch": 0, "seconds": seconds, "cases_per_second": 40.0}]})
 
 
 def ranks_with_hit_rate(hit_rate: float, seed: int) -> np.ndarray:
@@ -123,6 +123,19 @@ def test_render_writes_markdown_and_png(toy_results, tmp_path):
     assert "## Table 2: toy" in text and "nextclick bench s-pop -d retailrocket" in text
     assert "![Figure 2: toy by length, retailrocket](figure2_retailrocket.png)" in text
     assert "| table2 | Table 2: toy | short (2 of 5 runs missing) |" in summary.read_text()
+
+
+def test_speed_table_gives_the_ratio_to_the_papers_model_on_the_same_machine(tmp_path):
+    speed = {"name": "toy", "title": "Toy", "proposed": "SR-IEM", "items": [
+        {"id": "table3", "kind": "speed", "title": "Table 3: toy", "datasets": ["diginetica"],
+         "rows": [{"label": "SR-IEM", "model": "sr-iem"}, {"label": "SR-GNN", "model": "sr-gnn"}],
+         "published_ratio": {"SR-GNN": [2.6, 3.1]}}]}
+    results = tmp_path / "results"
+    write_result(results, RunSpec("sr-iem", "diginetica"), ranks_with_hit_rate(0.5, 1), seconds=10.0)
+    write_result(results, RunSpec("sr-gnn", "diginetica"), ranks_with_hit_rate(0.5, 2), seconds=30.0)
+    section = render_paper(speed, results, tmp_path / "docs")[0]
+    assert "| SR-GNN | 30 | 1 | CPU, 2 threads | 3.0x | 2.6-3.1x | reproduced |" in section.markdown
+    assert section.state == "reproduced"
 
 
 def test_run_trains_each_missing_run_through_bench_with_resume(toy_results, tmp_path):

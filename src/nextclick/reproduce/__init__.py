@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from nextclick.reproduce.manifests import PAPERS
 from nextclick.reproduce.plan import RunSpec, listing, missing_runs, paper_runs, select_items
-from nextclick.reproduce.render import Results, render_paper, write_paper, write_summary
+from nextclick.reproduce.render import Results, render_paper, section_markdown, write_paper, write_summary
 
 __all__ = ["PAPERS", "RunSpec", "listing", "missing_runs", "paper", "paper_runs", "render", "run_missing",
            "select_items", "train_plan"]
@@ -36,14 +36,17 @@ def paper(name: str) -> dict:
 
 
 def render(name: str, results_dir: str | Path = "results", out_root: str | Path = "docs",
-           items: list[dict] | None = None, root: str | Path = ".") -> list[Path]:
+           items: list[dict] | None = None, root: str | Path = ".", echo: Callable[[str], None] = print) -> list[Path]:
     """Draw a paper's items under out_root/reproduction/<paper>/; for the whole paper also its README.md and
-    out_root/reproduction.md (every paper's state). Returns the files written."""
+    out_root/reproduction.md (every paper's state). For one table or figure, its markdown goes to `echo`
+    and its PNGs are written, the README left as it is. Returns the files written."""
     chosen = paper(name)
     results = Results(results_dir)
     sections = render_paper(chosen, results_dir, out_root, items, root, results=results)
     written = [figure for section in sections for figure in section.figures]
-    if items is not None and len(items) < len(chosen["items"]):  # one table or figure: print it, keep the README
+    if items is not None and len(items) < len(chosen["items"]):
+        for section in sections:
+            echo(section_markdown(chosen, section))
         return written
     written.append(write_paper(chosen, sections, results_dir, out_root))
     every = [(p, sections if p is chosen else render_paper(p, results_dir, out_root, None, root, draw=False,

@@ -254,16 +254,27 @@ def metrics_section(paper: dict, item: dict, results: Results, out_dir: Path) ->
     return section
 
 
+def by_machine(measure: Measure) -> dict[str, tuple[float, list[int]]]:
+    """{computed on: (mean seconds of the median epoch, seeds)} over the runs that recorded epoch times:
+    times are compared only between runs on the same kind of machine."""
+    grouped: dict[str, list[tuple[float, int]]] = {}
+    for run, result in zip(measure.present, measure.results):
+        seconds = typical_epoch(result)[1]
+        if seconds is not None:
+            grouped.setdefault(computed_on(result), []).append((seconds, run.seed))
+    return {machine: (statistics.fmean(s for s, _ in values), [seed for _, seed in values])
+            for machine, values in grouped.items()}
+
+
 def speed_section(paper: dict, item: dict, results: Results, out_dir: Path) -> Section:
+    """Seconds per training epoch of each row, and its ratio to the paper's model on the same kind of machine."""
     section = Section(item, "")
     lines = []
     ratios = item.get("published_ratio", {})
     for dataset in item["datasets"]:
         measures = [(row, results.measure(row_runs(row, dataset))) for row in item["rows"]]
         proposed = next((m for row, m in measures if row["label"] == paper["proposed"]), None)
-        base = None
-        if proposed and proposed.results:
-            base = (statistics.fmean(typical_epoch(r)[1] for r in proposed.results), computed_on(proposed.results[0]))
+        base = by_machine(proposed) if proposed else {}
         body = []
         for row, measure in measures:
             published_range = ratios.get(row["label"])
@@ -271,27 +282,28 @@ def speed_section(paper: dict, item: dict, results: Results, out_dir: Path) -> S
             if row_on(row, dataset).get("model") is None:
                 body.append([row["label"], "not in nextclick", "—", "—", "—", expected, "—"])
                 continue
-            if not measure.results:
-                body.append([row["label"], "—", "—", "—", "—", expected, "missing"])
-                section.cells.append(Cell(item["id"], dataset, row["label"], "s/epoch", None, None, 0, None, "missing"))
+            times = by_machine(measure)
+            if not times:
+                body.append([row["label"], "—", measure.seeds(), "—", "—", expected,
+                             "missing" if not measure.results else "no epoch times"])
+                if measure is not proposed:
+                    section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", None, None, 0,
+                                              published_range[0] if published_range else None, "missing"))
                 continue
-            seconds = statistics.fmean(typical_epoch(r)[1] for r in measure.results)
-            machine = computed_on(measure.results[0])
-            ratio, state = "—", "reference" if measure is proposed else "drawn"
-            if measure is not proposed and base is not None:
-                if machine == base[1]:
-                    value = seconds / base[0]
-                    ratio = f"{value:.1f}x"
+            for machine, (seconds, seeds) in times.items():
+                ratio, state, value = "—", "reference" if measure is proposed else "drawn", None
+                if measure is not proposed:
+                    if machine in base:
+                        value = seconds / base[machine][0]
+                        ratio = f"{value:.1f}x"
+                        if published_range:
+                            state = "reproduced" if value >= published_range[0] else "short"
+                    else:
+                        ratio, state = f"no {paper['proposed']} run here", "not comparable (machines differ)"
                     if published_range:
-                        state = "reproduced" if value >= published_range[0] else "short"
-                else:
-                    ratio, state = "other machine", "not comparable (machines differ)"
-            if measure is not proposed and published_range:
-                section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio",
-                                          None if ratio in ("—", "other machine") else seconds / base[0],
-                                          None, len(measure.results), published_range[0],
-                                          state if state not in ("drawn", "reference") else "missing"))
-            body.append([row["label"], f"{seconds:,.0f}", measure.seeds(), machine, ratio, expected, state])
+                        section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", value, None,
+                                                  len(seeds), published_range[0], state))
+                body.append([row["label"], f"{seconds:,.0f}", ", ".join(map(str, seeds)), machine, ratio, expected, state])
         lines += [f"### {dataset}", "",
                   markdown(["model", "s/epoch (median epoch)", "seeds", "computed on",
                             f"time / {paper['proposed']}'s", "paper's ratio", "state"], body), ""]
@@ -429,16 +441,22 @@ def paper_markdown(paper: dict, sections: list[Section], results_dir: Path) -> s
              f"alone (manifest: src/nextclick/reproduce/manifests/{paper['name']}.py). Nothing here is typed by hand.",
              "", LEGEND.format(up=UP, down=DOWN, proposed=paper["proposed"]), ""]
     for section in sections:
-        item = section.item
-        lines += [f"## {item['title']}", "", f"State: **{section.state}**" + (f". {section.detail}" if section.detail else ""), ""]
-        if item.get("note"):
-            lines += [item["note"], ""]
-        if item.get("published_note"):
-            lines += [f"Published: {item['published_note']}.", ""]
-        lines.append(section.markdown)
-        if section.missing:
-            lines += ["Missing runs (`nextclick reproduce " + paper["name"] + f" --run` trains them):", ""]
-            lines += [f"    {run.command()}" for run in section.missing] + [""]
+        lines.append(section_markdown(paper, section))
+    return "\n".join(lines)
+
+
+def section_markdown(paper: dict, section: Section) -> str:
+    """One table or figure: title, state, notes, the table (and figure links), its missing runs."""
+    item = section.item
+    lines = [f"## {item['title']}", "", f"State: **{section.state}**" + (f". {section.detail}" if section.detail else ""), ""]
+    if item.get("note"):
+        lines += [item["note"], ""]
+    if item.get("published_note"):
+        lines += [f"Published: {item['published_note']}.", ""]
+    lines.append(section.markdown)
+    if section.missing:
+        lines += ["Missing runs (`nextclick reproduce " + paper["name"] + " --run` trains them):", ""]
+        lines += [f"    {run.command()}" for run in section.missing] + [""]
     return "\n".join(lines)
 
 
