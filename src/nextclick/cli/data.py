@@ -86,6 +86,10 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="overwrite a split already in DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    p.add_argument("--streaming", action="store_true",
+                   help="for logs larger than memory: read on polars' streaming engine into temporary Parquet "
+                        "files beside DIR instead of memory (the same split; logs cut into sessions by inactivity "
+                        "stay in memory; docs/scale.md)")
     generic = p.add_argument_group("csv / parquet logs")
     generic.add_argument(
         "--session-column", default=None, metavar="COLUMN", help="session id column (omit to cut sessions by user)"
@@ -164,6 +168,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         drop_duplicates=args.drop_duplicates,
         force=args.force,
         progress=False if args.quiet else None,
+        streaming=args.streaming,
     )
     if not args.quiet:
         result = stats["result"]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import polars as pl
 
 from nextclick.atomic import check_writable, read_json_object, recover_directory, staged_directory
 from nextclick.data.benchmarks import DataError, check_replaceable, load_split, write_split_files
@@ -33,8 +36,11 @@ def run_prepare(
     drop_duplicates: bool = False,
     force: bool = False,
     progress: bool | None = None,
+    streaming: bool = False,
 ) -> tuple[Split, dict]:
-    """Read, run the recipe, write the split and stats.json. `progress=None`: a bar for large inputs."""
+    """Read, run the recipe, write the split and stats.json. `progress=None`: a bar for large inputs.
+    `streaming`: read on polars' streaming engine into Parquet files beside the output (removed at the
+    end) instead of memory, for logs larger than memory (data/readers.py); the split is the same."""
     input_path, out_dir = Path(input_path), Path(out_dir)
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(sorted(RECIPES))}")
@@ -53,17 +59,23 @@ def run_prepare(
     started = time.perf_counter()
 
     bar(f"read {input_path.name}")
-    log = read_log(
-        input_path,
-        log_format,
-        columns=columns,
-        strict=strict,
-        max_bad_fraction=max_bad_fraction,
-        drop_duplicates=drop_duplicates,
-    )
-    timings["read_seconds"] = round(time.perf_counter() - started, 3)
-    split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
-    timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # spilled clicks live beside the output (a disk with room for the split) until the recipe is done
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.spill-", dir=out_dir.parent) as spill:
+        log = read_log(
+            input_path,
+            log_format,
+            columns=columns,
+            strict=strict,
+            max_bad_fraction=max_bad_fraction,
+            drop_duplicates=drop_duplicates,
+            spill=spill if streaming else None,
+        )
+        timings["read_seconds"] = round(time.perf_counter() - started, 3)
+        split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
+        timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
+    if streaming:
+        stats["engine"] = "streaming" if isinstance(log.clicks, pl.LazyFrame) else "in memory (sessions cut by gap)"
 
     bar(f"write {out_dir}")
     before_write = time.perf_counter()

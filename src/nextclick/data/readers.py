@@ -32,11 +32,22 @@ missing columns and UTF-16 files raise `DataError` at once. Exact duplicate even
 published counts (`drop_duplicates=True` drops them). Clicks that come earlier in time than the
 previous click of their session (`clicks_out_of_time_order`) and sessions whose rows are not contiguous
 (`sessions_not_contiguous`) are counted; the recipe decides the click order, as its paper did.
+
+Logs larger than memory (`spill=<directory>`, `nextclick data prepare --streaming`): the same queries run
+on polars' streaming engine and their rows go to Parquet files in `spill` (`sink_parquet`) instead of
+memory; `clicks` is then a LazyFrame over them, the counts above come from streaming aggregations, and
+what needs whole sessions together (duplicates, clicks out of order) is computed on one slice of the
+sessions at a time (`session_slices`: by the hash of the session id, about SLICE_ROWS clicks each).
+Memory is then bounded by the sessions and items, not by the clicks. Logs that name their sessions
+(Diginetica, Yoochoose, generic logs with a session column) stream; cutting sessions by inactivity
+(Retailrocket, generic logs with a user column) sorts every click and stays in memory, as does
+`drop_duplicates`.
 """
 
 from __future__ import annotations
 
 import os
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +78,18 @@ SKIP_REASONS = {
 }
 _BLANK, _ENCODING, _EXTRA, _MISSING, _INTEGER, _TIME, _EVENT = range(1, 8)
 _EXTRA_COLUMN = "__extra_fields__"
+# streaming (spill): clicks per slice of the sessions that is held in memory at once, and the columns the
+# spilled clicks carry besides the log's: their row number among the good clicks, and whether a click
+# starts a run of its session's rows in file order
+SLICE_ROWS = 10_000_000
+ROW, RUN_START = "__row__", "__run_start__"
 
 
 @dataclass(frozen=True)
 class ClickLog:
     """A parsed click log: the clicks table (see the module docstring), its format, and the report."""
 
-    clicks: pl.DataFrame
+    clicks: pl.DataFrame | pl.LazyFrame  # a LazyFrame over spilled Parquet when read with `spill`
     log_format: str  # "diginetica" | "yoochoose" | "retailrocket" | "generic"
     path: str
     report: dict = field(default_factory=dict)
@@ -129,17 +145,25 @@ def read_log(
     strict: bool = False,
     max_bad_fraction: float = MAX_BAD_FRACTION,
     drop_duplicates: bool = False,
+    spill: str | os.PathLike | None = None,
 ) -> ClickLog:
-    """Read any supported log; `log_format` defaults to the one the file name suggests."""
+    """Read any supported log; `log_format` defaults to the one the file name suggests. With `spill` (a
+    directory), a log that names its sessions is read on the streaming engine into Parquet there (see
+    the module docstring); the others are read into memory as without it."""
     log_format = log_format or guess_format(path)
     if log_format is None:
         raise DataError(f"cannot tell the format of {path}: pass --format ({', '.join(LOG_FORMATS)})")
-    options = dict(strict=strict, max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates)
+    if drop_duplicates or log_format == "retailrocket" or (
+            log_format in ("csv", "parquet", "generic") and (columns or GenericColumns()).session is None):
+        spill = None  # these sort every click: in memory
+    options = dict(strict=strict, max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates,
+                   spill=Path(spill) if spill is not None else None)
     if log_format == "diginetica":
         return read_diginetica(path, **options)
     if log_format == "yoochoose":
         return read_yoochoose(path, **options)
     if log_format == "retailrocket":
+        options.pop("spill")
         return read_retailrocket(path, **options)
     if log_format in ("csv", "parquet", "generic"):
         parquet = {"csv": False, "parquet": True}.get(log_format)
@@ -213,7 +237,9 @@ def read_yoochoose(path: str | os.PathLike, **options) -> ClickLog:
         drop_duplicates=options.get("drop_duplicates", False),
     )
     whole_seconds = (pl.col("time_ms") // 1000).cast(pl.Float64)
-    return ClickLog(log.clicks.select("session", "item", time=whole_seconds), log.log_format, log.path, log.report)
+    spilled = [ROW, RUN_START] if isinstance(log.clicks, pl.LazyFrame) else []
+    return ClickLog(log.clicks.select("session", "item", *spilled, time=whole_seconds), log.log_format, log.path,
+                    log.report)
 
 
 def read_retailrocket(
@@ -322,8 +348,9 @@ def read_generic(
         report["gap_seconds"] = columns.gap_seconds
         return ClickLog(clicks, "generic", str(path), report)
     keep = ["session", "item", "time"] + (["user"] if columns.user is not None else [])
+    spilled = [ROW, RUN_START] if isinstance(clicks, pl.LazyFrame) else []
     return _finish(
-        clicks.select(keep),
+        clicks.select(keep + spilled),
         "generic",
         path,
         report,
@@ -466,6 +493,7 @@ def _validation(options: dict) -> dict:
     return {
         "strict": options.get("strict", False),
         "max_bad_fraction": options.get("max_bad_fraction", MAX_BAD_FRACTION),
+        "spill": options.get("spill"),
     }
 
 
@@ -480,19 +508,31 @@ def _validated(
     has_header: bool,
     strict: bool,
     max_bad_fraction: float,
-) -> tuple[pl.DataFrame, dict]:
+    spill: Path | None = None,
+) -> tuple[pl.DataFrame | pl.LazyFrame, dict]:
     """Parse every row, give each bad row its first skip reason, count the reasons, and return the good
     rows' typed columns in file order. One streaming pass over a clean file; a second one, only when
-    there are bad rows, fetches the text of the first bad row of each kind for the report."""
+    there are bad rows, fetches the text of the first bad row of each kind for the report. With `spill`
+    the rows go to Parquet there, and the good ones come back as a LazyFrame over a second file that
+    also numbers them (ROW) and marks where each run of a session's rows starts (RUN_START)."""
     reason = _skip_reason(raw, names, checks)
     query = raw.select(reason.alias("__reason__"), *[expr.alias(key) for key, expr in typed.items()])
     try:
-        frame = query.collect(engine="streaming")
+        if spill is None:
+            frame = query.collect(engine="streaming")
+        else:
+            query.sink_parquet(spill / "parsed.parquet")
+            frame = pl.scan_parquet(spill / "parsed.parquet")
     except pl.exceptions.PolarsError as error:
         raise DataError(f"{path}: cannot parse as a {separator!r}-separated text log: {error}") from None
     first_line = 2 if has_header else 1  # line number of row 0 (Parquet: row number, from 1)
-    rows = frame.height
-    bad = frame.select("__reason__").with_row_index("__row__").filter(pl.col("__reason__") > 0)
+    if spill is None:
+        rows = frame.height
+        bad = frame.select("__reason__").with_row_index("__row__").filter(pl.col("__reason__") > 0)
+    else:
+        rows = frame.select(pl.len()).collect(engine="streaming").item()
+        bad = (frame.select("__reason__").with_row_index("__row__").filter(pl.col("__reason__") > 0)
+               .collect(engine="streaming"))  # at most max_bad_fraction of the rows, or the read stops below
     first_bad = bad.group_by("__reason__").agg(pl.col("__row__").first(), pl.len()).sort("__row__")
     quoted = _row_texts(raw, names, separator, first_bad["__row__"].to_list()) if bad.height else {}
     report = {
@@ -515,6 +555,10 @@ def _validated(
             f"({errors.height:,} of {rows:,} rows are bad, {limit}; is this the right --format?)"
         )
     good = frame.filter(pl.col("__reason__") == 0).drop("__reason__")
+    if spill is not None:
+        run_start = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
+        good.with_row_index(ROW).with_columns(run_start.alias(RUN_START)).sink_parquet(spill / "clicks.parquet")
+        good = pl.scan_parquet(spill / "clicks.parquet")
     _require_clicks(good, path, "no valid click rows" if rows else "no click rows (only a header?)")
     return good, report
 
@@ -545,14 +589,35 @@ def _row_texts(raw: pl.LazyFrame, names: list[str], separator: str, rows: list[i
     return dict(wanted.collect(engine="streaming").iter_rows())
 
 
-def _require_clicks(clicks: pl.DataFrame, path: Path, why: str) -> None:
-    if clicks.height == 0:
+def _require_clicks(clicks: pl.DataFrame | pl.LazyFrame, path: Path, why: str) -> None:
+    if height(clicks) == 0:
         raise DataError(f"{path}: {why}")
 
 
-def _count_duplicates(frame: pl.DataFrame, identity: list[str]) -> int:
+def height(clicks: pl.DataFrame | pl.LazyFrame) -> int:
+    """Rows of a frame, or of a spilled one (a streaming count)."""
+    if isinstance(clicks, pl.LazyFrame):
+        return int(clicks.select(pl.len()).collect(engine="streaming").item())
+    return clicks.height
+
+
+def session_slices(clicks: pl.LazyFrame, columns: list[str], total: int | None = None):
+    """The spilled clicks' `columns`, one slice of the sessions at a time (every click of a session in
+    the same slice, file order kept), about SLICE_ROWS clicks each: what needs whole sessions together
+    is computed in memory bounded by a slice."""
+    total = height(clicks) if total is None else total
+    count = max(1, math.ceil(total / SLICE_ROWS))
+    for part in range(count):
+        chosen = clicks.filter(pl.col("session").hash(seed=0) % count == part) if count > 1 else clicks
+        yield chosen.select(columns).collect(engine="streaming")
+
+
+def _count_duplicates(frame: pl.DataFrame | pl.LazyFrame, identity: list[str]) -> int:
     """Rows equal in every identity column to another row (each extra copy counts once). A sort and
-    a comparison of neighbours: faster than hashing whole rows on tens of millions of clicks."""
+    a comparison of neighbours: faster than hashing whole rows on tens of millions of clicks. A spilled
+    log (whose identity holds the session) is counted one slice of the sessions at a time."""
+    if isinstance(frame, pl.LazyFrame):
+        return sum(_count_duplicates(part, identity) for part in session_slices(frame, identity))
     ordered = frame.select(identity).sort(identity)
     same = pl.all_horizontal([pl.col(c) == pl.col(c).shift(1) for c in identity]).fill_null(False)
     return int(ordered.select(same.sum()).item())
@@ -579,12 +644,14 @@ def _finish(
     if drop_duplicates:
         clicks = _drop_duplicates(clicks, identity, report)
     report.update(_order_report(clicks, order))
-    report["clicks"] = clicks.height
+    report["clicks"] = height(clicks)
     return ClickLog(clicks, log_format, str(path), report)
 
 
-def _order_report(clicks: pl.DataFrame, order: list[str]) -> dict:
+def _order_report(clicks: pl.DataFrame | pl.LazyFrame, order: list[str]) -> dict:
     """How far the file is from sessions stored contiguously with their clicks in time order."""
+    if isinstance(clicks, pl.LazyFrame):
+        return _spilled_order_report(clicks, order)
     n_sessions = clicks["session"].n_unique()
     run_start = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
     runs = int(clicks.select(run_start.sum()).item())
@@ -599,4 +666,24 @@ def _order_report(clicks: pl.DataFrame, order: list[str]) -> dict:
         earlier = earlier | (tie & (pl.col(key) < pl.col(key).shift(1)))
         tie = tie & (pl.col(key) == pl.col(key).shift(1))
     out_of_order = int(in_file.select((same_session & earlier).fill_null(False).sum()).item())
+    return {"sessions": n_sessions, "sessions_not_contiguous": scattered, "clicks_out_of_time_order": out_of_order}
+
+
+def _spilled_order_report(clicks: pl.LazyFrame, order: list[str]) -> dict:
+    """_order_report of a spilled log: the same three counts, one slice of the sessions at a time (a
+    slice keeps file order, and each of its sessions whole, so a click's previous click of its session
+    is the previous row of that session within the slice)."""
+    n_sessions = runs = 0
+    scattered = out_of_order = 0
+    same_session = pl.col("session") == pl.col("session").shift(1)
+    earlier, tie = pl.lit(False), pl.lit(True)
+    for key in order:
+        earlier = earlier | (tie & (pl.col(key) < pl.col(key).shift(1)))
+        tie = tie & (pl.col(key) == pl.col(key).shift(1))
+    for part in session_slices(clicks, ["session", RUN_START, *order]):
+        n_sessions += part["session"].n_unique()
+        runs += int(part[RUN_START].sum())
+        scattered += part.filter(pl.col(RUN_START)).group_by("session").len().filter(pl.col("len") > 1).height
+        in_file = part.with_row_index("__slice_row__").sort(["session", "__slice_row__"])
+        out_of_order += int(in_file.select((same_session & earlier).fill_null(False).sum()).item())
     return {"sessions": n_sessions, "sessions_not_contiguous": scattered, "clicks_out_of_time_order": out_of_order}

@@ -67,7 +67,8 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from nextclick.data.readers import ClickLog
+from nextclick.data import readers
+from nextclick.data.readers import ROW, RUN_START, ClickLog, session_slices
 from nextclick.data.sessions import Cases, Protocol, Sessions, Split, Vocab
 
 DAY_SECONDS = 86_400
@@ -271,6 +272,8 @@ def _sessions_of(log: ClickLog, recipe: Recipe, steps: _Steps) -> tuple[Sessions
     )
     if recipe.retailrocket_stage_a and log.log_format == "retailrocket":
         clicks = _retailrocket_stage_a(clicks, steps.rows)
+    if isinstance(clicks, pl.LazyFrame):  # a log read with `spill`: larger than memory, perhaps
+        return group_spilled_sessions(clicks, order, session_time="latest" if latest else "last_row")
     return group_into_sessions(clicks, order, session_time="latest" if latest else "last_row")
 
 
@@ -303,6 +306,45 @@ def group_into_sessions(
     items = numbered["item"].to_numpy()
     item_ids = np.sort(numbered["item"].unique().to_numpy())
     codes = np.searchsorted(item_ids, items).astype(np.int32)
+    sessions = Sessions.from_lengths(codes, per_session["length"].to_numpy(), per_session["time"].to_numpy())
+    return sessions, item_ids
+
+
+def group_spilled_sessions(
+    clicks: pl.LazyFrame, order: tuple[str, ...], *, session_time: str
+) -> tuple[Sessions, np.ndarray]:
+    """group_into_sessions for clicks spilled to Parquet (readers.read_log with `spill`): the same
+    Sessions and item ids, with memory bounded by the sessions, the items and one int32 per click.
+
+    One streaming aggregation gives each session's first row, length and time (sorted by first row,
+    they give every session's offset); the items are then written into their places one slice of the
+    sessions at a time (readers.session_slices), each slice sorted by (session, `order`, row) as
+    group_into_sessions sorts the whole log, or, when the file already is in session order, read in file
+    order a slice of rows at a time."""
+    time_of_session = pl.col("time").get(pl.col(ROW).arg_max()) if session_time == "last_row" else pl.col("time").max()
+    per_session = (
+        clicks.group_by("session")
+        .agg(first_row=pl.col(ROW).min(), length=pl.len(), time=time_of_session)
+        .sort("first_row")
+        .collect(engine="streaming")
+    )
+    runs = int(clicks.select(pl.col(RUN_START).sum()).collect(engine="streaming").item())
+    item_ids = np.sort(clicks.select(pl.col("item").unique()).collect(engine="streaming")["item"].to_numpy())
+    total = int(per_session["length"].sum())
+    codes = np.empty(total, dtype=np.int32)
+    if not order and runs == len(per_session):  # the file order is the session order
+        step = readers.SLICE_ROWS
+        for start in range(0, total, step):
+            items = clicks.slice(start, step).select("item").collect(engine="streaming")["item"].to_numpy()
+            codes[start : start + len(items)] = np.searchsorted(item_ids, items)
+    else:
+        lengths = per_session["length"].to_numpy().astype(np.int64)
+        offsets = pl.DataFrame({"session": per_session["session"], "offset": np.cumsum(lengths) - lengths})
+        for part in session_slices(clicks, ["session", *order, ROW, "item"], total):
+            part = part.sort(["session", *order, ROW]).join(offsets, on="session", how="left", maintain_order="left")
+            within = pl.int_range(pl.len()).over("session")
+            place = part.select((pl.col("offset") + within).alias("place"))["place"].to_numpy()
+            codes[place] = np.searchsorted(item_ids, part["item"].to_numpy())
     sessions = Sessions.from_lengths(codes, per_session["length"].to_numpy(), per_session["time"].to_numpy())
     return sessions, item_ids
 
@@ -427,7 +469,11 @@ def _counts(sessions: Sessions) -> dict:
     }
 
 
-def _frame_counts(clicks: pl.DataFrame) -> dict:
+def _frame_counts(clicks: pl.DataFrame | pl.LazyFrame) -> dict:
+    if isinstance(clicks, pl.LazyFrame):  # spilled: one streaming pass
+        counts = clicks.select(sessions=pl.col("session").n_unique(), clicks=pl.len(),
+                               items=pl.col("item").n_unique()).collect(engine="streaming")
+        return {key: int(counts[key][0]) for key in ("sessions", "clicks", "items")}
     return {"sessions": clicks["session"].n_unique(), "clicks": clicks.height, "items": clicks["item"].n_unique()}
 
 

@@ -1,0 +1,124 @@
+"""Raw logs larger than memory (issue 41, item 4): generate a Yoochoose-format log of N clicks in bounded
+memory, prepare it with `nextclick data prepare` in a child process, and write the time, the child's
+peak memory (ru_maxrss) and the machine's facts to results/scale/.
+
+    .venv/bin/python scripts/scale_prepare.py generate /tmp/big/yoochoose-100m.dat --clicks 100000000
+    nice -n 19 .venv/bin/python scripts/scale_prepare.py measure /tmp/big/yoochoose-100m.dat \\
+        --out results/scale/prepare_yoochoose_100m.json [--in-memory]
+
+The log has the shape of nextclick.measure.preparation's 10M-click benchmark log (the real catalogue of
+52,739 Zipf-popular items, geometric session lengths of mean 3.6, six months, ids increasing with the
+session's start), written chunk by chunk: chunk k holds the sessions starting in the k-th of K equal
+slices of the six months, so memory stays at one chunk's (10M clicks) whatever N is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from nextclick import atomic
+from nextclick.measure.preparation import (YOOCHOOSE_DAYS, YOOCHOOSE_FIRST_DAY, YOOCHOOSE_ITEMS,
+                                           YOOCHOOSE_MEAN_SESSION_LENGTH, machine_info)
+from nextclick.runtime import git_commit
+
+CHUNK_CLICKS = 10_000_000
+
+
+def generate(path: Path, n_clicks: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, YOOCHOOSE_ITEMS + 1)
+    cumulative = np.cumsum(popularity / popularity.sum())
+    item_ids = 214_500_000 + rng.permutation(YOOCHOOSE_ITEMS * 8)[:YOOCHOOSE_ITEMS]
+    first_ms = int(np.datetime64(YOOCHOOSE_FIRST_DAY, "ms").astype(np.int64))
+    span = YOOCHOOSE_DAYS * 86_400_000
+    chunks = -(-n_clicks // CHUNK_CLICKS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started, next_session = time.perf_counter(), 1
+    with path.open("wb") as handle:
+        for chunk in range(chunks):
+            clicks = min(CHUNK_CLICKS, n_clicks - chunk * CHUNK_CLICKS)
+            lengths = rng.geometric(1.0 / YOOCHOOSE_MEAN_SESSION_LENGTH, size=clicks // 2 + 16)
+            ends = np.cumsum(lengths)
+            n_sessions = int(np.searchsorted(ends, clicks)) + 1
+            lengths = lengths[:n_sessions].copy()
+            lengths[-1] -= int(ends[n_sessions - 1] - clicks)
+            session_of_click = np.repeat(np.arange(n_sessions, dtype=np.int64), lengths)
+            low, high = chunk * span // chunks, (chunk + 1) * span // chunks
+            starts = np.sort(rng.integers(low, high, size=n_sessions)) + first_ms
+            gaps = rng.exponential(60_000.0, size=clicks).astype(np.int64)
+            first_click = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            gaps[first_click == np.arange(clicks)] = 0
+            elapsed = np.cumsum(gaps)
+            times_ms = starts[session_of_click] + (elapsed - elapsed[first_click])
+            rank = np.minimum(np.searchsorted(cumulative, rng.random(clicks)), YOOCHOOSE_ITEMS - 1)
+            frame = pl.DataFrame({"session_id": session_of_click + next_session,
+                                  "timestamp": pl.Series(times_ms).cast(pl.Datetime("ms")),
+                                  "item_id": item_ids[rank], "category": np.zeros(clicks, dtype=np.int8)})
+            frame.write_csv(handle, include_header=False, datetime_format="%Y-%m-%dT%H:%M:%S%.3fZ")
+            next_session += n_sessions
+    return {"path": str(path), "clicks": n_clicks, "sessions": next_session - 1, "seed": seed,
+            "bytes": path.stat().st_size, "generate_seconds": round(time.perf_counter() - started, 1)}
+
+
+def measure(log: Path, out: Path, recipe: str, in_memory: bool) -> dict:
+    split_dir = log.parent / f"split-{'memory' if in_memory else 'streaming'}"
+    command = [sys.executable, "-m", "nextclick.cli", "data", "prepare", recipe, "--input", str(log),
+               "--out", str(split_dir), "--format", "yoochoose", "--force"] + ([] if in_memory else ["--streaming"])
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    child = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"prepare failed:\n{child.stderr[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB; the only child
+    stats = json.loads((split_dir / "stats.json").read_text())
+    result = {
+        "what": "nextclick data prepare on a generated Yoochoose-format log, wall time and the preparing "
+                "process's peak resident memory (getrusage RUSAGE_CHILDREN ru_maxrss)",
+        "command": " ".join(["nextclick"] + command[3:]),
+        "engine": "in-memory (polars DataFrames, numpy)" if in_memory else "streaming (polars lazy scans, sink_parquet)",
+        "log": {"path": str(log), "bytes": log.stat().st_size, "clicks": stats["steps"][0]["clicks"],
+                "sessions": stats["steps"][0]["sessions"]},
+        "seconds": round(seconds, 1),
+        "stage_seconds": stats.get("timings"),
+        "peak_memory_bytes": peak,
+        "peak_memory_gib": round(peak / 1024**3, 3),
+        "niceness": os.nice(0),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "split": stats["result"],
+        "machine": machine_info(),
+        "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic.write_text(out, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("path", type=Path)
+    g.add_argument("--clicks", type=int, default=100_000_000)
+    g.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("measure")
+    m.add_argument("log", type=Path)
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--recipe", default="srgnn")
+    m.add_argument("--in-memory", action="store_true")
+    args = parser.parse_args()
+    if args.verb == "generate":
+        print(json.dumps(generate(args.path, args.clicks, args.seed)))
+    else:
+        print(json.dumps(measure(args.log, args.out, args.recipe, args.in_memory), indent=1))
