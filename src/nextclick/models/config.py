@@ -113,10 +113,20 @@ LIMITS: dict[str, Limit] = {
     "min_negatives": _count(0, 100_000),
     "max_negatives": _count(1, 100_000),
     "warmup_epochs": _count(0, 10_000),
+    # BERT4Rec (models/bert4rec.py) and CoSAN (models/cosan.py)
+    "heads": _count(1, 64),  # attention heads (a divisor of the width)
+    "inner_size": _count(1, 4096),  # feed-forward width (BERT: 4 x hidden)
+    "attention_dropout": PROBABILITY,
+    "mask_probability": Limit(0.0, 1.0),  # share of a sequence's tokens masked in a Cloze sample
+    "mask_last_ratio": Limit(0.0, 1.0),  # share of samples that mask only the last token
+    "neighbour_weight": Limit(0.0, 100.0),  # CoSAN's alpha on the neighbour sessions
+    "index_sessions": _count(0, 10_000_000),  # CoSAN: rows of its session table (set by prepare)
+    "index_entries": _count(0, 1_000_000_000),  # CoSAN: (session, item) pairs of its index (set by prepare)
 }
 # where one model gives a name a wider meaning
 CLASS_LIMITS: dict[str, dict[str, Limit]] = {
     "ItemKNNConfig": {"neighbours": _count(0, 10_000_000)},  # 0 = every similar item
+    "CoSANConfig": {"neighbours": _count(1, 1000)},  # neighbour sessions per click (a (clicks, k) table)
 }
 
 
