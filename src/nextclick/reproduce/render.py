@@ -25,7 +25,7 @@ from nextclick.published import OTHER_SPLITS, VARIANTS, published
 from nextclick.report import length_table, typical_epoch, computed_on
 from nextclick.report.load import label as result_label
 from nextclick.reproduce import significance
-from nextclick.reproduce.plan import RunSpec, is_table, item_runs, row_on, row_runs, sweep_runs, unique
+from nextclick.reproduce.plan import RunSpec, item_runs, row_on, row_runs, sweep_runs, unique
 
 UP, DOWN = "▲", "▼"
 STATES = ("reproduced", "within noise", "short")
@@ -237,7 +237,7 @@ def metrics_section(paper: dict, item: dict, results: Results, out_dir: Path) ->
                     section.cells.append(Cell(item["id"], dataset, row["label"], metric, ours,
                                               measure.standard_error(metric), len(measure.values(metric)), theirs,
                                               state, proposed=row["label"] == paper["proposed"]))
-                gap = "" if ours is None or theirs is None else f"{ours - theirs:+.2f}"
+                gap = "" if ours is None or theirs is None else f"{ours - theirs:+.2f}" if comparable else "n/c"
                 cells += [number(measure, metric) + (mark(results, measure, proposed, metric) if ours is not None else ""),
                           "—" if theirs is None else f"{theirs:.2f}", gap]
             runs = unique(measure.runs)
@@ -249,7 +249,8 @@ def metrics_section(paper: dict, item: dict, results: Results, out_dir: Path) ->
                           if published_number(item, row, dataset)[0]})
         title = f"### {dataset}" + ("" if comparable_here else " (published numbers on another split: not comparable)")
         lines += [title, "", markdown(header, body), "",
-                  f"Published: {', '.join(sources) or 'none'}. Gap = ours - paper, in points.", ""]
+                  f"Published: {', '.join(sources) or 'none'}. Gap = ours - paper, in points"
+                  + ("" if comparable_here else " (n/c: not comparable, another split)") + ".", ""]
     section.markdown = "\n".join(lines)
     return section
 
@@ -500,5 +501,5 @@ def write_summary(papers: list[tuple[dict, list[Section]]], results_dir: str | P
     return path
 
 
-__all__ = ["Cell", "Measure", "Results", "Section", "is_table", "judge", "published_number", "render_paper",
+__all__ = ["Cell", "Measure", "Results", "Section", "judge", "published_number", "render_paper",
            "write_paper", "write_summary"]
