@@ -48,3 +48,16 @@ def test_speed_times_the_batches_training_draws(monkeypatch, name, overrides, ba
         assert items.shape == (result["batch_size"], cap)  # the model's length cap, in speed as in training
         assert int(lengths.max()) == cap
         assert torch.equal(items, t_items) and torch.equal(lengths, t_lengths) and torch.equal(labels, t_labels)
+
+
+def test_speed_measures_full_ranking_evaluation(tmp_path):
+    from nextclick.cli import main
+
+    assert main(["speed", "sr-iem", "--set", "embedding_size=8", "--set", "attention_size=8", "--evaluation",
+                 "--cases", "300", "--batch-size", "128", "--threads", "1", "--results-dir", str(tmp_path)]) == 0
+    import json
+
+    result = json.loads((tmp_path / "speed" / "synthetic" / "sr-iem"
+                         / "attention_size=8,batch_size=128,embedding_size=8,evaluation=true.json").read_text())
+    assert result["evaluation"]["cases"] == 300 and result["evaluation"]["cases_per_second"] > 0
+    assert result["machine"]["threads"] == 1

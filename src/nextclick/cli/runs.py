@@ -92,8 +92,21 @@ def cmd_bench(args) -> int:
 
 def cmd_speed(args) -> int:
     from nextclick import atomic
-    from nextclick.measure.speed import measure_training_speed, speed_path
+    from nextclick.measure.speed import measure_evaluation_speed, measure_training_speed, speed_path
 
+    if args.evaluation:
+        result = measure_evaluation_speed(
+            args.model, args.dataset, overrides=model_overrides(args), cases=args.cases,
+            batch_size=args.batch_size or 500, threads=args.threads, data_root=args.data_dir,
+            command=["nextclick", *args.argv], device=args.device)
+        path = speed_path(args.results_dir, result)
+        atomic.write_json(path, result)
+        timed = result["evaluation"]
+        print(f"{result['model']} on {result['dataset']}: {timed['cases_per_second']:.0f} test cases/s, full ranking "
+              f"({timed['cases']:,} cases; {result['machine']['device']}, {result['machine']['threads']} threads, "
+              f"load {result['machine']['load_average_1m']})")
+        print(f"wrote {path}")
+        return 0
     result = measure_training_speed(
         args.model, args.dataset, overrides=model_overrides(args), batches=args.batches,
         batch_size=args.batch_size, reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
@@ -269,6 +282,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "training's own: its stream, collate and length cap)")
     p.add_argument("--reference-batches", type=int_in(0, 100_000), default=0,
                    help="also time this many batches in the official code's layout (padded to the longest prefix)")
+    p.add_argument("--evaluation", action="store_true",
+                   help="time full-ranking evaluation instead (test cases/s, batches of --batch-size, default 500); "
+                        "writes .../<model>/evaluation=true.json")
+    p.add_argument("--cases", type=int_in(1, 10_000_000), default=10_000,
+                   help="with --evaluation: test cases timed, drawn by a fixed seed (10,000)")
     add_threads_option(p)
     add_device_option(p)
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")

@@ -146,10 +146,83 @@ def speed_path(results_dir: str | Path, result: dict) -> Path:
     (config overrides, a batch size other than the model's own, device, the reference layout)."""
     requested = result.get("requested_config", result["config"])
     settings = run_settings(asdict(model_class(result["model"]).Config()), requested, {}, {})
-    if result["batch_size"] != requested.get("batch_size", DEFAULT_BATCH_SIZE):
+    if result.get("measure") == "evaluation":  # evaluation=true[,batch_size=B]: the evaluation batch is 500
+        settings["evaluation"] = "true"
+        if result["batch_size"] != 500:
+            settings["batch_size"] = str(result["batch_size"])
+    elif result["batch_size"] != requested.get("batch_size", DEFAULT_BATCH_SIZE):
         settings["batch_size"] = str(result["batch_size"])
     if result["machine"]["device"] != "cpu":
         settings["device"] = "cuda"
     if "reference_path" in result:
         settings["reference"] = "true"
     return Path(results_dir) / "speed" / result["dataset"] / result["model"] / f"{run_id(settings)}.json"
+
+
+EVALUATION_CASES = 10_000  # test cases timed by default: a seeded sample, in file order
+
+
+def measure_evaluation_speed(
+    model_name: str,
+    dataset: str | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    cases: int = EVALUATION_CASES,
+    batch_size: int = 500,
+    threads: int | None = None,
+    seed: int = 1,
+    data_root: str | None = None,
+    command: list[str] | None = None,
+    device: str = "auto",
+) -> dict:
+    """Full-ranking evaluation throughput, test cases/s: `evaluate` (nextclick.evaluate, the call every
+    bench, validation and `nextclick evaluate` makes) over `cases` test cases drawn by a fixed seed, each
+    label ranked against the whole catalogue, in batches of `batch_size` (the trainer's evaluation batch),
+    after one warm-up batch. The model is freshly initialised: the work of scoring does not depend on
+    the weights' values."""
+    import numpy as np
+
+    from nextclick.evaluate import evaluate
+
+    for name, value in (("cases", cases), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    threads = set_threads(threads)
+    device = resolve_device(device)
+    split = resolve(dataset, data_root)
+    torch.manual_seed(seed)
+    model = build(model_name, split.n_items, overrides)
+    if not model.neural:
+        raise ValueError(f"{model_name} is not a neural model: its evaluation speed is its bench's")
+    model.prepare(split.train)
+    model.to(device)
+    model.eval()
+    test = split.test
+    chosen = np.arange(len(test))
+    if cases < len(test):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(test), size=cases, replace=False))
+    sample = test.select(chosen)
+    evaluate(model.score, sample.select(np.arange(min(batch_size, len(sample)))), batch_size=batch_size,
+             max_length=model.max_length)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    evaluation = evaluate(model.score, sample, batch_size=batch_size, max_length=model.max_length)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return {
+        "model": model.name,
+        "dataset": split.name,
+        "what": f"evaluation test cases/s: full-ranking (every label against all {split.n_items:,} items), "
+                f"batch {batch_size}, {len(sample):,} of {len(test):,} test cases drawn with seed {seed}",
+        "measure": "evaluation",
+        "batch_size": batch_size,
+        "config": asdict(model.config),
+        "requested_config": asdict(config_from_overrides(model_class(model_name).Config, overrides)),
+        "evaluation": {"cases": len(sample), "test_cases": len(test), "seconds": round(seconds, 3),
+                       "cases_per_second": round(len(sample) / seconds, 1)},
+        "machine": machine_info(threads, device),
+        "git_commit": git_commit(),
+        "command": shlex.join(command if command is not None else sys.argv),
+    }
