@@ -41,8 +41,16 @@ PAPER = {
                  "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}},
                 {"label": "SR-GNN", "model": "sr-gnn"},
                 {"label": "GC-SAN", "model": "gc-san"},
-                {"label": "BERT4Rec", "model": None, "published": "bert4rec"},
-                {"label": "CoSAN", "model": None, "published": "cosan"},
+                # BERT4Rec and CoSAN as DSAN's authors re-implemented them (their presets)
+                {"label": "BERT4Rec", "model": "bert4rec", "preset": "dsan", "settings": {
+                    "hidden_size": 100, "heads": 4, "inner_size": 400, "dropout": 0.25, "attention_dropout": 0.0,
+                    "mask_probability": 0.0, "mask_last_ratio": 1.0, "max_length": 50, "mask_diagonal": True,
+                    "head_norm": False, "lr": 0.001, "weight_decay": 0.0, "lr_schedule": "constant",
+                    "max_grad_norm": None, "batch_size": 512, "epochs": 50}},
+                {"label": "CoSAN", "model": "cosan", "by_dataset": {
+                    "retailrocket": {"preset": "retailrocket"},  # the defaults
+                    "diginetica": {"preset": "diginetica",
+                                   "settings": {"neighbours": 5, "dropout": 0.25, "max_length": 70}}}},
                 {"label": "DSAN", "model": "dsan", "settings": FAITHFUL, "seeds": SEEDS,
                  # diginetica: the run docs/dsan.md reports (last 10% of sessions, no refit)
                  "by_dataset": {"diginetica": {"settings": {"epochs": 30}, "seeds": [1]}}},
