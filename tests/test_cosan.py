@@ -108,3 +108,14 @@ def test_forward_backward_and_padding_does_not_change_scores(overrides):
     read = model.click_weights(batch_from_prefixes([np.array(p) for p in prefixes]))
     if model.config.blocks:
         torch.testing.assert_close(read.weights.sum(1), torch.ones(3))
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_the_last_block_computing_only_the_last_row_gives_the_full_computations_vector(blocks):
+    torch.manual_seed(0)
+    model = build("cosan", 11, {**TINY, "blocks": blocks}).eval()
+    model.prepare(Sessions.from_lists(TRAIN))
+    batch = batch_from_prefixes([np.array([1, 2, 1, 3]), np.array([4]), np.array([5, 6, 7, 8, 9, 5])])
+    with torch.no_grad():
+        full, _ = model._encode(batch, keep_weights=True)  # every row of every block
+        torch.testing.assert_close(model._encode(batch), full)

@@ -222,16 +222,19 @@ class CollaborativeBlock(nn.Module):
         self.inner, self.outer = nn.Linear(size, size), nn.Linear(size, size)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor, keep_weights: bool = False):
-        """states (B, L, d), mask (B, L) real clicks -> (B, L, d) [and the attention (B, L, L)]."""
+    def forward(self, states: torch.Tensor, mask: torch.Tensor, keep_weights: bool = False, last_only: bool = False):
+        """states (B, L, d), mask (B, L) real clicks -> (B, L, d) [and the attention (B, L, L)]. With
+        `last_only`, only the last click's row is computed, (B, 1, d): all the last block has to give
+        (every key and value is still read)."""
         states = self.norm(states)
-        query = self.dropout(F.relu(self.query(states)))
-        scores = query @ self.key(states).transpose(1, 2) / math.sqrt(states.shape[-1])  # (B, L, L)
+        rows = states[:, -1:] if last_only else states
+        query = self.dropout(F.relu(self.query(rows)))
+        scores = query @ self.key(states).transpose(1, 2) / math.sqrt(states.shape[-1])  # (B, L or 1, L)
         weights = torch.softmax(scores.masked_fill(~mask.unsqueeze(1), -torch.inf), dim=-1)
-        states = states + self.dropout(self.dropout(weights) @ self.value(states))
-        feed_forward = self.outer(self.dropout(F.relu(self.inner(self.norm(states)))))
-        states = states + self.dropout(feed_forward)
-        return (states, weights) if keep_weights else states
+        rows = rows + self.dropout(self.dropout(weights) @ self.value(states))
+        feed_forward = self.outer(self.dropout(F.relu(self.inner(self.norm(rows)))))
+        rows = rows + self.dropout(feed_forward)
+        return (rows, weights) if keep_weights else rows
 
 
 class CoSAN(ItemEmbeddingModel):
@@ -318,11 +321,11 @@ class CoSAN(ItemEmbeddingModel):
                                         padding_idx=0).view(batch_size, width, -1)  # sum_n w_jn S[n_jn]
         states = self.embedding(items) + self.config.neighbour_weight * collaborative  # x~ (B, L, d)
         mask, weights = items != 0, None
-        for block in self.blocks:
+        for position, block in enumerate(self.blocks):
             if keep_weights:
                 states, weights = block(states, mask, keep_weights=True)
-            else:
-                states = block(states, mask)
+            else:  # the session vector reads the last click's row only: the last block computes just that row
+                states = block(states, mask, last_only=position == len(self.blocks) - 1)
         session = states[:, -1]  # right-aligned: the last click
         return (session, weights) if keep_weights else session
 
