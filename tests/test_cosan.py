@@ -119,3 +119,14 @@ def test_the_last_block_computing_only_the_last_row_gives_the_full_computations_
     with torch.no_grad():
         full, _ = model._encode(batch, keep_weights=True)  # every row of every block
         torch.testing.assert_close(model._encode(batch), full)
+
+
+def test_the_search_in_small_steps_finds_the_same_neighbours(monkeypatch):
+    import nextclick.models.cosan as cosan
+
+    index = SessionIndex.build(Sessions.from_lists(TRAIN), 11)
+    items = batch_from_prefixes([np.array(p) for p in ([2, 3, 1], [5, 4, 2, 1, 6], [9], [3], [1, 2])]).items.numpy()
+    whole = session_neighbours(items, index, 3, own=np.arange(5))
+    monkeypatch.setattr(cosan, "PAIRS_PER_STEP", 4)
+    for expected, found in zip(whole, session_neighbours(items, index, 3, own=np.arange(5))):
+        np.testing.assert_array_equal(found, expected)

@@ -131,7 +131,17 @@ def session_neighbours(items: np.ndarray, index: SessionIndex, k: int, sample_si
     (0 = padding): (R, W, k) session rows (1-based, 0 = none) and (R, W, k) cosine similarities between
     the prefix's item set up to the click and the session's, among the sessions containing the click's
     item (its last `sample_size` when > 0). `own` (R,): a session each row may not retrieve (-1: none).
-    Vectorised: every (click, candidate) pair at once, overlaps counted by binary search."""
+    Vectorised: every (click, candidate) pair at once, overlaps counted by binary search; rows in groups of
+    about PAIRS_PER_STEP pairs, so memory stays bounded whatever the batch."""
+    per_item = np.diff(index.offsets)
+    if sample_size:
+        per_item = np.minimum(per_item, sample_size)
+    cost = per_item[items].sum(1) if items.size else np.zeros(len(items), dtype=np.int64)  # padding (item 0): none
+    group = np.cumsum(cost) // PAIRS_PER_STEP
+    if len(items) > 1 and group[-1] > group[0]:
+        parts = [session_neighbours(items[group == g], index, k, sample_size, None if own is None else own[group == g])
+                 for g in np.unique(group)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     rows, width = items.shape
     neighbours = np.zeros((rows, width, k), dtype=np.int64)
     similarities = np.zeros((rows, width, k), dtype=np.float32)
