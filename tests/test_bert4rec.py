@@ -133,3 +133,14 @@ def test_a_tiny_cloze_training_learns_a_deterministic_successor():
     top = model.recommend(prefixes, k=1)[0][:, 0]
     successors = np.array([p[-1] % n + 1 for p in prefixes])
     assert (top == successors).mean() > 0.5
+
+
+def test_encoding_in_length_groups_gives_the_hidden_states_of_the_whole_batch():
+    torch.manual_seed(0)
+    model = build("bert4rec", 30, TINY).eval()
+    prefixes = [np.arange(1, n + 1) % 30 + 1 for n in (1, 2, 3, 5, 7, 12, 20, 30)]
+    tokens = model._prefix_tokens(batch_from_prefixes(prefixes))
+    with torch.no_grad():
+        grouped, whole = model._encode_grouped(tokens), model._encode(tokens)[0]
+    real = tokens != 0
+    torch.testing.assert_close(grouped[real], whole[real], rtol=1e-5, atol=1e-5)

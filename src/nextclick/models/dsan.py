@@ -48,7 +48,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
-from nextclick.models.layers import alpha_entmax, embed_with_max_norm, inner_product_cross_entropy
+from nextclick.models.layers import alpha_entmax, embed_with_max_norm, inner_product_cross_entropy, length_groups
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
@@ -87,14 +87,6 @@ class Attention:
     alpha_self: torch.Tensor  # (B,)
     alpha_target: torch.Tensor  # (B,)
     items: torch.Tensor  # (B, L) the clicks (right-aligned, 0 = padding)
-
-
-def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
-    """Indices of the batch grouped by kept length in bands 1-4, 5-8, 9-16, ..., so each group pads
-    to at most twice its shortest member (short sessions share one group: padding them to 4 costs
-    less than another pass of the attention)."""
-    band = torch.ceil(torch.log2(lengths.clamp(min=4).double())).long()
-    return [torch.nonzero(band == b).squeeze(1) for b in torch.unique(band)]
 
 
 class DSAN(NeuralModel):
