@@ -321,13 +321,13 @@ def group_spilled_sessions(
     sessions at a time (readers.session_slices), each slice sorted by (session, `order`, row) as
     group_into_sessions sorts the whole log, or, when the file already is in session order, read in file
     order a slice of rows at a time."""
-    time_of_session = pl.col("time").get(pl.col(ROW).arg_max()) if session_time == "last_row" else pl.col("time").max()
-    per_session = (
-        clicks.group_by("session")
-        .agg(first_row=pl.col(ROW).min(), length=pl.len(), time=time_of_session)
-        .sort("first_row")
-        .collect(engine="streaming")
-    )
+    if session_time == "last_row":  # the time of the session's last row: joined back by that row's number
+        last = clicks.group_by("session").agg(first_row=pl.col(ROW).min(), length=pl.len(), last_row=pl.col(ROW).max())
+        per_session = last.join(clicks.select(pl.col(ROW).alias("last_row"), "time"), on="last_row").drop("last_row")
+    else:
+        per_session = clicks.group_by("session").agg(first_row=pl.col(ROW).min(), length=pl.len(),
+                                                     time=pl.col("time").max())
+    per_session = per_session.sort("first_row").collect(engine="streaming")
     runs = int(clicks.select(pl.col(RUN_START).sum()).collect(engine="streaming").item())
     item_ids = np.sort(clicks.select(pl.col("item").unique()).collect(engine="streaming")["item"].to_numpy())
     total = int(per_session["length"].sum())
