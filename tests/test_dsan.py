@@ -89,26 +89,31 @@ def test_left_padding_does_not_change_a_sessions_scores():
     assert torch.allclose(m.score(b), m.score(pad_left(b, 40)), atol=1e-5)
 
 
-@pytest.mark.parametrize("alpha", [1.05, 1.3, 1.5, 1.8, 2.0])
-def test_fast_entmax_matches_the_reference_values_and_gradients(alpha):
+def _entmax_and_gradients(fast: bool, alpha: float, dtype: torch.dtype):
     torch.manual_seed(1)
-    x = torch.randn(6, 9, 17, dtype=torch.float32) * 3
+    x = (torch.randn(6, 9, 17) * 3).to(dtype)
     x[:, :, :5] = -torch.inf  # masked keys
-    a = torch.full((6, 9, 1), alpha) + torch.rand(6, 9, 1) * 0.0
-    a1 = a.clone().requires_grad_(True)
-    a2 = a.clone().requires_grad_(True)
-    x1 = x.clone().requires_grad_(True)
-    x2 = x.clone().requires_grad_(True)
-    reference = entmax_bisect(x1, a1, dim=-1)
-    fast = alpha_entmax(x2, a2, dim=-1, fast=True)
-    assert torch.allclose(reference, fast, atol=1e-5)
-    weights = torch.randn_like(reference)
-    (reference * weights).sum().backward()
-    (fast * weights).sum().backward()
-    finite = torch.isfinite(x)
-    assert torch.allclose(x1.grad[finite], x2.grad[finite], atol=1e-5)
-    assert torch.allclose(a1.grad, a2.grad, atol=1e-5)
-    assert (fast[:, :, :5] == 0).all()
+    x.requires_grad_(True)
+    a = torch.full((6, 9, 1), alpha, dtype=dtype, requires_grad=True)
+    y = alpha_entmax(x, a, dim=-1, fast=True) if fast else entmax_bisect(x, a, dim=-1, n_iter=100)
+    (y * torch.randn(y.shape).to(dtype)).sum().backward()
+    return y.detach().double(), x.grad.nan_to_num().double(), a.grad.double()
+
+
+@pytest.mark.parametrize("alpha", [1.05, 1.3, 1.5, 1.8, 2.0])
+def test_fast_entmax_finds_the_reference_threshold_and_gradients(alpha):
+    # in float64 Newton's threshold is the bisection's to rounding
+    for fast, reference in zip(_entmax_and_gradients(True, alpha, torch.float64),
+                               _entmax_and_gradients(False, alpha, torch.float64)):
+        assert torch.allclose(fast, reference, atol=1e-10)
+    # in float32 it is as close to the float64 answer as the reference's own float32 bisection: the alpha
+    # gradient near alpha = 1 (a sum of p^(2-alpha) log p terms) carries ~1e-4 of float32 noise in both
+    truth = _entmax_and_gradients(False, alpha, torch.float64)
+    fast = _entmax_and_gradients(True, alpha, torch.float32)
+    reference = _entmax_and_gradients(False, alpha, torch.float32)
+    for f, r, t in zip(fast, reference, truth):
+        assert (f - t).abs().max() <= max(1e-5, 2 * (r - t).abs().max())
+    assert (fast[0][:, :, :5] == 0).all()
 
 
 def test_fast_entmax_model_scores_like_the_reference_model():

@@ -236,7 +236,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                    help=f"queued requests scored in one model call ({limits.max_batch})")
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
                    help="serve under a changed config value that the weights still fit, such as DSAN's "
-                        "fast_entmax=true (within 1e-5 of the reference); /v1/model and serve-bench record it")
+                        "fast_entmax=true (entmax's threshold by Newton, 2-6 steps); /v1/model and serve-bench record it")
     p.add_argument("--session-ttl", type=positive_number, default=store.ttl_seconds,
                    help=f"seconds a session lives after its last click ({store.ttl_seconds:g})")
     p.add_argument("--max-sessions", type=int_in(1, 100_000_000), default=store.max_sessions,

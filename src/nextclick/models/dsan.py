@@ -29,7 +29,7 @@ Where nextclick differs, and why:
 - Speed: a batch is the same random batch as the reference's, but its sessions are encoded in groups
   of similar length, each padded only to its own longest prefix instead of the global maximum (285 on
   Retailrocket). Masked keys get exactly zero weight, so this gives the same result as padding to
-  285; tests check it. `fast_entmax` (off by default) stops bisection once float32 stops changing.
+  285; tests check it. `fast_entmax` (off by default) finds entmax's threshold by Newton's method (2-6 steps, not 50 halvings).
 Variants (paper Table 3; the paper's own definitions are not in our references, this is our reading):
   "ns" no sparse self-attention (E = C, e_s = the target token's input embedding),
   "nt" no target attention (z from e_s alone), "da" dense attention (softmax in both layers).
@@ -62,7 +62,7 @@ class DSANConfig:
     alpha: float | None = None  # None: adaptive alpha per session (2.4); a float fixes it (Figure 4; 1 = softmax)
     alpha_guard: float = 1.0001  # alpha exactly 1 replaced by this (RR notebook)
     variant: Literal["dsan", "ns", "nt", "da"] = "dsan"  # paper Table 3 ablations
-    fast_entmax: bool = False  # reference entmax_bisect (50 steps) unless set
+    fast_entmax: bool = False  # reference entmax_bisect (50 halvings) unless set; True: Newton (layers._FastEntmax)
     # encode length groups separately: the same scores with much less padding, which pays on a CPU; on a
     # GPU, where DSAN is bound by kernel launches, one padded group makes a third of the operator calls
     # (docs/dsan.md). None: groups on a CPU only

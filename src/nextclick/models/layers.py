@@ -53,29 +53,41 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
     return torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=dim)
 
 
-class _FastEntmaxBisect(torch.autograd.Function):
-    """The bisection of `entmax.entmax_bisect`, with its per-step overhead removed: the exponent
-    1/(alpha-1) is computed once instead of at every step, and the loop stops after `n_iter` = 30
-    halvings, when the bracket is below 2^-30 of its start and float32 can no longer move tau (the
-    reference runs 50). Tests check values and gradients against the reference within 1e-5.
-    The backward pass is the package's own closed form."""
+class _FastEntmax(torch.autograd.Function):
+    """alpha-entmax with its threshold found by Newton's method instead of `entmax.entmax_bisect`'s 50
+    halvings: 2-6 steps to float32 precision for alpha in (1, 2], so a tenth of the operator calls, which is
+    what a lone query or a small batch pays for. tests/test_dsan.py checks it finds the reference's
+    threshold in float64 and is as close to the float64 answer as the reference in float32.
+
+    With X scaled by (alpha-1) as the reference does, the threshold tau solves ||relu(X - tau)||_p = 1,
+    p = 1/(alpha-1) >= 1. That norm is convex and decreasing in tau, so Newton's iterates from
+    tau = max - 1 (where the norm is >= 1) rise monotonically to the root without overshooting. Newton on
+    the norm rather than on its p-th power (the reference's sum) keeps the function close to linear even
+    for large p, where the sum is nearly flat and Newton on it would crawl. The backward pass is the
+    package's own closed form (it needs only the output)."""
 
     @staticmethod
-    def forward(ctx, X, alpha, dim=-1, n_iter=30):
+    def forward(ctx, X, alpha, dim=-1, max_steps=50):
         shape = list(X.shape)
         shape[dim] = 1
         alpha = alpha.expand(*shape)
         alpha_minus_one = alpha - 1
         exponent = 1.0 / alpha_minus_one
-        max_value = X.max(dim=dim, keepdim=True).values * alpha_minus_one
         X = X * alpha_minus_one
-        tau_low = max_value - 1.0  # (alpha-1) * max - 1 ** (alpha-1)
-        bracket = (max_value - (1.0 / X.shape[dim]) ** alpha_minus_one) - tau_low
-        for _ in range(n_iter):
-            bracket = bracket / 2
-            tau = tau_low + bracket
-            p = torch.clamp(X - tau, min=0) ** exponent
-            tau_low = torch.where(p.sum(dim=dim, keepdim=True) >= 1, tau, tau_low)
+        max_value = X.max(dim=dim, keepdim=True).values
+        tau = max_value - 1.0
+        tau_high = max_value - (1.0 / X.shape[dim]) ** alpha_minus_one  # the root is at or below it
+        for _ in range(max_steps):
+            gap = torch.clamp(X - tau, min=0)
+            gap_power = torch.where(gap > 0, gap ** (exponent - 1), 0.0)  # 0 ** 0 would count outside the support
+            total = (gap_power * gap).sum(dim=dim, keepdim=True)
+            norm = total ** alpha_minus_one
+            # norm - 1 over minus the derivative of the norm in tau; a 0/0 where rounding emptied a row is no step
+            step = ((norm - 1) * total / (norm * gap_power.sum(dim=dim, keepdim=True))).nan_to_num(0.0).clamp(min=0)
+            tau = torch.minimum(tau + step, tau_high)
+            if bool((step <= 1e-6 * (1 + tau.abs())).all()):
+                break
+        p = torch.clamp(X - tau, min=0) ** exponent
         p = p / p.sum(dim=dim, keepdim=True)
         ctx.save_for_backward(p)
         ctx.alpha, ctx.dim = alpha, dim
@@ -98,7 +110,7 @@ def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -
     shape[dim] = 1
     alpha = alpha.expand(*shape)
     if fast:
-        return _FastEntmaxBisect.apply(scores, alpha, dim)
+        return _FastEntmax.apply(scores, alpha, dim)
     return entmax_bisect(scores, alpha, dim=dim)
 
 

@@ -93,8 +93,8 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
 
 def with_config(model, overrides: dict):
     """The same weights under a config with `overrides` (`nextclick serve --set`): for values that change
-    how a model computes rather than what it learned, such as DSAN's fast_entmax (30 bisection steps
-    instead of 50, within 1e-5 of the reference: tests/test_dsan.py). An override that the weights do not
+    how a model computes rather than what it learned, such as DSAN's fast_entmax (2-6 Newton steps for entmax's
+    threshold instead of 50 halvings, the same threshold: tests/test_dsan.py). An override that the weights do not
     fit (a vector width) is refused."""
     from nextclick.models.config import config_from_overrides
 
