@@ -97,9 +97,21 @@ def test_states_follow_one_standard_error():
     assert judge(56.60, None, 56.54, True) == "reproduced"
     assert judge(56.50, 0.05, 56.54, True) == "within noise"
     assert judge(56.40, 0.05, 56.54, True) == "short"
-    assert judge(56.50, None, 56.54, True) == "short"  # one seed: no spread to be within
+    assert judge(56.50, None, 56.54, True) == "short"  # no standard error known: no noise to be within
     assert judge(40.0, None, 56.54, False) == "other split"
     assert judge(None, None, 56.54, True) == "missing"
+
+
+def test_one_seed_below_the_paper_by_less_than_one_test_reading_s_standard_error_is_within_noise(toy_results):
+    from nextclick.reproduce.render import Results
+
+    pop = Results(toy_results).measure(row_runs(TOY["items"][0]["rows"][0], "retailrocket"))
+    hits = (pop.ranks[0] <= 20).astype(float)
+    expected = 100 * hits.std(ddof=1) / np.sqrt(CASES)  # binomial: about 2 points on 400 cases at HR .2
+    assert pop.standard_error("HR@20") == pytest.approx(expected)
+    ours = pop.mean("HR@20")
+    assert judge(ours, pop.standard_error("HR@20"), ours + 0.9 * expected, True) == "within noise"
+    assert judge(ours, pop.standard_error("HR@20"), ours + 1.1 * expected, True) == "short"
 
 
 def test_paired_test_is_scipys_ttest_rel():
