@@ -107,14 +107,18 @@ def measure_training_speed(
                 torch.cuda.synchronize(device)
             return len(batch)
 
-        seen, seconds = 0, 0.0
+        seen, seconds, cpu_seconds = 0, 0.0, 0.0
         for step in range(warmup + n):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             size = timed_step(step)
             if step >= warmup:
                 seconds += time.perf_counter() - start
+                cpu_seconds += time.process_time() - cpu_start
                 seen += size
+        # CPU time of the process (every thread) over the same steps: with one thread, a measure of the work
+        # that other processes on a shared machine inflate far less than the wall time
         return {"batches": n, "cases": seen, "seconds": round(seconds, 3), "cases_per_second": round(seen / seconds, 1),
+                "cpu_seconds": round(cpu_seconds, 3), "cases_per_cpu_second": round(seen / cpu_seconds, 1),
                 "operator_calls_per_step": operator_calls(lambda: timed_step(warmup))}
 
     torch.manual_seed(seed)
