@@ -265,7 +265,7 @@ def _sessions_of(log: ClickLog, recipe: Recipe, steps: _Steps) -> tuple[Sessions
     steps.rows.append(
         {
             "step": "read",
-            **_frame_counts(clicks),
+            **_frame_counts(clicks, log.report.get("sessions")),
             "click_order": list(order) or "file order",
             "session_time": "latest click" if latest else "time of the last row in file order",
         }
@@ -321,13 +321,13 @@ def group_spilled_sessions(
     sessions at a time (readers.session_slices), each slice sorted by (session, `order`, row) as
     group_into_sessions sorts the whole log, or, when the file already is in session order, read in file
     order a slice of rows at a time."""
-    if session_time == "last_row":  # the time of the session's last row: joined back by that row's number
-        last = clicks.group_by("session").agg(first_row=pl.col(ROW).min(), length=pl.len(), last_row=pl.col(ROW).max())
-        per_session = last.join(clicks.select(pl.col(ROW).alias("last_row"), "time"), on="last_row").drop("last_row")
-    else:
-        per_session = clicks.group_by("session").agg(first_row=pl.col(ROW).min(), length=pl.len(),
-                                                     time=pl.col("time").max())
-    per_session = per_session.sort("first_row").collect(engine="streaming")
+    # each session's first row, length and time, aggregated one slice of the sessions at a time (a slice
+    # keeps file order, so a session's last row in it is its last row in the file): 24 bytes a session
+    time_of_session = pl.col("time").last() if session_time == "last_row" else pl.col("time").max()
+    per_session = pl.concat([
+        part.group_by("session").agg(first_row=pl.col(ROW).min(), length=pl.len(), time=time_of_session)
+        for part in session_slices(clicks, ["session", ROW, "time"])
+    ]).sort("first_row")
     runs = int(clicks.select(pl.col(RUN_START).sum()).collect(engine="streaming").item())
     item_ids = np.sort(clicks.select(pl.col("item").unique()).collect(engine="streaming")["item"].to_numpy())
     total = int(per_session["length"].sum())
@@ -469,11 +469,12 @@ def _counts(sessions: Sessions) -> dict:
     }
 
 
-def _frame_counts(clicks: pl.DataFrame | pl.LazyFrame) -> dict:
-    if isinstance(clicks, pl.LazyFrame):  # spilled: one streaming pass
-        counts = clicks.select(sessions=pl.col("session").n_unique(), clicks=pl.len(),
-                               items=pl.col("item").n_unique()).collect(engine="streaming")
-        return {key: int(counts[key][0]) for key in ("sessions", "clicks", "items")}
+def _frame_counts(clicks: pl.DataFrame | pl.LazyFrame, sessions: int | None = None) -> dict:
+    if isinstance(clicks, pl.LazyFrame):  # spilled: the sessions the reader counted slice by slice, one pass
+        counts = clicks.select(clicks=pl.len(), items=pl.col("item").n_unique()).collect(engine="streaming")
+        if sessions is None:
+            sessions = sum(part["session"].n_unique() for part in session_slices(clicks, ["session"]))
+        return {"sessions": int(sessions), **{key: int(counts[key][0]) for key in ("clicks", "items")}}
     return {"sessions": clicks["session"].n_unique(), "clicks": clicks.height, "items": clicks["item"].n_unique()}
 
 
