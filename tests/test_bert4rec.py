@@ -144,3 +144,14 @@ def test_encoding_in_length_groups_gives_the_hidden_states_of_the_whole_batch():
         grouped, whole = model._encode_grouped(tokens), model._encode(tokens)[0]
     real = tokens != 0
     torch.testing.assert_close(grouped[real], whole[real], rtol=1e-5, atol=1e-5)
+
+
+def test_under_torchrun_each_process_masks_its_share_of_every_global_batch():
+    model = build("bert4rec", 20, TINY)
+    cases = cases_of([[1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11], [12, 13, 14, 15]])
+    shares = [next(iter(model.training_stream(cases, StreamOptions(batch_size=8, seed=1, rank=rank, world_size=2))
+                        .batches(0))) for rank in (0, 1)]
+    whole = model.training_stream(cases, StreamOptions(batch_size=8, seed=1)).order(0)[:8]  # the first global batch
+    assert [len(share) for share in shares] == [4, 4]
+    torch.testing.assert_close(torch.cat([shares[0].labels, shares[1].labels]),
+                               torch.from_numpy(np.concatenate([cases.labels[whole[0::2]], cases.labels[whole[1::2]]])))

@@ -145,10 +145,10 @@ class MaskedSequenceStream(PrefixStream):
         self.model = model
 
     def batches(self, epoch: int) -> Iterator[MaskedBatch]:
-        rng = np.random.default_rng([self.options.seed, epoch, 3])
-        order, size = self.order(epoch), self.options.batch_size
-        for start in range(0, len(order), size):
-            yield self.model.masked_batch(self.cases_, order[start:start + size], rng)
+        """Under torchrun each process masks its own share of every global batch (PrefixStream's)."""
+        rng = np.random.default_rng([self.options.seed, epoch, 3, self.options.rank])
+        for chosen in self._shares(self.order(epoch)):
+            yield self.model.masked_batch(self.cases_, chosen, rng)
 
 
 class TransformerBlock(nn.Module):
