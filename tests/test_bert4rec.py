@@ -154,4 +154,4 @@ def test_under_torchrun_each_process_masks_its_share_of_every_global_batch():
     whole = model.training_stream(cases, StreamOptions(batch_size=8, seed=1)).order(0)[:8]  # the first global batch
     assert [len(share) for share in shares] == [4, 4]
     torch.testing.assert_close(torch.cat([shares[0].labels, shares[1].labels]),
-                               torch.from_numpy(np.concatenate([cases.labels[whole[0::2]], cases.labels[whole[1::2]]])))
+                               torch.from_numpy(np.concatenate([cases.labels[whole[0::2]], cases.labels[whole[1::2]]])).long())
