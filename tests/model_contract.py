@@ -26,13 +26,13 @@ QUICK = {
     "gc-san": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
     "gru4rec": {"n_sample": 256},
     "danser": {"hidden_size": 32, "batch_size": 256, "lr": 5e-3},
-    "bert4rec": {"hidden_size": 32, "inner_size": 64, "dropout": 0.1, "attention_dropout": 0.0, "lr": 5e-3,
-                 "weight_decay": 0.0, "mask_last_ratio": 0.5},
+    "bert4rec": {"hidden_size": 32, "inner_size": 64, "dropout": 0.1, "attention_dropout": 0.0, "lr": 1e-2,
+                 "weight_std": 0.1, "weight_decay": 0.0, "mask_last_ratio": 0.5},
     "cosan": {"embedding_size": 32, "batch_size": 256, "lr": 2e-2, "sample_size": 20},
     "csrm": {"embedding_size": 32, "hidden_size": 32, "batch_size": 256, "lr": 1e-2, "memory_slots": 2000,
              "neighbours": 256},
 }
-QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40, "bert4rec": 60, "cosan": 40, "csrm": 15}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40, "bert4rec": 30, "cosan": 40, "csrm": 15}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)
