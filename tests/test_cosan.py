@@ -64,8 +64,8 @@ def test_the_index_holds_the_training_sessions_only_and_a_batch_reads_each_click
     train = Sessions.from_lists(TRAIN)
     model = build("cosan", 11, TINY)
     model.prepare(train)
-    assert model.config.index_sessions == len(TRAIN) and model.session_table.num_embeddings == len(TRAIN) + 1
-    assert int(model.index_sizes.sum()) == model.config.index_entries == sum(len(set(s)) for s in TRAIN)
+    assert model.session_table.num_embeddings == len(TRAIN) + 1 and len(model.index_session_sizes) == len(TRAIN)
+    assert int(model.index_session_sizes.sum()) == len(model.index_item_sessions) == sum(len(set(s)) for s in TRAIN)
     cases = Cases.every_prefix(train, 1)
     batch = model.collate(cases, np.arange(len(cases)))
     assert isinstance(batch, NeighbourBatch)
@@ -80,7 +80,7 @@ def test_the_index_holds_the_training_sessions_only_and_a_batch_reads_each_click
     # in none: the index never grew
     test = make_batch(Cases.whole_sessions(Sessions.from_lists([[2, 3, 4, 1]])))
     _, found, _ = model._neighbours(test)
-    assert int(found.max()) <= len(TRAIN) and model.config.index_sessions == len(TRAIN)
+    assert int(found.max()) <= len(TRAIN) and len(model.index_session_sizes) == len(TRAIN)
 
 
 def test_the_collaborative_item_adds_alpha_times_the_weighted_neighbour_sessions():
@@ -130,3 +130,19 @@ def test_the_search_in_small_steps_finds_the_same_neighbours(monkeypatch):
     monkeypatch.setattr(cosan, "PAIRS_PER_STEP", 4)
     for expected, found in zip(whole, session_neighbours(items, index, 3, own=np.arange(5))):
         np.testing.assert_array_equal(found, expected)
+
+
+def test_a_checkpoint_of_a_trained_cosan_loads_with_its_index(tmp_path):
+    """The session table and the index are sized by the training sessions: the checkpoint's config alone
+    does not give their shapes, and loading takes them from the file."""
+    from nextclick import checkpoint
+    from nextclick.data.sessions import Protocol, Vocab
+
+    torch.manual_seed(0)
+    model = build("cosan", 11, TINY)
+    model.prepare(Sessions.from_lists(TRAIN))
+    path = checkpoint.save(tmp_path / "cosan", model, Vocab.identity(11), Protocol("test", 1), "test")
+    loaded, _, _ = checkpoint.load(path)
+    batch = batch_from_prefixes([np.array([2, 3, 1]), np.array([9])])
+    assert torch.equal(loaded.score(batch), model.score(batch))
+    assert loaded.session_table.num_embeddings == len(TRAIN) + 1

@@ -113,7 +113,8 @@ def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None)
     _expect_shapes(vocab_path, {"ids": (n_items + 1,)}, f"n_items {n_items} in {config_path}")
     weights_path = Path(weights) if weights is not None else directory / "model.safetensors"
     if cls.neural:
-        _expect_shapes(weights_path, _parameter_shapes(cls, n_items, config), f"{meta['model']} as {config_path} describes it")
+        _expect_shapes(weights_path, _parameter_shapes(cls, n_items, config), f"{meta['model']} as {config_path} describes it",
+                       getattr(cls, "rows_from_data", ()))
     else:
         _header_shapes(weights_path)  # a readable header; statistical state is as large as the file itself
     model = cls(n_items, config)
@@ -186,8 +187,10 @@ def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise CheckpointError(f"cannot read {path}: {_first_line(error)}") from None
 
 
-def _expect_shapes(path: Path, expected: dict[str, tuple[int, ...]], source: str) -> None:
-    """CheckpointError unless the header of `path` holds exactly `expected`'s tensors with their shapes."""
+def _expect_shapes(path: Path, expected: dict[str, tuple[int, ...]], source: str, rows_from_data: tuple[str, ...] = ()) -> None:
+    """CheckpointError unless the header of `path` holds exactly `expected`'s tensors with their shapes;
+    tensors named in `rows_from_data` (tables a model sizes from its training data in `prepare`, such as
+    CoSAN's session table) may have any number of rows."""
     found = _header_shapes(path)
     missing = sorted(set(expected) - set(found))
     if missing:
@@ -196,6 +199,8 @@ def _expect_shapes(path: Path, expected: dict[str, tuple[int, ...]], source: str
     if unexpected:
         raise CheckpointError(f"{path} holds {unexpected[0]!r}, which {source} does not have")
     for name, shape in expected.items():
+        if name in rows_from_data and len(found[name]) == len(shape) and found[name][1:] == shape[1:]:
+            continue
         if found[name] != shape:
             raise CheckpointError(f"{path}: {name!r} has shape {list(found[name])}, but {source} needs {list(shape)}")
 

@@ -120,8 +120,6 @@ LIMITS: dict[str, Limit] = {
     "mask_probability": Limit(0.0, 1.0),  # share of a sequence's tokens masked in a Cloze sample
     "mask_last_ratio": Limit(0.0, 1.0),  # share of samples that mask only the last token
     "neighbour_weight": Limit(0.0, 100.0),  # CoSAN's alpha on the neighbour sessions
-    "index_sessions": _count(0, 10_000_000),  # CoSAN: rows of its session table (set by prepare)
-    "index_entries": _count(0, 1_000_000_000),  # CoSAN: (session, item) pairs of its index (set by prepare)
 }
 # where one model gives a name a wider meaning
 CLASS_LIMITS: dict[str, dict[str, Limit]] = {

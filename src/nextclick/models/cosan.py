@@ -19,8 +19,9 @@ validation or test sessions: for each item, the training sessions containing it,
 click its k neighbours (precomputed once; a training case reads those of its clicks). A training
 click never retrieves its own session, which holds the case's label (DSAN's dataloader lets it: target
 leakage in training). Validation and test prefixes compute their neighbours from the index when scored.
-The index and the session table are tensors of the checkpoint; their sizes (`index_sessions`,
-`index_entries`) are config values that `prepare` sets, so a checkpoint is rebuilt from its config.
+The index and the session table are tensors of the checkpoint, sized by the training data
+(`rows_from_data`: checkpoint.load accepts any number of rows for them, and `load_state_tensors` resizes
+the model to what it reads).
 
 Defaults are DSAN's settings for Retailrocket (train.py and its comments): d = 100, k = 10, alpha = 0.5,
 dropout 0.3, the last 50 clicks, Adam (amsgrad) lr 1e-3, weight decay 1e-4, batch 128, 30 epochs;
@@ -45,7 +46,6 @@ The repeat/explore decoder (`repeat`) reads s and the item table, as for the oth
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -77,8 +77,6 @@ class CoSANConfig:
     shuffle: bool = True
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    index_sessions: int = 0  # set by `prepare`: training sessions in the index (rows of the session table)
-    index_entries: int = 0  # set by `prepare`: distinct (session, item) pairs in the index
 
 
 PRESETS: dict[str, dict] = {
@@ -253,17 +251,19 @@ class CoSAN(ItemEmbeddingModel):
     Config = CoSANConfig
     presets = PRESETS
     citation = "Luo et al., Collaborative Self-Attention Network for Session-based Recommendation, IJCAI 2020"
+    # tensors sized by the training sessions, not by the catalogue (checkpoint.load checks their other dimensions)
+    rows_from_data = ("session_table.weight", "index_item_sessions", "index_session_sizes")
 
     def __init__(self, n_items: int, config: CoSANConfig | None = None):
         super().__init__(n_items, config)
         c = self.config
         self.embedding = nn.Embedding(n_items + 1, c.embedding_size, padding_idx=0)
-        self.session_table = nn.Embedding(c.index_sessions + 1, c.embedding_size, padding_idx=0)  # S, row 0 none
+        self.session_table = nn.Embedding(1, c.embedding_size, padding_idx=0)  # S: row 0 = none; `prepare` sizes it
         self.blocks = nn.ModuleList(CollaborativeBlock(c.embedding_size, c.dropout) for _ in range(c.blocks))
-        # the index as tensors (checkpoints): sessions of each item, and each session's distinct items
-        self.register_buffer("index_offsets", torch.zeros(n_items + 2, dtype=torch.int64))
-        self.register_buffer("index_sessions", torch.zeros(c.index_entries, dtype=torch.int64))
-        self.register_buffer("index_sizes", torch.zeros(c.index_sessions, dtype=torch.int64))
+        # the index as tensors (checkpoints): the sessions of each item, each session's number of distinct items
+        self.register_buffer("index_item_offsets", torch.zeros(n_items + 2, dtype=torch.int64))
+        self.register_buffer("index_item_sessions", torch.zeros(0, dtype=torch.int64))
+        self.register_buffer("index_session_sizes", torch.zeros(0, dtype=torch.int64))
         self.repeat_decoder = repeat_decoder(c, c.embedding_size, c.embedding_size)  # after the model's own init
         self._index: SessionIndex | None = None
         self._training_neighbours: tuple[Sessions, np.ndarray, np.ndarray] | None = None
@@ -274,24 +274,37 @@ class CoSAN(ItemEmbeddingModel):
         neighbours (its own session excluded)."""
         c = self.config
         index = SessionIndex.build(train, self.n_items)
-        self.config = dataclasses.replace(c, index_sessions=len(train), index_entries=len(index.sessions))
+        self._resize(len(train), len(index.sessions))
         device = self.embedding.weight.device
-        self.session_table = nn.Embedding(len(train) + 1, c.embedding_size, padding_idx=0).to(device)
-        self.index_offsets = torch.from_numpy(index.offsets).to(device)
-        self.index_sessions = torch.from_numpy(index.sessions).to(device)
-        self.index_sizes = torch.from_numpy(index.sizes).to(device)
+        self.index_item_offsets = torch.from_numpy(index.offsets).to(device)
+        self.index_item_sessions = torch.from_numpy(index.sessions).to(device)
+        self.index_session_sizes = torch.from_numpy(index.sizes).to(device)
         self._index = index
         neighbours, similarities = training_neighbours(train, index, c.neighbours, c.sample_size)
         self._training_neighbours = (train, neighbours, similarities)
 
+    def _resize(self, sessions: int, entries: int) -> None:
+        """A session table of `sessions` + 1 rows (fresh) and index buffers of that many sessions and entries."""
+        device = self.embedding.weight.device
+        self.session_table = nn.Embedding(sessions + 1, self.config.embedding_size, padding_idx=0).to(device)
+        self.index_item_sessions = torch.zeros(entries, dtype=torch.int64, device=device)
+        self.index_session_sizes = torch.zeros(sessions, dtype=torch.int64, device=device)
+
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Sized first to the tables read (a checkpoint's training sessions), then loaded."""
+        sessions = tensors["index_session_sizes"].shape[0] if "index_session_sizes" in tensors else 0
+        entries = tensors["index_item_sessions"].shape[0] if "index_item_sessions" in tensors else 0
+        if "session_table.weight" in tensors and tensors["session_table.weight"].shape[0] != sessions + 1:
+            raise ValueError(f"the session table has {tensors['session_table.weight'].shape[0]} rows; "
+                             f"the index's {sessions} sessions need {sessions + 1}")
+        self._resize(sessions, entries)
         super().load_state_tensors(tensors)
         self._index, self._training_neighbours = None, None
 
     def _session_index(self) -> SessionIndex:
         if self._index is None:
-            self._index = SessionIndex(self.index_offsets.cpu().numpy(), self.index_sessions.cpu().numpy(),
-                                       self.index_sizes.cpu().numpy())
+            self._index = SessionIndex(self.index_item_offsets.cpu().numpy(), self.index_item_sessions.cpu().numpy(),
+                                       self.index_session_sizes.cpu().numpy())
         return self._index
 
     def collate(self, cases: Cases, indices: np.ndarray) -> Batch:
