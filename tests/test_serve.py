@@ -349,6 +349,9 @@ def test_a_serving_override_keeps_the_weights_and_is_recorded_and_one_they_do_no
         body = {"items": [1003, 1001, 1007], "k": 10}
         assert fast.get("/v1/model").json()["serving_overrides"] == {"fast_entmax": "true"}
         assert ids(fast.post("/v1/recommend", json=body).json()) == ids(reference.post("/v1/recommend", json=body).json())
+    # DSAN's serving default is the Newton entmax; --set fast_entmax=false gives the reference bisection
+    assert load_run(dsan_run).model.config.fast_entmax is True
+    assert load_run(dsan_run, overrides={"fast_entmax": "false"}).model.config.fast_entmax is False
     with pytest.raises(ValueError, match="weights do not fit"):
         load_run(dsan_run, overrides={"embedding_dim": "16"})
 

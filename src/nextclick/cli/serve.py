@@ -235,8 +235,10 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int_in(1, 4096), default=limits.max_batch,
                    help=f"queued requests scored in one model call ({limits.max_batch})")
     p.add_argument("--set", "-s", action="append", metavar="KEY=VALUE",
-                   help="serve under a changed config value that the weights still fit, such as DSAN's "
-                        "fast_entmax=true (entmax's threshold by Newton, 2-6 steps); /v1/model and serve-bench record it")
+                   help="serve under a changed config value that the weights still fit; a model's serving "
+                        "defaults (DSAN: fast_entmax=true, entmax's threshold by Newton, the same scores) apply "
+                        "unless set here (fast_entmax=false: the reference bisection); /v1/model and "
+                        "serve-bench record them")
     p.add_argument("--session-ttl", type=positive_number, default=store.ttl_seconds,
                    help=f"seconds a session lives after its last click ({store.ttl_seconds:g})")
     p.add_argument("--max-sessions", type=int_in(1, 100_000_000), default=store.max_sessions,

@@ -71,6 +71,10 @@ class Recommender:
     # statistical models that learn in epochs (config `epochs`, `patience`): the bench selects the
     # number of epochs on validation through `fit(..., epoch_end=...)`
     trains_in_epochs: ClassVar[bool] = False
+    # config values `nextclick serve` uses unless its --set says otherwise: ones that change how the model
+    # computes, never what it scores (each is tested to give the reference path's scores), e.g. DSAN's
+    # entmax by Newton instead of 50 halvings
+    serving_config: ClassVar[dict[str, Any]] = {}
 
     n_items: int
     config: Any

@@ -94,6 +94,9 @@ class DSAN(NeuralModel):
     Config = DSANConfig
     neural = True
     citation = "Yuan et al., Dual Sparse Attention Network for Session-based Recommendation, AAAI 2021"
+    # the same threshold in 2-6 Newton steps: a lone query's entmax cost falls from ~60% of its model call
+    # to ~20% (docs/serving.md); tests/test_dsan.py checks the scores against the reference path
+    serving_config = {"fast_entmax": True}
 
     @property
     def max_length(self) -> int:

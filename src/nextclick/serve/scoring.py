@@ -73,11 +73,12 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
              index_cache: str | Path | None = None) -> ServedRun:
     """A checkpoint directory made ready to serve. `index`: exact, or hnsw for inner-product models (kept
     in `index_cache` between starts when given); `overrides`: config values changed for serving (see
-    `with_config`)."""
+    `with_config`), on top of the model's own `serving_config` (the same scores, computed faster)."""
     from nextclick import checkpoint
 
     torch.set_num_threads(threads)
     model, vocab, meta = checkpoint.load(path)
+    overrides = {**type(model).serving_config, **(overrides or {})}
     if overrides:
         model = with_config(model, overrides)
         meta = {**meta, "serving_overrides": dict(overrides)}
