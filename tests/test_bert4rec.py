@@ -161,3 +161,15 @@ def test_under_torchrun_each_process_masks_its_share_of_every_global_batch():
     assert [len(share) for share in shares] == [4, 4]
     torch.testing.assert_close(torch.cat([shares[0].labels, shares[1].labels]),
                                torch.from_numpy(np.concatenate([cases.labels[whole[0::2]], cases.labels[whole[1::2]]])).long())
+
+
+@pytest.mark.parametrize("overrides", [{}, {"mask_diagonal": True, "layers": 3}])
+def test_the_last_block_computing_only_the_appended_masks_row_gives_the_full_computations_state(overrides):
+    torch.manual_seed(0)
+    model = build("bert4rec", 30, {**TINY, **overrides}).eval()
+    prefixes = [np.arange(1, n + 1) % 30 + 1 for n in (1, 2, 3, 5, 7, 12, 20, 30)]
+    tokens = model._prefix_tokens(batch_from_prefixes(prefixes))
+    with torch.no_grad():
+        full = model._encode(tokens)[0][:, -1]
+        torch.testing.assert_close(model._encode(tokens, last_only=True)[0][:, -1], full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model._encode_grouped(tokens, last_only=True), full, rtol=1e-5, atol=1e-5)

@@ -165,12 +165,15 @@ class TransformerBlock(nn.Module):
         self.feed_forward_norm = nn.LayerNorm(size, eps=1e-12)
         self.dropout, self.attention_dropout = nn.Dropout(dropout), attention_dropout
 
-    def forward(self, states: torch.Tensor, allowed: torch.Tensor, keep_weights: bool = False):
+    def forward(self, states: torch.Tensor, allowed: torch.Tensor, keep_weights: bool = False, last_only: bool = False):
         """states (B, T, d), allowed (B, 1, T or 1, T) which keys each query may read -> (B, T, d) [and the
-        attention (B, heads, T, T)]."""
+        attention (B, heads, T, T)]. With `last_only`, only the last token's row is computed, (B, 1, d):
+        all a last block has to give when only the appended [mask] is read (every key and value is read)."""
         batch, width, size = states.shape
         query, key, value = (x.view(batch, width, self.heads, -1).transpose(1, 2)
                              for x in self.project(states).chunk(3, dim=-1))  # (B, h, T, d / h) each
+        if last_only:
+            query, allowed, states, width = query[:, :, -1:], allowed[:, :, -1:], states[:, -1:], 1
         weights = None
         if keep_weights:
             scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
@@ -234,9 +237,10 @@ class BERT4Rec(NeuralModel):
                            mask_columns=as_tensor(columns.astype(np.int64)), targets=as_tensor(targets))
 
     # -- the network --
-    def _encode(self, tokens: torch.Tensor, keep_weights: bool = False):
+    def _encode(self, tokens: torch.Tensor, keep_weights: bool = False, last_only: bool = False):
         """tokens (B, T) right-aligned, 0 = padding -> hidden states (B, T, d) [and the last block's
-        attention (B, heads, T, T)]."""
+        attention (B, heads, T, T)]; with `last_only`, the last block computes the last token's row
+        only: (B, 1, d)."""
         width = tokens.shape[1]
         positions = torch.arange(width - 1, -1, -1, device=tokens.device)  # the last token is position 0
         states = self.input_dropout(self.input_norm(self.embedding(tokens) + self.positions(positions)))
@@ -245,29 +249,35 @@ class BERT4Rec(NeuralModel):
         if self.config.mask_diagonal:
             allowed = allowed & ~torch.eye(width, dtype=torch.bool, device=tokens.device)
         weights = None
-        for block in self.blocks:
+        for position, block in enumerate(self.blocks):
             if keep_weights:
                 states, weights = block(states, allowed, keep_weights=True)
             else:
-                states = block(states, allowed)
-        return states, weights
+                states = block(states, allowed, last_only=last_only and position == len(self.blocks) - 1)
+        return (states[:, -1:] if last_only else states), weights
 
-    def _encode_grouped(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The hidden states of `_encode` (B, T, d), computed on the CPU per group of rows of similar
-        length (layers.length_groups), each at its own width: a random batch is as wide as its longest
-        sequence (50 tokens on Retailrocket) while the mean is about 9, and the positions count from the
-        end, so cutting a group's left padding changes nothing but the work."""
+    def _encode_grouped(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """The hidden states of `_encode` (B, T, d), or with `last_only` the last token's (B, d), computed
+        on the CPU per group of rows of similar length (layers.length_groups), each at its own width: a
+        random batch is as wide as its longest sequence (50 tokens on Retailrocket) while the mean is about
+        9, and the positions count from the end, so cutting a group's left padding changes nothing but the
+        work."""
         counts = (tokens != 0).sum(1)
         groups = length_groups(counts) if tokens.device.type == "cpu" else []
         if len(groups) <= 1:
-            return self._encode(tokens)[0]
+            states = self._encode(tokens, last_only=last_only)[0]
+            return states[:, -1] if last_only else states
         width = tokens.shape[1]
-        hidden = self.embedding.weight.new_zeros((*tokens.shape, self.config.hidden_size))
+        shape = (len(tokens), self.config.hidden_size) if last_only else (*tokens.shape, self.config.hidden_size)
+        hidden = self.embedding.weight.new_zeros(shape)
         for rows in groups:
             kept = int(counts[rows].max())
-            columns = torch.arange(width - kept, width, device=tokens.device)
-            states, _ = self._encode(tokens[rows][:, width - kept:])
-            hidden = hidden.index_put((rows[:, None], columns[None, :]), states)
+            states, _ = self._encode(tokens[rows][:, width - kept:], last_only=last_only)
+            if last_only:
+                hidden = hidden.index_put((rows,), states[:, -1])
+            else:
+                columns = torch.arange(width - kept, width, device=tokens.device)
+                hidden = hidden.index_put((rows[:, None], columns[None, :]), states)
         return hidden
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -289,11 +299,15 @@ class BERT4Rec(NeuralModel):
         the scores of the appended [mask] (B, N + 1), and with labels the next-click cross-entropy
         (computed blockwise without the scores when gradients are on)."""
         if isinstance(batch, MaskedBatch):
-            hidden = self._encode_grouped(batch.items)
-            queries = self._head(hidden[batch.mask_rows, batch.mask_columns])  # (M, d + 1)
+            width = batch.items.shape[1]
+            if len(batch.mask_rows) == len(batch) and bool((batch.mask_columns == width - 1).all()):
+                # mask-last samples only (the `dsan` preset): the next-click rows, as in scoring
+                hidden = self._encode_grouped(batch.items, last_only=True)[batch.mask_rows]
+            else:
+                hidden = self._encode_grouped(batch.items)[batch.mask_rows, batch.mask_columns]
+            queries = self._head(hidden)  # (M, d + 1)
             return None, inner_product_cross_entropy(queries, self._item_table(), batch.targets)
-        hidden = self._encode_grouped(self._prefix_tokens(batch))
-        queries = self._head(hidden[:, -1])  # (B, d + 1)
+        queries = self._head(self._encode_grouped(self._prefix_tokens(batch), last_only=True))  # (B, d + 1)
         table = self._item_table()
         if labels is not None and torch.is_grad_enabled():
             return None, inner_product_cross_entropy(queries, table, labels)
@@ -304,7 +318,7 @@ class BERT4Rec(NeuralModel):
     def query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():
             batch = batch.to(self.device)
-            return self._head(self._encode_grouped(self._prefix_tokens(batch))[:, -1])
+            return self._head(self._encode_grouped(self._prefix_tokens(batch), last_only=True))
 
     def item_vectors(self) -> torch.Tensor:
         return self._item_table().detach().clone()
