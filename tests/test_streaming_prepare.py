@@ -31,13 +31,13 @@ def small_slices(monkeypatch):
     monkeypatch.setattr(readers, "SLICE_ROWS", 1_000)  # the samples' sessions in 2 to 13 slices
 
 
-@pytest.mark.parametrize("recipe", ["srgnn", "dsan", "narm"])
+@pytest.mark.parametrize("recipe", ["srgnn", "narm"])  # clicks sorted by timeframe; clicks in file order
 def test_diginetica_sample_streams_to_the_same_split(diginetica_path, tmp_path, small_slices, recipe):
     stats = same_output(tmp_path, diginetica_path, recipe)
-    assert stats["reader"]["clicks_out_of_time_order"] > 0  # the recipes' sorting is exercised
+    assert stats["reader"]["clicks_out_of_time_order"] > 0  # srgnn's sorting is exercised
 
 
-@pytest.mark.parametrize("recipe, fraction", [("srgnn", None), ("srgnn", "1/4"), ("narm", None), ("dsan", None)])
+@pytest.mark.parametrize("recipe, fraction", [("srgnn", "1/4"), ("dsan", None)])
 def test_yoochoose_sample_streams_to_the_same_split(yoochoose_path, tmp_path, small_slices, recipe, fraction):
     same_output(tmp_path, yoochoose_path, recipe, fraction=fraction)
 
