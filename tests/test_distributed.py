@@ -66,7 +66,7 @@ def weights(run: Path) -> dict:
     return {k: v for k, v in load_file(run / "training" / state["tensors"]).items() if not k.startswith("rng.")}
 
 
-@pytest.mark.services  # three torchruns (seven processes importing torch): 79 s on two cores beside other work (load 6)
+@pytest.mark.services  # three torchruns (seven processes importing torch): 42-79 s on this two-core machine beside other work
 def test_two_processes_train_like_one_and_resume_exactly(tmp_path, capsys):
     straight, interrupted, alone = tmp_path / "two", tmp_path / "two-resumed", tmp_path / "one"
     torchrun(*ARGS, "--epochs", "2", "-o", str(straight))
