@@ -7,6 +7,8 @@ Figures 4 and 5 are plots whose values are not in our references (../shared/docs
 (its run id, nextclick.runs.identity); seed 1 is the default seed.
 """
 
+from nextclick.reproduce.manifests.baselines import gru4rec_row
+
 # The reproduction docs/dsan.md cites: the official code's validation carve (a random 10% of training
 # cases), the epoch chosen there, then a refit on all training cases for that many epochs.
 FAITHFUL = {"epochs": 30, "refit": True, "validation": "random-cases"}
@@ -30,13 +32,7 @@ PAPER = {
                 {"label": "FPMC", "model": "fpmc"},
                 {"label": "SKNN", "model": "sknn", "settings": {"tune": True}},
                 {"label": "STAN", "model": "stan", "settings": {"tune": True}},
-                {"label": "GRU4Rec", "model": "gru4rec", "by_dataset": {
-                    "retailrocket": {"preset": "retailrocket", "settings": {
-                        "loss": "bpr-max", "hidden_size": 224, "dropout_embedding": 0.5, "dropout_hidden": 0.05,
-                        "sample_alpha": 0.4, "bpreg": 1.95, "momentum": 0.4, "batch_size": 80}},
-                    "diginetica": {"preset": "diginetica", "settings": {
-                        "loss": "bpr-max", "hidden_size": 512, "dropout_embedding": 0.5, "dropout_hidden": 0.3,
-                        "sample_alpha": 0.3, "bpreg": 0.9, "elu_param": 1, "momentum": 0.15, "batch_size": 128}}}},
+                gru4rec_row("GRU4Rec", ("retailrocket", "diginetica")),
                 {"label": "STAMP", "model": "stamp",
                  "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}},
                 {"label": "SR-GNN", "model": "sr-gnn"},

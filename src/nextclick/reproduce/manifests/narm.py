@@ -7,6 +7,8 @@ lists it. NARM's tables are numbered as in the paper: Table 2 the decoders, Tabl
 4 the encoders, Table 5 by session length. Settings are the non-default ones a run asks for (its run id).
 """
 
+from nextclick.reproduce.manifests.baselines import classical_rows
+
 SEEDS = [1, 2, 3]
 # NARM's own protocol on diginetica (docs/narm.md): validation on a random 10% of training cases and the
 # first 19 clicks of a longer prefix, as the official code; yoochoose1_64 with our default protocol.
@@ -25,18 +27,7 @@ PAPER = {
                     "28.76; SR-GNN and SR-IEM list 28.63). diginetica: the rows measured on the time-sorted split "
                     "(SR-GNN's and SR-IEM's re-runs); NARM's own Diginetica column is on unsorted clicks.",
             "rows": [
-                {"label": "POP", "model": "pop"},
-                {"label": "S-POP", "model": "s-pop"},
-                {"label": "Item-KNN", "model": "item-knn", "settings": {"tune": True}},
-                {"label": "BPR-MF", "model": "bpr-mf"},
-                {"label": "FPMC", "model": "fpmc"},
-                {"label": "GRU-Rec", "model": "gru4rec", "by_dataset": {
-                    "diginetica": {"preset": "diginetica", "settings": {
-                        "loss": "bpr-max", "hidden_size": 512, "dropout_embedding": 0.5, "dropout_hidden": 0.3,
-                        "sample_alpha": 0.3, "bpreg": 0.9, "elu_param": 1, "momentum": 0.15, "batch_size": 128}},
-                    "yoochoose1_64": {"preset": "yoochoose", "settings": {
-                        "hidden_size": 480, "dropout_hidden": 0.2, "sample_alpha": 0.2, "logq": 1, "bpreg": 0,
-                        "elu_param": 0, "lr": 0.07, "batch_size": 48}}}},
+                *classical_rows("GRU-Rec"),
                 {"label": "Improved GRU-Rec", "model": None, "published": "improved gru-rec"},
                 {**NARM, "published": {"yoochoose1_64": "narm (NARM Table 3)"}},
             ],

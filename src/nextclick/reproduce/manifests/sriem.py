@@ -6,6 +6,8 @@ yoochoose1_64). Table 3's training times are described by their ratios (SR-GNN a
 values are not in our references. Settings are the non-default ones a run asks for (its run id).
 """
 
+from nextclick.reproduce.manifests.baselines import classical_rows
+
 # The official code's form (docs/sriem.md), selected on the last 10% of training sessions and refitted on
 # all of them: batch 256 on diginetica (the code's default), 128 on yoochoose1_64 (the batch its
 # validation-selected grid search chose; results/manifest.json).
@@ -28,18 +30,7 @@ PAPER = {
                     "BPR-MF's diginetica rows from SR-GNN Table 2, yoochoose1_64's from NARM Table 3). The paper "
                     "reports each metric's best epoch on test; ours are selected on validation and tested once.",
             "rows": [
-                {"label": "POP", "model": "pop"},
-                {"label": "S-POP", "model": "s-pop"},
-                {"label": "Item-KNN", "model": "item-knn", "settings": {"tune": True}},
-                {"label": "BPR-MF", "model": "bpr-mf"},
-                {"label": "FPMC", "model": "fpmc"},
-                {"label": "GRU4Rec", "model": "gru4rec", "by_dataset": {
-                    "diginetica": {"preset": "diginetica", "settings": {
-                        "loss": "bpr-max", "hidden_size": 512, "dropout_embedding": 0.5, "dropout_hidden": 0.3,
-                        "sample_alpha": 0.3, "bpreg": 0.9, "elu_param": 1, "momentum": 0.15, "batch_size": 128}},
-                    "yoochoose1_64": {"preset": "yoochoose", "settings": {
-                        "hidden_size": 480, "dropout_hidden": 0.2, "sample_alpha": 0.2, "logq": 1, "bpreg": 0,
-                        "elu_param": 0, "lr": 0.07, "batch_size": 48}}}},
+                *classical_rows("GRU4Rec"),
                 {"label": "NARM", "model": "narm", "by_dataset": {
                     "diginetica": {"settings": {"truncate": "first", "validation": "random-cases"}}}},
                 {"label": "STAMP", "model": "stamp",
