@@ -51,9 +51,10 @@ def test_importing_nextclick_loads_no_heavy_library():
 
 def test_building_the_command_line_parser_and_naming_models_loads_no_torch():
     code = ("import sys; from nextclick.cli import build_parser; from nextclick.models import REGISTRY; "
-            "build_parser(); assert 'dsan' in REGISTRY and len(REGISTRY) > 10; print('torch' in sys.modules)")
+            "build_parser(); assert 'dsan' in REGISTRY and len(REGISTRY) > 10; "
+            "print('torch' in sys.modules, 'polars' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False"]
+    assert out.split() == ["False", "False"]
     assert REGISTRY["pop"].__name__ == "Pop"  # a class is imported when it is asked for
 
 

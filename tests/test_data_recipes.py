@@ -24,7 +24,8 @@ from hypothesis import event, given, settings, strategies
 
 from nextclick.data.benchmarks import DataError, data_dir, load_split
 from nextclick.data.readers import GenericColumns, read_log
-from nextclick.data.recipes import prepare
+from nextclick.data.formats import RECIPE_NAMES
+from nextclick.data.recipes import RECIPES, prepare
 
 DAY = 86_400
 
@@ -122,6 +123,10 @@ def assert_same(split, stats, expected, *, whole_train=True):
     assert stats["result"]["train_cases"] == len(expected["train_cases"])
     assert stats["result"]["test_cases"] == len(expected["test_cases"])
     assert stats["result"]["items"] == len(expected["numbering"])
+
+
+def test_the_command_line_offers_every_recipe_and_only_those():
+    assert sorted(RECIPE_NAMES) == sorted(RECIPES)
 
 
 # ---------------------------------------------------------------------------------------------------

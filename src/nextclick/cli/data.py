@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nextclick.data.readers import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS
-from nextclick.data.recipes import RECIPES
+from nextclick.data.formats import LOG_FORMATS, MAX_BAD_FRACTION, RECIPE_NAMES, SESSION_GAP_SECONDS
 from nextclick.cli.common import fraction_text, int_in, positive_number, share
 
 PREPARE_HELP = """\
@@ -59,7 +58,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
         description=PREPARE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", choices=sorted(RECIPES), help="whose preprocessing to reproduce")
+    p.add_argument("recipe", choices=RECIPE_NAMES, help="whose preprocessing to reproduce")
     p.add_argument("--input", "-i", required=True, metavar="FILE", help="the raw click log")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="split directory to write")
     p.add_argument(

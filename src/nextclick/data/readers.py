@@ -54,15 +54,7 @@ from pathlib import Path
 import polars as pl
 
 from nextclick.data.benchmarks import DataError
-
-LOG_FORMATS = ("diginetica", "yoochoose", "retailrocket", "csv", "parquet")
-
-# The real logs have no malformed rows; losing more than this share means the wrong format or a
-# damaged file, which must stop the run rather than quietly shrink the data.
-MAX_BAD_FRACTION = 0.01
-
-# 30 minutes of inactivity ends a session (session-rec preprocess_rr, used by DSAN; GRU4Rec's RSC15).
-SESSION_GAP_SECONDS = 30 * 60
+from nextclick.data.formats import LOG_FORMATS, MAX_BAD_FRACTION, SESSION_GAP_SECONDS  # noqa: F401 (re-exported)
 
 RETAILROCKET_EVENTS = ("view", "addtocart", "transaction")
 
