@@ -1,6 +1,13 @@
 """Rows several papers' tables share: the classical baselines of the SR-GNN-split tables (SR-IEM's and
-NARM's) and GRU4Rec run with its authors' settings per dataset (`--preset`; the settings are listed
-because a run's id names them)."""
+NARM's), GRU4Rec run with its authors' settings per dataset (`--preset`; the settings are listed
+because a run's id names them), NARM under its own protocol and STAMP with its diginetica setting."""
+
+# NARM's own protocol on diginetica (docs/narm.md): validation on a random 10% of training cases and the
+# first 19 clicks of a longer prefix, as the official code; yoochoose1_64 with our default protocol.
+NARM_ROW = {"label": "NARM", "model": "narm", "by_dataset": {
+    "diginetica": {"settings": {"truncate": "first", "validation": "random-cases"}}}}
+# STAMP on diginetica clips its gradients at 110, as its official Diginetica config (nn_param.conf; docs/baselines.md)
+STAMP_ROW = {"label": "STAMP", "model": "stamp", "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}}
 
 GRU4REC_BY_DATASET = {
     "retailrocket": {"preset": "retailrocket", "settings": {

@@ -7,7 +7,7 @@ Figures 4 and 5 are plots whose values are not in our references (../shared/docs
 (its run id, nextclick.runs.identity); seed 1 is the default seed.
 """
 
-from nextclick.reproduce.manifests.baselines import gru4rec_row
+from nextclick.reproduce.manifests.baselines import STAMP_ROW, gru4rec_row
 
 # The reproduction docs/dsan.md cites: the official code's validation carve (a random 10% of training
 # cases), the epoch chosen there, then a refit on all training cases for that many epochs.
@@ -33,8 +33,7 @@ PAPER = {
                 {"label": "SKNN", "model": "sknn", "settings": {"tune": True}},
                 {"label": "STAN", "model": "stan", "settings": {"tune": True}},
                 gru4rec_row("GRU4Rec", ("retailrocket", "diginetica")),
-                {"label": "STAMP", "model": "stamp",
-                 "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}},
+                STAMP_ROW,
                 {"label": "SR-GNN", "model": "sr-gnn"},
                 {"label": "GC-SAN", "model": "gc-san"},
                 # BERT4Rec and CoSAN as DSAN's authors re-implemented them (their presets)

@@ -7,13 +7,10 @@ lists it. NARM's tables are numbered as in the paper: Table 2 the decoders, Tabl
 4 the encoders, Table 5 by session length. Settings are the non-default ones a run asks for (its run id).
 """
 
-from nextclick.reproduce.manifests.baselines import classical_rows
+from nextclick.reproduce.manifests.baselines import NARM_ROW, classical_rows, gru4rec_row
 
 SEEDS = [1, 2, 3]
-# NARM's own protocol on diginetica (docs/narm.md): validation on a random 10% of training cases and the
-# first 19 clicks of a longer prefix, as the official code; yoochoose1_64 with our default protocol.
-NARM = {"label": "NARM", "model": "narm", "seeds": SEEDS, "by_dataset": {
-    "diginetica": {"settings": {"truncate": "first", "validation": "random-cases"}}}}
+NARM = {**NARM_ROW, "seeds": SEEDS}
 
 PAPER = {
     "name": "narm",
@@ -58,14 +55,7 @@ PAPER = {
         {
             "id": "table5", "kind": "by_length", "title": "Table 5: by session length",
             "datasets": ["yoochoose1_64", "diginetica"], "metrics": ["HR@20", "MRR@20"],
-            "rows": [{"label": "GRU-Rec", "model": "gru4rec", "by_dataset": {
-                         "diginetica": {"preset": "diginetica", "settings": {
-                             "loss": "bpr-max", "hidden_size": 512, "dropout_embedding": 0.5, "dropout_hidden": 0.3,
-                             "sample_alpha": 0.3, "bpreg": 0.9, "elu_param": 1, "momentum": 0.15, "batch_size": 128}},
-                         "yoochoose1_64": {"preset": "yoochoose", "settings": {
-                             "hidden_size": 480, "dropout_hidden": 0.2, "sample_alpha": 0.2, "logq": 1, "bpreg": 0,
-                             "elu_param": 0, "lr": 0.07, "batch_size": 48}}}},
-                     {**NARM, "seeds": [1]}],
+            "rows": [gru4rec_row("GRU-Rec", ("diginetica", "yoochoose1_64")), {**NARM, "seeds": [1]}],
             "published_note": "values not in our references",
             "note": "Prefix length = clicks before the target; lengths of 20 or more are pooled.",
         },

@@ -6,7 +6,7 @@ yoochoose1_64). Table 3's training times are described by their ratios (SR-GNN a
 values are not in our references. Settings are the non-default ones a run asks for (its run id).
 """
 
-from nextclick.reproduce.manifests.baselines import classical_rows
+from nextclick.reproduce.manifests.baselines import NARM_ROW, STAMP_ROW, classical_rows
 
 # The official code's form (docs/sriem.md), selected on the last 10% of training sessions and refitted on
 # all of them: batch 256 on diginetica (the code's default), 128 on yoochoose1_64 (the batch its
@@ -31,10 +31,8 @@ PAPER = {
                     "reports each metric's best epoch on test; ours are selected on validation and tested once.",
             "rows": [
                 *classical_rows("GRU4Rec"),
-                {"label": "NARM", "model": "narm", "by_dataset": {
-                    "diginetica": {"settings": {"truncate": "first", "validation": "random-cases"}}}},
-                {"label": "STAMP", "model": "stamp",
-                 "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}},
+                NARM_ROW,
+                STAMP_ROW,
                 {"label": "CSRM", "model": "csrm"},
                 SRGNN,
                 SRIEM,
@@ -55,11 +53,7 @@ PAPER = {
         {
             "id": "figure2", "kind": "by_length", "title": "Figure 2: HR@20 and MRR@20 by session length",
             "datasets": ["diginetica", "yoochoose1_64"], "metrics": ["HR@20", "MRR@20"],
-            "rows": [{"label": "NARM", "model": "narm", "by_dataset": {
-                         "diginetica": {"settings": {"truncate": "first", "validation": "random-cases"}}}},
-                     {"label": "STAMP", "model": "stamp",
-                      "by_dataset": {"diginetica": {"settings": {"max_grad_norm": 110}}}},
-                     SRGNN, {**SRIEM, "seeds": [1]}],
+            "rows": [NARM_ROW, STAMP_ROW, SRGNN, {**SRIEM, "seeds": [1]}],
             "published_note": "a plot only (values not in our references)",
             "note": "Prefix length = clicks before the target; lengths of 20 or more are pooled.",
         },
