@@ -94,30 +94,25 @@ def cmd_speed(args) -> int:
     from nextclick import atomic
     from nextclick.measure.speed import measure_evaluation_speed, measure_training_speed, speed_path
 
+    common = dict(overrides=model_overrides(args), threads=args.threads, data_root=args.data_dir,
+                  command=["nextclick", *args.argv], device=args.device)
     if args.evaluation:
-        result = measure_evaluation_speed(
-            args.model, args.dataset, overrides=model_overrides(args), cases=args.cases,
-            batch_size=args.batch_size or 500, threads=args.threads, data_root=args.data_dir,
-            command=["nextclick", *args.argv], device=args.device)
-        path = speed_path(args.results_dir, result)
-        atomic.write_json(path, result)
-        timed = result["evaluation"]
-        print(f"{result['model']} on {result['dataset']}: {timed['cases_per_second']:.0f} test cases/s, full ranking "
-              f"({timed['cases']:,} cases; {result['machine']['device']}, {result['machine']['threads']} threads, "
-              f"load {result['machine']['load_average_1m']})")
-        print(f"wrote {path}")
-        return 0
-    result = measure_training_speed(
-        args.model, args.dataset, overrides=model_overrides(args), batches=args.batches,
-        batch_size=args.batch_size, reference_batches=args.reference_batches, threads=args.threads, data_root=args.data_dir,
-        command=["nextclick", *args.argv], device=args.device,
-    )
+        result = measure_evaluation_speed(args.model, args.dataset, cases=args.cases,
+                                          batch_size=args.batch_size or 500, **common)
+    else:
+        result = measure_training_speed(args.model, args.dataset, batches=args.batches, batch_size=args.batch_size,
+                                        reference_batches=args.reference_batches, **common)
     path = speed_path(args.results_dir, result)
     atomic.write_json(path, result)
-    fast = result["fast_path"]
-    print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s, "
-          f"{fast['operator_calls_per_step']:,} torch operator calls per step "
-          f"({result['machine']['device']}, {result['machine']['threads']} threads, load {result['machine']['load_average_1m']})")
+    machine = f"{result['machine']['device']}, {result['machine']['threads']} threads, load {result['machine']['load_average_1m']}"
+    if args.evaluation:
+        timed = result["evaluation"]
+        print(f"{result['model']} on {result['dataset']}: {timed['cases_per_second']:.0f} test cases/s, full ranking "
+              f"({timed['cases']:,} cases; {machine})")
+    else:
+        fast = result["fast_path"]
+        print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s, "
+              f"{fast['operator_calls_per_step']:,} torch operator calls per step ({machine})")
     if "reference_path" in result:
         ref = result["reference_path"]
         print(f"reference layout (padded to {ref['padded_to']}): {ref['cases_per_second']:.1f} cases/s; "

@@ -140,9 +140,14 @@ def measure_training_speed(
         longest = int(cases.length.max())
         result["reference_path"] = {"padded_to": longest, **timed(reference, reference_batches, pad_to=longest)}
         result["speedup"] = round(result["fast_path"]["cases_per_second"] / result["reference_path"]["cases_per_second"], 1)
-    result.update(machine=machine_info(threads, device), git_commit=git_commit(),
-                  command=shlex.join(command if command is not None else sys.argv))
+    result.update(provenance(threads, device, command))
     return result
+
+
+def provenance(threads: int, device: torch.device, command: list[str] | None) -> dict:
+    """The machine, the revision and the command line a speed result was measured with."""
+    return {"machine": machine_info(threads, device), "git_commit": git_commit(),
+            "command": shlex.join(command if command is not None else sys.argv)}
 
 
 def speed_path(results_dir: str | Path, result: dict) -> Path:
@@ -226,7 +231,5 @@ def measure_evaluation_speed(
         "requested_config": asdict(config_from_overrides(model_class(model_name).Config, overrides)),
         "evaluation": {"cases": len(sample), "test_cases": len(test), "seconds": round(seconds, 3),
                        "cases_per_second": round(len(sample) / seconds, 1)},
-        "machine": machine_info(threads, device),
-        "git_commit": git_commit(),
-        "command": shlex.join(command if command is not None else sys.argv),
+        **provenance(threads, device, command),
     }
