@@ -247,10 +247,11 @@ def metrics_section(paper: dict, item: dict, results: Results, out_dir: Path) ->
             for metric in metrics:
                 ours = measure.mean(metric)
                 theirs = 100 * paper_row[metric] if paper_row and metric in paper_row else None
-                state = judge(ours, measure.standard_error(metric), theirs, comparable)
+                error = measure.standard_error(metric)  # per-case values over the whole test set: computed once
+                state = judge(ours, error, theirs, comparable)
                 if row_on(row, dataset).get("model") is not None:
                     section.cells.append(Cell(item["id"], dataset, row["label"], metric, ours,
-                                              measure.standard_error(metric), len(measure.values(metric)), theirs,
+                                              error, len(measure.values(metric)), theirs,
                                               state, proposed=row["label"] == paper["proposed"]))
                 gap = "" if ours is None or theirs is None else f"{ours - theirs:+.2f}" if comparable else "n/c"
                 cells += [number(measure, metric) + (mark(results, measure, proposed, metric) if ours is not None else ""),
