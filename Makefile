@@ -40,7 +40,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto -m slow
 
 # the tests that start several server processes (each imports torch): about a minute of their own,
-# kept out of `make test` so that it stays under two minutes on two cores; .ci/run runs them after it
+# kept out of `make test` so that it stays under 90 s on two cores; .ci/run runs them after it
 test-services: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto -m services
 

@@ -439,6 +439,7 @@ def test_a_huge_n_items_fails_before_any_allocation(checkpoints, tmp_path, monke
 # the real entry point: no traceback escapes
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch
 def test_the_installed_command_prints_one_line(tmp_path):
     argv = ["train", "dsan", "--set", "embedding_dim=-5", "-q"]  # past argparse, into the library
     done = subprocess.run([sys.executable, "-m", "nextclick.cli", *argv], cwd=tmp_path, capture_output=True,

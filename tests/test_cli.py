@@ -116,6 +116,7 @@ def test_datasets_lists_the_synthetic_set(capsys):
     assert code == 0 and "synthetic" in out
 
 
+@pytest.mark.slow  # times both layouts (tests/test_batch_path.py checks speed's batches in make test)
 def test_speed_measures_both_layouts_and_writes_a_result(tmp_path, capsys):
     code, out, _ = run(capsys, "speed", "dsan", "--set", "embedding_dim=8", "--batches", "2", "--reference-batches", "1",
                        "--threads", "1", "--device", "cpu", "--results-dir", str(tmp_path))
@@ -135,6 +136,7 @@ def test_speed_times_batches_of_the_size_asked_for(tmp_path, capsys):
     assert result["batch_size"] == 64 and result["fast_path"]["cases"] == 128 and "batch 64" in result["what"]
 
 
+@pytest.mark.slow  # trains, then scores every kept epoch
 def test_curve_reports_test_metrics_of_every_kept_epoch_beside_validation(tmp_path, capsys):
     run_dir = tmp_path / "narm"
     code, _, _ = run(capsys, "train", "narm", "-o", str(run_dir), "--epochs", "2", "--keep-epochs", "-q",
@@ -213,6 +215,7 @@ def test_grid_search_tests_only_the_candidate_with_the_best_validation_score(tmp
     assert candidates[1]["HR@20"] == plain["valid"]["HR@20"] and candidates[1]["selected_epoch"] == plain["selected_epoch"]
 
 
+@pytest.mark.slow  # three grid calls, each training its candidates
 def test_grid_parts_share_a_search_that_the_full_call_resumes_refits_and_tests(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
     grid = ("--grid", "lr=0.001,0.03", "--grid", "dropout=0.25,0.5", "-o", "runs/g")
@@ -335,6 +338,7 @@ def test_bad_grids_are_clear_errors_before_any_training(argv, message, tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow  # a grid search of several candidates
 def test_a_grid_search_says_which_candidate_it_is_training(tmp_path, capsys, monkeypatch, tiny_model):
     monkeypatch.chdir(tmp_path)
     argv = ("bench", "tiny", "--threads", "1", "--grid", "lr=0.001,0.01")

@@ -402,6 +402,7 @@ def test_published_splits_number_items_by_first_appearance(name):
     assert np.array_equal(first_seen, np.arange(1, len(first_seen) + 1))
 
 
+@pytest.mark.slow  # times the preparation of the raw samples
 def test_bench_prepare_small(tmp_path):
     from nextclick.measure.preparation import generate_yoochoose_log, run_benchmark
 

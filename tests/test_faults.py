@@ -138,6 +138,7 @@ def run(capsys, *argv):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow  # a train command killed at each of its writes (the training-level twin below stays in make test)
 def test_train_killed_at_any_write_and_resumed_ends_as_an_uninterrupted_train(tmp_path, capsys, monkeypatch, tiny_model):
     with monkeypatch.context() as patch:
         renames = count_renames(patch)
