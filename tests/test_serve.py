@@ -149,6 +149,35 @@ def test_requests_past_a_bound_are_refused_with_422_naming_the_field(client, bod
     assert response.status_code == 422 and why in response.text
 
 
+@pytest.mark.parametrize("body", [
+    {"items": [1003, 1001, 1007], "k": 5}, {"items": [1003, 1001], "k": 3, "exclude_seen": True, "include_weights": True},
+    {"items": [7, 99999]}, {"items": [1003], "k": 0}, {"items": ["1003"]}, {"items": [1003], "extra": 1}, {},
+])
+def test_the_direct_recommend_route_answers_as_the_fastapi_route(dsan_run, body):
+    """BoundedApp answers POST /v1/recommend itself; the FastAPI route it stands in for (the unwrapped
+    app, also what the OpenAPI docs describe) gives the same status and body."""
+    app = create_app(ServeConfig(run=str(dsan_run)))
+    with TestClient(app) as direct, TestClient(app.app) as routed:
+        fast, slow = direct.post("/v1/recommend", json=body), routed.post("/v1/recommend", json=body)
+    assert fast.status_code == slow.status_code
+    if fast.status_code == 422 and "detail" in slow.json():
+        assert [(e["loc"], e["type"]) for e in fast.json()["detail"]] == [(e["loc"], e["type"]) for e in slow.json()["detail"]]
+    elif fast.status_code == 200:
+        assert ids(fast.json()) == ids(slow.json())
+    else:
+        assert fast.json() == slow.json()
+    assert fast.headers["content-type"] == "application/json" and int(fast.headers["content-length"]) == len(fast.content)
+
+
+def test_malformed_json_is_refused_with_422_and_the_direct_route_is_counted_in_the_metrics(client):
+    response = client.post("/v1/recommend", content=b'{"items": [1003,', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["type"] == "json_invalid"
+    assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200
+    metrics = client.get("/metrics").text
+    assert 'nextclick_requests_total{method="POST",route="/v1/recommend",status="200"} 1' in metrics
+    assert 'nextclick_requests_total{method="POST",route="/v1/recommend",status="422"} 1' in metrics
+
+
 def test_a_body_over_the_size_bound_is_refused_with_413_with_or_without_its_length(client):
     big = b'{"items": [' + b" " * ServeLimits().max_body_bytes + b"1003]}"
     assert client.post("/v1/recommend", content=big, headers={"content-type": "application/json"}).status_code == 413

@@ -88,8 +88,17 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
         top_k = ExactTopK(model)
     else:
         raise ValueError(f"--index must be exact or hnsw; got {index!r}")
-    return ServedRun(path=str(path), model=model, meta=meta, vocab=vocab, top_k=top_k,
-                     loaded_at=time.time())
+    served = ServedRun(path=str(path), model=model, meta=meta, vocab=vocab, top_k=top_k, loaded_at=time.time())
+    warm_up(served)
+    return served
+
+
+def warm_up(run: ServedRun) -> None:
+    """Answer one query before the run serves: the first model call pays for what libraries load lazily
+    (scipy.sparse's modules under STAN, ~0.1 s, seen in a py-spy profile of the first seconds of
+    traffic) and first-use allocations, which the first clients would otherwise wait on."""
+    if len(run.vocab.ids) > 1:
+        answer(run, [Query([int(run.vocab.ids[1])], k=1, include_weights=run.has_click_weights)])
 
 
 def with_config(model, overrides: dict):
