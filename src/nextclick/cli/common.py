@@ -128,6 +128,16 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
                              "CPU), cpu, cuda or cuda:N; results record it")
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="training arithmetic: fp32 (default) is the reference; bf16 runs each step's forward "
+                             "pass under bf16 autocast (mixed precision: weights, gradients, optimizer state, "
+                             "entmax, softmax and loss normalisers stay fp32, and validation and test always "
+                             "evaluate in fp32). It pays only on hardware with bf16 units (CPUs with AVX-512 BF16 "
+                             "or AMX, GPUs from NVIDIA Ampere on); elsewhere it is slower. Results record it, and a "
+                             "bf16 run has its own run id and speed file name (precision=bf16)")
+
+
 def add_preset_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, metavar="NAME",
                         help="start from a named set of config values the model defines (`nextclick models --presets "
@@ -164,6 +174,7 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="validation metric that selects the epoch: HR@K or MRR@K for K = 5, 10, 20 (HR@20)")
     add_threads_option(parser)
     add_device_option(parser)
+    add_precision_option(parser)
     parser.add_argument("--checkpoint-dir", "-o", default=None, help="where checkpoints go (default runs/<dataset>/<model>/<run id>, the id made of the "
                              "settings that differ from the defaults)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint directory")
@@ -190,6 +201,7 @@ def train_options(args) -> "TrainOptions":
         select_metric=args.select, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
         progress=not args.quiet, quiet=args.quiet, length_buckets=args.length_buckets, max_batches=args.max_batches,
         keep_epochs=args.keep_epochs, validation=args.validation, refit=args.refit, device=args.device,
+        precision=args.precision,
     )
 
 

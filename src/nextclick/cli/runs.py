@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from nextclick.cli.common import (add_data_options, add_device_option, add_preset_option, add_threads_option,
-                                  add_train_options, int_in, model_name, model_overrides, train_options)
+from nextclick.cli.common import (add_data_options, add_device_option, add_precision_option, add_preset_option,
+                                  add_threads_option, add_train_options, int_in, model_name, model_overrides,
+                                  train_options)
 
 
 def cmd_train(args) -> int:
@@ -97,11 +98,14 @@ def cmd_speed(args) -> int:
     common = dict(overrides=model_overrides(args), threads=args.threads, data_root=args.data_dir,
                   command=["nextclick", *args.argv], device=args.device)
     if args.evaluation:
+        if args.precision != "fp32":
+            raise ValueError("--precision applies to training: --evaluation times full-ranking evaluation, which "
+                             "always runs in fp32")
         result = measure_evaluation_speed(args.model, args.dataset, cases=args.cases,
                                           batch_size=args.batch_size or 500, **common)
     else:
         result = measure_training_speed(args.model, args.dataset, batches=args.batches, batch_size=args.batch_size,
-                                        reference_batches=args.reference_batches, **common)
+                                        reference_batches=args.reference_batches, precision=args.precision, **common)
     path = speed_path(args.results_dir, result)
     atomic.write_json(path, result)
     machine = f"{result['machine']['device']}, {result['machine']['threads']} threads, load {result['machine']['load_average_1m']}"
@@ -111,8 +115,8 @@ def cmd_speed(args) -> int:
               f"({timed['cases']:,} cases; {machine})")
     else:
         fast = result["fast_path"]
-        print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s, "
-              f"{fast['operator_calls_per_step']:,} torch operator calls per step ({machine})")
+        print(f"{result['model']} on {result['dataset']}: {fast['cases_per_second']:.0f} training cases/s in "
+              f"{result['precision']}, {fast['operator_calls_per_step']:,} torch operator calls per step ({machine})")
     if "reference_path" in result:
         ref = result["reference_path"]
         print(f"reference layout (padded to {ref['padded_to']}): {ref['cases_per_second']:.1f} cases/s; "
@@ -284,6 +288,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --evaluation: test cases timed, drawn by a fixed seed (10,000)")
     add_threads_option(p)
     add_device_option(p)
+    add_precision_option(p)
     p.add_argument("--results-dir", default="results", help="where result JSON files go (results/)")
     p.set_defaults(func=cmd_speed)
 

@@ -3,9 +3,10 @@
 Training cases/s over the batches training itself draws (`training.loop.epoch_stream`: the model's own
 stream and `collate`, so its length cap, at the model's batch size, seed and shuffle unless told
 otherwise): batch building, forward, backward, optimizer step (`training.loop.train_step`), after a
-warm-up; optionally also in the official DSAN code's layout (every
-batch padded to the longest training prefix) for the speed-up against it. Every measurement records
-the machine, threads, device, torch version and load average.
+warm-up, in the precision training would use (fp32, or bf16 mixed precision: `TrainOptions.precision`);
+optionally also in the official DSAN code's layout (every batch padded to the longest training prefix)
+for the speed-up against it. Every measurement records the machine, threads, device, precision, torch
+version and load average.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from nextclick.models import build, model_class
 from nextclick.models.config import config_from_overrides
 from nextclick.runs.identity import run_id, run_settings
 from nextclick.runtime import git_commit, machine_info, resolve_device, set_threads
-from nextclick.training.loop import TrainOptions, epoch_stream, train_step
+from nextclick.training.loop import TrainOptions, check_precision, epoch_stream, train_step
 
 DEFAULT_BATCH_SIZE = 512  # for a model whose config names no batch size (training's default too)
 
@@ -57,11 +58,12 @@ def measure_training_speed(
     data_root: str | None = None,
     command: list[str] | None = None,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> dict:
     """Training cases/s over `batches` real batches of `batch_size` (None: the model's own, as training)
     after `warmup`, from the stream training draws its batches from (`epoch_stream`; for GRU4Rec,
     session-parallel steps: predicted clicks/s), measured the way the trainer runs them: batch building,
-    forward, backward, optimizer step. With `reference_batches`,
+    forward, backward, optimizer step, with the forward pass in `precision` (train_step's). With `reference_batches`,
     the same is timed for the model with `group_by_length=false` and `max_length=None` batches padded
     to the longest training prefix, which is the official DSAN code's layout."""
     for name, value, low in (("batches", batches, 1), ("batch_size", batch_size, 1), ("warmup", warmup, 0),
@@ -77,7 +79,7 @@ def measure_training_speed(
     configured = config_from_overrides(model_class(model_name).Config, overrides)
     batch_size = batch_size or getattr(configured, "batch_size", DEFAULT_BATCH_SIZE)  # as training's default
     # the run's options as `nextclick train --batch-size B --seed S` would give them: the same stream
-    options = TrainOptions(batch_size=batch_size, seed=seed, progress=False, quiet=True)
+    options = TrainOptions(batch_size=batch_size, seed=seed, progress=False, quiet=True, precision=precision)
     # every timed step is a full batch of distinct cases from one epoch of the stream, and one more batch
     # is run to count operator calls: a step past the epoch's end would have no batch to time
     needed = (warmup + max(batches, reference_batches) + 1) * batch_size
@@ -102,7 +104,7 @@ def measure_training_speed(
             if pad_to is not None:
                 extra = pad_to - batch.items.shape[1]
                 batch = dataclasses.replace(batch, items=torch.nn.functional.pad(batch.items, (extra, 0)))
-            train_step(model, optimizer, batch, device)
+            train_step(model, optimizer, batch, device, options.precision)
             if device.type == "cuda":  # GPU work is asynchronous: the step ends when the GPU is done
                 torch.cuda.synchronize(device)
             return len(batch)
@@ -123,12 +125,14 @@ def measure_training_speed(
 
     torch.manual_seed(seed)
     model = build(model_name, split.n_items, overrides)
+    check_precision(model, precision)
     result = {
         "model": model.name,
         "dataset": split.name,
         "what": f"training cases/s: batch building + forward + backward + optimizer step, batch {batch_size}, "
-                "the batches of training's first epoch (training.loop.epoch_stream)",
+                f"the batches of training's first epoch (training.loop.epoch_stream), {precision}",
         "batch_size": batch_size,
+        "precision": precision,
         "config": asdict(model.config),
         # what was asked for (the config may hold values the code resolved, such as DSAN's length groups)
         "requested_config": asdict(configured),
@@ -152,7 +156,7 @@ def provenance(threads: int, device: torch.device, command: list[str] | None) ->
 
 def speed_path(results_dir: str | Path, result: dict) -> Path:
     """results/speed/<dataset>/<model>/<settings>.json: named, like a run, by what differs from the defaults
-    (config overrides, a batch size other than the model's own, device, the reference layout)."""
+    (config overrides, a batch size other than the model's own, device, bf16 precision, the reference layout)."""
     requested = result.get("requested_config", result["config"])
     settings = run_settings(asdict(model_class(result["model"]).Config()), requested, {}, {})
     if result.get("measure") == "evaluation":  # evaluation=true[,batch_size=B]: the evaluation batch is 500
@@ -163,6 +167,8 @@ def speed_path(results_dir: str | Path, result: dict) -> Path:
         settings["batch_size"] = str(result["batch_size"])
     if result["machine"]["device"] != "cpu":
         settings["device"] = "cuda"
+    if result.get("precision", "fp32") != "fp32":
+        settings["precision"] = result["precision"]
     if "reference_path" in result:
         settings["reference"] = "true"
     return Path(results_dir) / "speed" / result["dataset"] / result["model"] / f"{run_id(settings)}.json"

@@ -48,7 +48,8 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
-from nextclick.models.layers import alpha_entmax, embed_with_max_norm, inner_product_cross_entropy, length_groups
+from nextclick.models.layers import (alpha_entmax, embed_with_max_norm, full_precision, inner_product_cross_entropy,
+                                     length_groups)
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
@@ -141,12 +142,14 @@ class DSAN(NeuralModel):
             return vector.new_ones(vector.shape[0])
         if c.alpha is not None:
             return vector.new_full((vector.shape[0],), float(c.alpha))
-        alpha = torch.sigmoid(self.alpha_head(vector)).squeeze(-1) + 1.0
+        # in float32 under bf16 autocast: there 1 + sigmoid(x) would round to steps of 1/128, an alpha below
+        # 1.004 to exactly 1, and the guard's 1.0001 to 1 again (entmax would divide by alpha - 1 = 0)
+        alpha = torch.sigmoid(full_precision(self.alpha_head(vector))).squeeze(-1) + 1.0
         return torch.where(alpha == 1.0, torch.full_like(alpha, c.alpha_guard), alpha)
 
     def _normalise(self, scores: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         if self.config.variant == "da" or self.config.alpha == 1.0:
-            return torch.softmax(scores, dim=-1)
+            return torch.softmax(full_precision(scores), dim=-1)  # float32 under autocast, as alpha_entmax
         shape = alpha.shape + (1,) * (scores.dim() - 1)
         return alpha_entmax(scores, alpha.reshape(shape), dim=-1, fast=self.config.fast_entmax)
 
@@ -187,7 +190,8 @@ class DSAN(NeuralModel):
             scores = scores.masked_fill(~mask.unsqueeze(1), -torch.inf)
             A = self._normalise(scores, alpha_self)
             O = A @ C
-            O = self.norm(O + self.dropout(self.ffn_out(F.relu(self.ffn_in(O)))))
+            # the residual sum and LayerNorm's statistics in float32 (O is bf16 under autocast)
+            O = self.norm(full_precision(O) + self.dropout(self.ffn_out(F.relu(self.ffn_in(O)))))
         target, clicks = O[:, -1], O[:, :-1]  # e_s (b, 2d), E (b, L, 2d)
         alpha_target = self._alpha(target)
         beta = None
@@ -227,7 +231,7 @@ class DSAN(NeuralModel):
             indices.append(self._indices(batch.items[index, -width:], batch.full_lengths[index]))
         z = torch.empty(len(batch), self.config.embedding_dim, device=batch.items.device)
         for index, C, (tokens, _) in zip(groups, self._embed(indices), indices):
-            z[index] = self._encode_group(C, tokens)[0]
+            z[index] = full_precision(self._encode_group(C, tokens)[0])  # bf16 under autocast
         return z
 
     def attention(self, batch: Batch) -> Attention:
@@ -258,7 +262,7 @@ class DSAN(NeuralModel):
     def _cosine_factors(self, batch: Batch, include_token: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """z (B, d), the queries w_k * z / |z| and the unit item rows 0..N[+1]: the scores are
         queries @ rows^T (w_k * cos(z, item))."""
-        z = self.encode(batch)  # first: its lookups renorm the rows the table reads
+        z = full_precision(self.encode(batch))  # first: its lookups renorm the rows the table reads
         rows = self.n_items + (2 if include_token else 1)
         return z, self.config.w_k * F.normalize(z, dim=-1), F.normalize(self.item_embedding.weight[:rows], dim=-1)
 

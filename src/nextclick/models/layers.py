@@ -10,10 +10,15 @@
   `inner_product_logsumexp`, its normaliser alone (the repeat decoder's explore side).
 - `session_graphs` and `GatedGraphCell`: SR-GNN's directed session graph and gated graph step (SR-GNN,
   GC-SAN, DANSeR).
+- `full_precision`, `autocast_dtype`: mixed precision (`TrainOptions.precision="bf16"` runs the forward pass
+  under autocast, which makes every matmul's output bf16). Normalisers (entmax, softmax, the losses'
+  log-sum-exp) take bf16 inputs back to float32 through `full_precision`; the blocked losses make their
+  matmuls in the autocast dtype and everything else in float32. In float32 both are no-ops.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +26,31 @@ import torch.nn.functional as F
 from torch import nn
 from entmax import entmax_bisect
 from entmax.root_finding import EntmaxBisectFunction
+
+
+def full_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32 if autocast made it half precision (bf16, fp16), else `tensor` itself (float32 and
+    float64 untouched, and no operator call: the float32 path stays the same computation). Used at the
+    entry of every numerically sensitive step: a bf16 softmax, entmax threshold or loss normaliser keeps
+    3 significant digits, and an entmax alpha of 1.003 in bf16 is exactly 1 (a division by zero)."""
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast gives matmuls on `device_type` now, None when autocast is off there."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except TypeError:  # torch < 2.4: one function per device kind
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+def _autocast_off(device_type: str, low: torch.dtype | None):
+    """No autocast inside (the blocked losses cast their matmuls themselves), when it was on."""
+    return torch.autocast(device_type, enabled=False) if low is not None else nullcontext()
 
 
 @torch.no_grad()
@@ -50,7 +80,7 @@ def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=dim)
+    return torch.softmax(full_precision(scores).masked_fill(~mask, -torch.inf), dim=dim)
 
 
 class _FastEntmax(torch.autograd.Function):
@@ -101,7 +131,11 @@ class _FastEntmax(torch.autograd.Function):
 
 def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -1, fast: bool = False) -> torch.Tensor:
     """alpha-entmax over `dim`; `alpha` is a float or a tensor broadcastable to scores with size 1 on
-    `dim` (one alpha per row). Entries at -inf get exactly zero weight."""
+    `dim` (one alpha per row). Entries at -inf get exactly zero weight. Half-precision scores (a bf16
+    autocast matmul's) are taken to float32 first: the threshold search needs float32's digits."""
+    scores = full_precision(scores)
+    if isinstance(alpha, torch.Tensor):
+        alpha = full_precision(alpha)
     if isinstance(alpha, (int, float)) and alpha == 1.0:
         return torch.softmax(scores, dim=dim)
     if not isinstance(alpha, torch.Tensor):
@@ -124,16 +158,21 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
     """mean_b CE(softmax(q_b . T^T with column 0 at -inf), y_b) and its gradients for q and T, block by
     block. The plain form writes the (B, N) scores to memory and reads them back five times (softmax,
     loss, softmax backward, two matmuls); here each block is used while it is still in cache, the
-    softmax is made in place, and the two gradient matmuls read it at once."""
+    softmax is made in place, and the two gradient matmuls read it at once.
+
+    `low` (bf16 or fp16, from autocast): the three matmuls take their inputs in that dtype; the scores
+    come back to float32 before the softmax, and the loss and the gradients are accumulated in float32."""
 
     @staticmethod
-    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor,
+                low: torch.dtype | None = None) -> torch.Tensor:
         n_rows = queries.shape[0]
         need_queries, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         query_grad = torch.empty_like(queries) if need_queries else None
         table_grad = torch.zeros_like(table) if need_table else None
         total = queries.new_zeros((), dtype=torch.float64)
-        for start, probabilities in _score_blocks(queries, table, None):  # scores, made softmax in place
+        low_table = None if low is None else table.to(low)
+        for start, probabilities in _score_blocks(queries, table, None, low_table):  # scores, made softmax in place
             end = start + len(probabilities)
             q, y = queries[start:end], labels[start:end]
             rows = torch.arange(len(y), device=y.device)
@@ -144,6 +183,13 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
             total += (norm.log() + top - target.unsqueeze(1)).sum(dtype=torch.float64)
             probabilities.div_(norm)
             probabilities[rows, y] -= 1.0  # d loss / d scores, times the batch size
+            if low is not None:
+                probabilities = probabilities.to(low)
+                if need_queries:
+                    query_grad[start:end] = probabilities @ low_table
+                if need_table:
+                    table_grad += probabilities.T @ q.to(low)
+                continue
             if need_queries:
                 torch.mm(probabilities, table, out=query_grad[start:end])
             if need_table:
@@ -157,33 +203,41 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
         query_grad, table_grad = ctx.saved_tensors
         scale = grad_loss / ctx.n_rows
         return (None if query_grad is None else query_grad * scale,
-                None if table_grad is None else table_grad * scale, None)
+                None if table_grad is None else table_grad * scale, None, None)
 
 
 def inner_product_cross_entropy(queries: torch.Tensor, table: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the scores queries (B, d) @ table (N + 1, d)^T over items 1..N (row 0 of the
     table is padding), equal to F.cross_entropy on those scores with column 0 at -inf, in about 60% of
     its time and without the (B, N + 1) scores in memory. Gradients are computed in the forward pass,
-    so call it only to train (under no_grad it does no gradient work)."""
+    so call it only to train (under no_grad it does no gradient work). Under autocast the matmuls run
+    in its dtype and the softmax and the loss in float32 (the float32 loss of the rounded scores)."""
+    queries, table = full_precision(queries), full_precision(table)
     if not torch.is_grad_enabled():
         with torch.no_grad():
-            scores = queries @ table.T
+            scores = full_precision(queries @ table.T)
             scores[:, 0] = -torch.inf
             return F.cross_entropy(scores, labels)
-    return _InnerProductCrossEntropy.apply(queries, table, labels)
+    low = autocast_dtype(queries.device.type)
+    with _autocast_off(queries.device.type, low):
+        return _InnerProductCrossEntropy.apply(queries, table, labels, low)
 
 
 class _InnerProductLogSumExp(torch.autograd.Function):
     """log sum_i exp(q_b . T_i) over items 1..N not excluded for row b, block by block as
     `_InnerProductCrossEntropy`; the backward pass recomputes each block (one matmul more than a plain
-    autograd chain, which would keep the (B, N + 1) scores in memory instead)."""
+    autograd chain, which would keep the (B, N + 1) scores in memory instead). `low`: as
+    `_InnerProductCrossEntropy`'s, matmuls in that dtype, the rest in float32."""
 
     @staticmethod
-    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None,
+                low: torch.dtype | None = None) -> torch.Tensor:
         result = queries.new_empty(queries.shape[0])
-        for start, scores in _score_blocks(queries, table, excluded):
+        low_table = None if low is None else table.to(low)
+        for start, scores in _score_blocks(queries, table, excluded, low_table):
             result[start:start + len(scores)] = torch.logsumexp(scores, dim=1)
         ctx.save_for_backward(queries, table, result, excluded)
+        ctx.low = low
         return result
 
     @staticmethod
@@ -192,21 +246,38 @@ class _InnerProductLogSumExp(torch.autograd.Function):
         need_queries, need_table = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         query_grad = torch.empty_like(queries) if need_queries else None
         table_grad = torch.zeros_like(table) if need_table else None
-        for start, scores in _score_blocks(queries, table, excluded):
-            end = start + len(scores)
-            weights = scores.sub_(result[start:end].unsqueeze(1)).exp_().mul_(grad[start:end].unsqueeze(1))  # g_b softmax
-            if need_queries:
-                torch.mm(weights, table, out=query_grad[start:end])
-            if need_table:
-                table_grad.addmm_(weights.T, queries[start:end])
-        return query_grad, table_grad, None
+        low = ctx.low
+        with _autocast_off(queries.device.type, low):
+            low_table = None if low is None else table.to(low)
+            for start, scores in _score_blocks(queries, table, excluded, low_table):
+                end = start + len(scores)
+                # g_b softmax
+                weights = scores.sub_(result[start:end].unsqueeze(1)).exp_().mul_(grad[start:end].unsqueeze(1))
+                if low is not None:
+                    weights = weights.to(low)
+                    if need_queries:
+                        query_grad[start:end] = weights @ low_table
+                    if need_table:
+                        table_grad += weights.T @ queries[start:end].to(low)
+                    continue
+                if need_queries:
+                    torch.mm(weights, table, out=query_grad[start:end])
+                if need_table:
+                    table_grad.addmm_(weights.T, queries[start:end])
+        return query_grad, table_grad, None, None
 
 
-def _score_blocks(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None):
-    """(start row, scores (b, N + 1)) blocks of queries @ table^T, -inf at padding and at `excluded`."""
+def _score_blocks(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None,
+                  low_table: torch.Tensor | None = None):
+    """(start row, scores (b, N + 1)) blocks of queries @ table^T, -inf at padding and at `excluded`.
+    With `low_table` (the table in a half-precision dtype) the matmul takes its inputs in that dtype and
+    the scores come back in float32."""
     block = max(1, min(len(queries), BLOCK_FLOATS // table.shape[0]))
     for start in range(0, len(queries), block):
-        scores = queries[start:start + block] @ table.T
+        if low_table is None:
+            scores = queries[start:start + block] @ table.T
+        else:
+            scores = (queries[start:start + block].to(low_table.dtype) @ low_table.T).float()
         scores[:, 0] = -torch.inf
         if excluded is not None:
             scores.scatter_(1, excluded[start:start + block], -torch.inf)
@@ -216,8 +287,12 @@ def _score_blocks(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Te
 def inner_product_logsumexp(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
     """(B,) log of sum over items 1..N of exp(queries (B, d) . table (N + 1, d) rows), leaving out for
     each row the items in its row of `excluded` (B, L) (0 entries exclude only the padding), without
-    the (B, N + 1) scores in memory; differentiable in queries and table."""
-    return _InnerProductLogSumExp.apply(queries, table, excluded)
+    the (B, N + 1) scores in memory; differentiable in queries and table. Under autocast, as
+    `inner_product_cross_entropy`: matmuls in its dtype, the normaliser in float32."""
+    queries, table = full_precision(queries), full_precision(table)
+    low = autocast_dtype(queries.device.type)
+    with _autocast_off(queries.device.type, low):
+        return _InnerProductLogSumExp.apply(queries, table, excluded, low)
 
 
 def cosine_scores(sessions: torch.Tensor, items: torch.Tensor, scale: float) -> torch.Tensor:

@@ -47,7 +47,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.config import MAX_SESSION_LENGTH
-from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.layers import full_precision, inner_product_cross_entropy
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
@@ -75,7 +75,7 @@ def local_attention(states: torch.Tensor, last: torch.Tensor, lengths: torch.Ten
     """NARM's local encoder (eq. 8, softmax-normalised over the real clicks as the official code does):
     c_l (B, H) and the weights alpha_tj (B, L), 0 at padding. `states` (B, L, H) left-aligned, `last` h_t."""
     gate = torch.sigmoid(attention_last(last).unsqueeze(1) + attention_each(states))  # (B, L, H)
-    scores = attention_vector(gate).squeeze(2)  # (B, L)
+    scores = full_precision(attention_vector(gate).squeeze(2))  # (B, L); the softmax in float32 under autocast
     valid = torch.arange(states.shape[1], device=states.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
     weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
     return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, H), (B, L)

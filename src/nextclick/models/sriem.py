@@ -46,7 +46,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.base import ClickWeights, NeuralModel
-from nextclick.models.layers import inner_product_cross_entropy
+from nextclick.models.layers import full_precision, inner_product_cross_entropy
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
@@ -112,7 +112,7 @@ class SRIEM(NeuralModel):
 
     def importance(self, affinity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """beta (B, L) from the affinity C (B, L, L) and mask (B, L) bool; zero at padding, sums to 1."""
-        total = affinity.sum(dim=2)  # (B, L)
+        total = full_precision(affinity).sum(dim=2)  # (B, L); the sum and softmax in float32 under autocast
         length = mask.sum(dim=1, keepdim=True)  # (B, 1) t
         if self.config.variant == "code":
             length = (length - 1).clamp(min=1)  # the code's 1/(len - 1), 1 for a one-click prefix
@@ -210,5 +210,6 @@ def bce_over_softmax(logits: torch.Tensor, labels: torch.Tensor, ceiling: float 
     """SR-IEM eq. 10: -sum_i [y_i log p_i + (1 - y_i) log(1 - p_i)] with p = softmax(logits),
     summed over items, averaged over the batch. log p_target comes from logsumexp (exact); the
     negative terms use log1p(-p), exact for the small p of almost every item, with p capped at
-    `ceiling` so an item the model is certain of gives a large but finite loss."""
-    return _SoftmaxBinaryCrossEntropy.apply(logits, labels, ceiling)
+    `ceiling` so an item the model is certain of gives a large but finite loss. Scores a bf16 autocast
+    matmul made are taken to float32 first (log-sum-exp and log1p need its digits)."""
+    return _SoftmaxBinaryCrossEntropy.apply(full_precision(logits), labels, ceiling)

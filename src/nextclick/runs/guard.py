@@ -75,6 +75,8 @@ def changed_settings(saved: dict, wanted: dict, limits: dict | None = None, data
         before_options = {"epochs": limits["epochs"], "patience": limits["patience"]}
         now_options = {"epochs": now_options["epochs"] or wanted["config"].get("epochs"),
                        "patience": now_options["patience"]}
+    if before_options is not None and "precision" not in before_options:  # saved before the option: trained in fp32
+        before_options = {**before_options, "precision": "fp32"}
     for key in sorted(before_options or {}):
         changes.append(differs(key, before_options[key], now_options.get(key)))
     return [change for change in changes if change]

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 # the training options a result depends on; device, threads, checkpoints, progress and resume do not
+# (precision does: a bf16 run, precision=bf16, learns other weights than the fp32 reference)
 RESULT_OPTIONS = ("epochs", "patience", "batch_size", "seed", "select_metric", "validation", "refit",
-                  "length_buckets", "max_batches")
+                  "length_buckets", "max_batches", "precision")
 DEFAULT_ID = "default"
 MAX_LENGTH = 120  # a directory name that fits a terminal line and every file system
 RESULT_FILE = "result.json"

@@ -226,8 +226,9 @@ def train_candidate(model: Recommender, split: Split, options: TrainOptions, dir
     return fit_and_select(model, split, candidate_options)
 
 
-# the TrainOptions a candidate's validation score depends on: a result's, but refit (candidates never refit)
-SETTING_OPTIONS = tuple(option for option in RESULT_OPTIONS if option != "refit")
+# the TrainOptions a candidate's validation score depends on: a result's, but refit (candidates never refit);
+# precision only where it is not fp32, so that the records of fp32 candidates stay those made before it existed
+SETTING_OPTIONS = tuple(option for option in RESULT_OPTIONS if option not in ("refit", "precision"))
 
 
 def candidate_settings(model: Recommender, split: Split, options: TrainOptions) -> dict:
@@ -235,6 +236,8 @@ def candidate_settings(model: Recommender, split: Split, options: TrainOptions) 
     other settings (another config, seed, carve or epoch budget) is not this candidate's."""
     settings = {"model": model.name, "dataset": split.name, "n_items": split.n_items, "config": asdict(model.config),
                 **{key: getattr(options, key) for key in SETTING_OPTIONS}}
+    if options.precision != "fp32":
+        settings["precision"] = options.precision
     return json.loads(json.dumps(settings))  # tuples as lists, as read back from a record
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from nextclick.training.distributed import Group
 from nextclick.training.state import (EPOCHS_DIR, clear_training_state, committed_tensors_path, epoch_weights_path,
                                       kept_epochs, load_training_state, remove_uncommitted, save_training_state,
                                       training_spent)
+
+# TrainOptions.precision: "fp32", the reference, or "bf16": mixed precision, the forward pass under bf16 autocast
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -58,6 +62,9 @@ class TrainOptions:
     keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
     # "auto": the GPU when torch sees one, else the CPU; or any torch device name ("cpu", "cuda:1")
     device: str = "auto"
+    # "fp32" (the reference) or "bf16": each training step's forward pass (scores and loss) under bf16
+    # autocast; weights, gradients, optimizer state, the losses' normalisers and evaluation stay float32
+    precision: str = "fp32"
 
     def __post_init__(self):
         """Fail now, before any file is written or epoch trained, on a value the loop cannot honour (library
@@ -77,6 +84,9 @@ class TrainOptions:
             raise ValueError(f"cannot select epochs on {self.select_metric!r}: choose one of {', '.join(metrics)}")
         if self.validation not in VALIDATIONS:
             raise ValueError(f"unknown validation {self.validation!r}: choose one of {', '.join(VALIDATIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)} "
+                             "(fp32 is the reference)")
 
 
 # (TrainOptions field, smallest value, None allowed): checked by TrainOptions.__post_init__
@@ -109,11 +119,36 @@ class TrainResult:
         return self.train_seconds / max(1, len(self.history))
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device) -> torch.Tensor:
+def autocast(device: torch.device, precision: str):
+    """The context a training step's forward pass runs in: nothing for fp32; for bf16, torch's autocast,
+    which runs matmuls and linear layers in bf16 (their outputs bf16) and leaves the parameters float32.
+    The models take bf16 back to float32 where it matters (models.layers.full_precision: entmax, softmax,
+    the losses' log-sum-exp). bf16 keeps float32's exponent range, so no loss scaling is needed."""
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+
+
+def check_precision(model, precision: str) -> None:
+    """Refuse, before the first step, a precision the model cannot train in: the repeat/explore decoder
+    (models/repeat.py) has no float32 guards yet, and under bf16 autocast it fails at its first batch."""
+    if precision != "fp32" and getattr(model.config, "repeat", "off") != "off":
+        raise ValueError(f"precision {precision} does not support the repeat decoder yet (repeat="
+                         f"{model.config.repeat}): train it with precision fp32")
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device,
+               precision: str = "fp32") -> torch.Tensor:
     """One optimisation step on one batch, as the trainer and `nextclick speed` both run it; returns the
-    loss (detached, still on `device`: reading it is the caller's choice, as it waits for a GPU)."""
+    loss (detached, still on `device`: reading it is the caller's choice, as it waits for a GPU). With
+    `precision="bf16"` the forward pass (scores and loss) runs under bf16 autocast; the backward pass
+    follows the forward's dtypes, so the gradients of the float32 weights are float32 and the optimizer
+    steps in float32 (mixed precision: the model is never converted to bf16)."""
     batch = batch.to(device)
-    _, loss = model(batch, batch.labels)  # `model` may be a DistributedDataParallel wrapper (training/distributed.py)
+    with autocast(device, precision):  # `model` may be a DistributedDataParallel wrapper (training/distributed.py)
+        _, loss = model(batch, batch.labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip = getattr(getattr(model, "module", model).config, "max_grad_norm", None)
@@ -194,6 +229,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         log_path = None
     say = (lambda *a: None) if options.quiet or not main else (lambda *a: tqdm.write(" ".join(map(str, a))))
     device = group.device(options.device) if group else resolve_device(options.device)
+    check_precision(model, options.precision)
     model.prepare(train.sessions)
     model.to(device)  # before the optimizer, whose state must live beside the parameters
 
@@ -237,7 +273,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         start = time.perf_counter()
         total_loss, seen = 0.0, 0
         for batch in stream.batches(epoch):
-            loss = train_step(network, optimizer, batch, device)
+            loss = train_step(network, optimizer, batch, device, options.precision)
             total_loss += loss.item() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
@@ -254,6 +290,8 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         progress["train_seconds"] += seconds
         progress["train_cases"] += seen
         if validating and main:
+            # always float32, whatever the training precision: full-catalogue ranking counts ties against the
+            # model, and bf16 scores (8 bits of mantissa) would tie many items with the target
             evaluation = evaluate(model.score, valid, ks=options.ks, batch_size=options.eval_batch_size,
                                   max_length=model.max_length, progress=options.progress and not options.quiet,
                                   description="validate")
