@@ -86,9 +86,10 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a split already in DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.add_argument("--streaming", action="store_true",
-                   help="for logs larger than memory: read on polars' streaming engine into temporary Parquet "
-                        "files beside DIR instead of memory (the same split; logs cut into sessions by inactivity "
-                        "stay in memory; docs/scale.md)")
+                   help="for logs larger than memory, every format: read on polars' streaming engine into "
+                        "temporary Parquet files beside DIR instead of memory, then group the clicks one slice of "
+                        "the sessions (logs cut by inactivity: of the users) at a time; the same split and "
+                        "stats.json (docs/data.md, docs/scale.md)")
     generic = p.add_argument_group("csv / parquet logs")
     generic.add_argument(
         "--session-column", default=None, metavar="COLUMN", help="session id column (omit to cut sessions by user)"

@@ -36,12 +36,13 @@ previous click of their session (`clicks_out_of_time_order`) and sessions whose 
 Logs larger than memory (`spill=<directory>`, `nextclick data prepare --streaming`): the same queries run
 on polars' streaming engine and their rows go to Parquet files in `spill` (`sink_parquet`) instead of
 memory; `clicks` is then a LazyFrame over them, the counts above come from streaming aggregations, and
-what needs whole sessions together (duplicates, clicks out of order) is computed on one slice of the
-sessions at a time (`session_slices`: by the hash of the session id, about SLICE_ROWS clicks each).
-Memory is then bounded by the sessions and items, not by the clicks. Logs that name their sessions
-(Diginetica, Yoochoose, generic logs with a session column) stream; cutting sessions by inactivity
-(Retailrocket, generic logs with a user column) sorts every click and stays in memory, as does
-`drop_duplicates`.
+what needs whole sessions together (duplicates, clicks out of order, `drop_duplicates`) is computed on
+one slice of the sessions at a time (`session_slices`: by the hash of the session id, about SLICE_ROWS
+clicks each). Logs cut into sessions by inactivity (Retailrocket, generic logs with a user column) are
+cut one slice of the *users* at a time (`sessionize_spilled`): consecutive ranges of user ids of about
+SLICE_ROWS clicks (`user_ranges`), each sorted and cut in memory as `sessionize_by_gap` cuts the whole
+log, giving the same session ids, and written in its order, so the spilled clicks are exactly the
+in-memory table. Memory is then bounded by the sessions and items (and one slice), not by the clicks.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ _EXTRA_COLUMN = "__extra_fields__"
 # starts a run of its session's rows in file order
 SLICE_ROWS = 10_000_000
 ROW, RUN_START = "__row__", "__run_start__"
+_RUN_START_EXPR = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
+# user_ranges: buckets of user ids counted per pass when a range of users is cut into slices
+USER_BUCKETS = 4096
 
 
 @dataclass(frozen=True)
@@ -140,14 +144,11 @@ def read_log(
     spill: str | os.PathLike | None = None,
 ) -> ClickLog:
     """Read any supported log; `log_format` defaults to the one the file name suggests. With `spill` (a
-    directory), a log that names its sessions is read on the streaming engine into Parquet there (see
-    the module docstring); the others are read into memory as without it."""
+    directory), the log is read on the streaming engine into Parquet there (see the module docstring)
+    and `clicks` is a LazyFrame over it, holding what the in-memory read holds, in the same order."""
     log_format = log_format or guess_format(path)
     if log_format is None:
         raise DataError(f"cannot tell the format of {path}: pass --format ({', '.join(LOG_FORMATS)})")
-    if drop_duplicates or log_format == "retailrocket" or (
-            log_format in ("csv", "parquet", "generic") and (columns or GenericColumns()).session is None):
-        spill = None  # these sort every click: in memory
     options = dict(strict=strict, max_bad_fraction=max_bad_fraction, drop_duplicates=drop_duplicates,
                    spill=Path(spill) if spill is not None else None)
     if log_format == "diginetica":
@@ -155,7 +156,6 @@ def read_log(
     if log_format == "yoochoose":
         return read_yoochoose(path, **options)
     if log_format == "retailrocket":
-        options.pop("spill")
         return read_retailrocket(path, **options)
     if log_format in ("csv", "parquet", "generic"):
         parquet = {"csv": False, "parquet": True}.get(log_format)
@@ -199,6 +199,7 @@ def read_diginetica(path: str | os.PathLike, **options) -> ClickLog:
         identity=["session", "item", "timeframe", "time"],
         order=["time", "timeframe"],
         drop_duplicates=options.get("drop_duplicates", False),
+        spill=options.get("spill"),
     )
 
 
@@ -227,6 +228,7 @@ def read_yoochoose(path: str | os.PathLike, **options) -> ClickLog:
         identity=["session", "item", "time_ms"],
         order=["time_ms"],
         drop_duplicates=options.get("drop_duplicates", False),
+        spill=options.get("spill"),
     )
     whole_seconds = (pl.col("time_ms") // 1000).cast(pl.Float64)
     spilled = [ROW, RUN_START] if isinstance(log.clicks, pl.LazyFrame) else []
@@ -246,7 +248,9 @@ def read_retailrocket(
        last event continues that visitor's session;
     3. rows sorted by (session, time), stably; only `view` events kept (sessionizing used all events).
 
-    The clicks come out in that order, which is the order DSAN's second script reads them in.
+    The clicks come out in that order, which is the order DSAN's second script reads them in. With
+    `spill`, the same clicks, ids and order come from `sessionize_spilled`, a slice of the visitors at
+    a time.
     """
     path = _checked_file(path)
     header = _header(
@@ -271,6 +275,15 @@ def read_retailrocket(
     ]
     events, report = _validated(raw, header, typed, checks, path, ",", has_header=True, **_validation(options))
     events = events.with_columns(time=(pl.col("time_ms") // 1000).cast(pl.Float64))
+    if isinstance(events, pl.LazyFrame):  # spilled: cut one slice of the visitors at a time
+        clicks = sessionize_spilled(
+            events, SESSION_GAP_SECONDS, across_users=user_boundary_quirk, identity=["user", "event", "item", "time_ms"],
+            drop_duplicates=options.get("drop_duplicates", False), keep_events=keep_events, spill=options["spill"],
+            report=report)
+        report.update(kept_events=list(keep_events), user_boundary_quirk=user_boundary_quirk,
+                      clicks=report.pop("clicks"), sessions=report.pop("sessions"))
+        _require_clicks(clicks, path, f"no {'/'.join(keep_events)} events")
+        return ClickLog(clicks, "retailrocket", str(path), report)
     report["duplicate_clicks"] = _count_duplicates(events, ["user", "event", "item", "time_ms"])
     if options.get("drop_duplicates"):
         events = _drop_duplicates(events, ["user", "event", "item", "time_ms"], report)
@@ -295,7 +308,7 @@ def read_generic(
     """A CSV (with a header) or Parquet log with the named columns (`parquet=None`: by file suffix).
     With a session column the rows keep the file order; with a user column, sessions are cut after
     `columns.gap_seconds` of inactivity, separately per user (no session-rec quirk), and rows come out
-    ordered by (user, time)."""
+    ordered by (user, time); with `spill`, a slice of the users at a time (`sessionize_spilled`)."""
     columns = columns or GenericColumns()
     is_parquet = Path(path).suffix.lower() in (".parquet", ".pq") if parquet is None else parquet
     path = _checked_file(path, text=not is_parquet)
@@ -329,6 +342,14 @@ def read_generic(
     clicks, report = _validated(
         raw, header, typed, checks, path, separator, has_header=not is_parquet, **_validation(options)
     )
+    if columns.session is None and isinstance(clicks, pl.LazyFrame):  # spilled: one slice of the users at a time
+        clicks = sessionize_spilled(
+            clicks, columns.gap_seconds, across_users=False, identity=["user", "item", "time"],
+            drop_duplicates=options.get("drop_duplicates", False), keep_events=None, spill=options["spill"],
+            report=report)
+        report.pop("clicks")
+        report["gap_seconds"] = columns.gap_seconds
+        return ClickLog(clicks, "generic", str(path), report)
     if columns.session is None:
         report["duplicate_clicks"] = _count_duplicates(clicks, ["user", "item", "time"])
         if options.get("drop_duplicates"):
@@ -349,6 +370,7 @@ def read_generic(
         identity=keep,
         order=["time"],
         drop_duplicates=options.get("drop_duplicates", False),
+        spill=options.get("spill"),
     )
 
 
@@ -506,7 +528,8 @@ def _validated(
     rows' typed columns in file order. One streaming pass over a clean file; a second one, only when
     there are bad rows, fetches the text of the first bad row of each kind for the report. With `spill`
     the rows go to Parquet there, and the good ones come back as a LazyFrame over a second file that
-    also numbers them (ROW) and marks where each run of a session's rows starts (RUN_START)."""
+    also numbers them (ROW) and, when the log names its sessions, marks where each run of a session's
+    rows starts (RUN_START)."""
     reason = _skip_reason(raw, names, checks)
     query = raw.select(reason.alias("__reason__"), *[expr.alias(key) for key, expr in typed.items()])
     try:
@@ -548,8 +571,10 @@ def _validated(
         )
     good = frame.filter(pl.col("__reason__") == 0).drop("__reason__")
     if spill is not None:
-        run_start = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
-        good.with_row_index(ROW).with_columns(run_start.alias(RUN_START)).sink_parquet(spill / "clicks.parquet")
+        good = good.with_row_index(ROW)
+        if "session" in typed:
+            good = good.with_columns(_RUN_START_EXPR.alias(RUN_START))
+        good.sink_parquet(spill / "clicks.parquet")
         good = pl.scan_parquet(spill / "clicks.parquet")
     _require_clicks(good, path, "no valid click rows" if rows else "no click rows (only a header?)")
     return good, report
@@ -604,6 +629,131 @@ def session_slices(clicks: pl.LazyFrame, columns: list[str], total: int | None =
         yield chosen.select(columns).collect(engine="streaming")
 
 
+def user_ranges(events: pl.LazyFrame, total: int | None = None) -> list[tuple[int, int] | None]:
+    """Consecutive ranges (low, high) of the spilled events' user ids, in increasing order, together
+    holding every user and each about SLICE_ROWS events (at most that, unless one user has more);
+    [None] when all the events fit in one slice. Each pass counts the events of a range in USER_BUCKETS
+    equal buckets of ids, which are then packed greedily; a bucket over SLICE_ROWS is cut the same way,
+    so skewed ids cost passes, not memory."""
+    total = height(events) if total is None else total
+    if total <= SLICE_ROWS:
+        return [None]
+    bounds = events.select(low=pl.col("user").min(), high=pl.col("user").max()).collect(engine="streaming")
+    return _cut_users(events, int(bounds["low"][0]), int(bounds["high"][0]), total)
+
+
+def _cut_users(events: pl.LazyFrame, low: int, high: int, count: int) -> list[tuple[int, int]]:
+    if count <= SLICE_ROWS or low == high:
+        return [(low, high)]
+    width = -(-(high - low + 1) // USER_BUCKETS)  # Python integers: no overflow on 64-bit ids
+    buckets = (events.filter(pl.col("user").is_between(low, high))
+               .group_by((pl.col("user") // width).alias("bucket")).agg(pl.len().alias("events"))
+               .collect(engine="streaming").sort("bucket"))
+    ranges: list[tuple[int, int]] = []
+    start = end = None
+    size = 0
+    for bucket, events_in in buckets.iter_rows():
+        first, last = max(low, bucket * width), min(high, bucket * width + width - 1)
+        if start is not None and size + events_in > SLICE_ROWS:
+            ranges.append((start, end))
+            start, size = None, 0
+        if events_in > SLICE_ROWS:
+            ranges += _cut_users(events, first, last, events_in)
+            continue
+        start = first if start is None else start
+        end, size = last, size + events_in
+    if start is not None:
+        ranges.append((start, end))
+    return ranges
+
+
+def sessionize_spilled(
+    events: pl.LazyFrame,
+    gap_seconds: float,
+    *,
+    across_users: bool,
+    identity: list[str],
+    drop_duplicates: bool,
+    keep_events: tuple[str, ...] | None,
+    spill: Path,
+    report: dict,
+) -> pl.LazyFrame:
+    """sessionize_by_gap for events spilled to Parquet, one slice of the users at a time: the clicks
+    (with `session`, `item`, `time`, `user`, ROW and RUN_START) that the in-memory read gives, in its
+    order, as a LazyFrame over Parquet files in `spill`.
+
+    The users are taken in consecutive ranges of ids (`user_ranges`), so the rows of slice after slice
+    are the whole log's (user, time, file order) sort, and a running count of session starts gives each
+    row the session id the whole log's cumulative sum gives it. A slice's first row starts a session
+    where sessionize_by_gap's would: at a new user, or, `across_users` (session-rec's quirk), where its
+    time lies more than the gap from the previous slice's last event. Under the quirk a session can run
+    on into the next slice, so the last session of each slice is held back and sorted with the next
+    one's rows. Each slice also gives its share of the reader's counts, added into `report` in the
+    in-memory order: duplicate_clicks (over `identity`), duplicate_clicks_dropped (with
+    `drop_duplicates`: the first copy in file order is kept), events (per type, with `keep_events`,
+    whose events alone are then kept), clicks and sessions."""
+    needed = list(dict.fromkeys(["user", "time", ROW, "item", *identity, *(["event"] if keep_events else [])]))
+    duplicates = dropped = emitted = sessions = 0
+    per_event: dict[str, int] = {}
+    session_id = 0  # the last session id given so far
+    last_time = None  # the time of the last event so far, in (user, time) order
+    held = None  # the last session's clicks, which the next slice's first users may continue
+    parts: list[Path] = []
+
+    def write(clicks: pl.DataFrame) -> None:
+        nonlocal emitted, sessions
+        if clicks.height == 0:
+            return
+        clicks = clicks.with_row_index(ROW, offset=emitted).with_columns(_RUN_START_EXPR.alias(RUN_START))
+        parts.append(spill / f"sessions-{len(parts):05d}.parquet")
+        clicks.write_parquet(parts[-1])
+        emitted += clicks.height
+        sessions += int(clicks[RUN_START].sum())
+
+    new_session = (pl.col("time") - pl.col("time").shift(1)).abs() > gap_seconds
+    if not across_users:
+        new_session = new_session | (pl.col("user") != pl.col("user").shift(1))
+    for bounds in user_ranges(events):
+        chosen = events if bounds is None else events.filter(pl.col("user").is_between(*bounds))
+        part = chosen.select(needed).collect(engine="streaming").sort(["user", "time", ROW])
+        duplicates += _count_duplicates(part, identity)
+        if drop_duplicates:  # the first copy by (user, time, row) is the first in file order
+            kept = part.unique(subset=identity, keep="first", maintain_order=True)
+            dropped += part.height - kept.height
+            part = kept
+        if keep_events:
+            for event, count in part.group_by("event").len().iter_rows():
+                per_event[event] = per_event.get(event, 0) + count
+        # the first row of the log continues nothing (sessionize_by_gap's fill_null(False))
+        starts = last_time is not None and (not across_users or abs(part["time"][0] - last_time) > gap_seconds)
+        part = part.with_columns(session=session_id + new_session.fill_null(starts).cast(pl.Int64).cum_sum())
+        session_id, last_time = int(part["session"][-1]), part["time"][-1]
+        if keep_events:  # sessions were cut on every event; the kept ones are what the reader gives
+            part = part.filter(pl.col("event").is_in(list(keep_events)))
+        part = part.select("session", "item", "time", "user")
+        if held is not None:
+            part = pl.concat([held, part])
+        part = part.sort(["session", "time"], maintain_order=True)
+        if across_users:
+            held = part.filter(pl.col("session") == session_id)
+            part = part.filter(pl.col("session") != session_id)
+        write(part)
+    if held is not None:
+        write(held)
+    if not parts:  # no click is kept: an empty table, which the reader reports
+        parts.append(spill / "sessions-empty.parquet")
+        pl.DataFrame(schema={ROW: pl.UInt32, "session": pl.Int64, "item": pl.Int64, "time": pl.Float64,
+                             "user": pl.Int64, RUN_START: pl.Boolean}).write_parquet(parts[-1])
+    report["duplicate_clicks"] = duplicates
+    if drop_duplicates:
+        report["duplicate_clicks_dropped"] = dropped
+    if keep_events:
+        report["events"] = dict(sorted(per_event.items()))
+    report["clicks"] = emitted
+    report["sessions"] = sessions
+    return pl.scan_parquet(parts)
+
+
 def _count_duplicates(frame: pl.DataFrame | pl.LazyFrame, identity: list[str]) -> int:
     """Rows equal in every identity column to another row (each extra copy counts once). A sort and
     a comparison of neighbours: faster than hashing whole rows on tens of millions of clicks. A spilled
@@ -615,14 +765,29 @@ def _count_duplicates(frame: pl.DataFrame | pl.LazyFrame, identity: list[str]) -
     return int(ordered.select(same.sum()).item())
 
 
-def _drop_duplicates(frame: pl.DataFrame, identity: list[str], report: dict) -> pl.DataFrame:
+def _drop_duplicates(frame: pl.DataFrame | pl.LazyFrame, identity: list[str], report: dict,
+                     spill: Path | None = None) -> pl.DataFrame | pl.LazyFrame:
+    """The first of each group of rows equal in every identity column, in file order. A spilled log
+    (whose identity holds the session) finds its copies one slice of the sessions at a time and is
+    written again to `spill` without them, its runs of a session's rows marked anew."""
+    if isinstance(frame, pl.LazyFrame):
+        copies = pl.concat([
+            part.sort(ROW).filter(~pl.struct(identity).is_first_distinct()).select(ROW)
+            for part in session_slices(frame, [*identity, ROW])
+        ])
+        report["duplicate_clicks_dropped"] = copies.height
+        if copies.height == 0:
+            return frame
+        kept = frame.filter(~pl.col(ROW).is_in(copies[ROW].implode())).with_columns(_RUN_START_EXPR.alias(RUN_START))
+        kept.sink_parquet(spill / "deduplicated.parquet")
+        return pl.scan_parquet(spill / "deduplicated.parquet")
     kept = frame.unique(subset=identity, keep="first", maintain_order=True)
     report["duplicate_clicks_dropped"] = frame.height - kept.height
     return kept
 
 
 def _finish(
-    clicks: pl.DataFrame,
+    clicks: pl.DataFrame | pl.LazyFrame,
     log_format: str,
     path: Path,
     report: dict,
@@ -630,11 +795,12 @@ def _finish(
     identity: list[str],
     order: list[str],
     drop_duplicates: bool,
+    spill: Path | None = None,
 ) -> ClickLog:
     """Count duplicates, out-of-order clicks and scattered sessions of a log that names its sessions."""
     report["duplicate_clicks"] = _count_duplicates(clicks, identity)
     if drop_duplicates:
-        clicks = _drop_duplicates(clicks, identity, report)
+        clicks = _drop_duplicates(clicks, identity, report, spill)
     report.update(_order_report(clicks, order))
     report["clicks"] = height(clicks)
     return ClickLog(clicks, log_format, str(path), report)

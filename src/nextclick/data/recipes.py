@@ -73,6 +73,8 @@ from nextclick.data.sessions import Cases, Protocol, Sessions, Split, Vocab
 
 DAY_SECONDS = 86_400
 RETAILROCKET_SLICE_DAYS = 1000  # Preprocess_rr.py: preprocess_slices(num_slices=1, days_train=1000, days_test=0)
+_STAGE_A_SINGLE = "Stage A: drop sessions with a single view"
+_STAGE_A_WINDOW = f"Stage A: keep sessions ending within {RETAILROCKET_SLICE_DAYS} days of the first view"
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,8 @@ def _sessions_of(log: ClickLog, recipe: Recipe, steps: _Steps) -> tuple[Sessions
         }
     )
     if recipe.retailrocket_stage_a and log.log_format == "retailrocket":
-        clicks = _retailrocket_stage_a(clicks, steps.rows)
+        spilled = isinstance(clicks, pl.LazyFrame)
+        clicks = (_spilled_retailrocket_stage_a if spilled else _retailrocket_stage_a)(clicks, steps.rows)
     if isinstance(clicks, pl.LazyFrame):  # a log read with `spill`: larger than memory, perhaps
         return group_spilled_sessions(clicks, order, session_time="latest" if latest else "last_row")
     return group_into_sessions(clicks, order, session_time="latest" if latest else "last_row")
@@ -446,15 +449,41 @@ def _retailrocket_stage_a(clicks: pl.DataFrame, rows: list[dict]) -> pl.DataFram
     sessions whose last view lies before (first view + 1000 days) (preprocess_slices, one slice).
     Appends a count row per step to `rows`."""
     several = clicks.filter(pl.len().over("session") > 1)
-    rows.append(
-        {"step": "Stage A: drop sessions with a single view", **_frame_counts(several), **_removed(rows[-1], several)}
-    )
+    counts = _frame_counts(several)
+    rows.append({"step": _STAGE_A_SINGLE, **counts, **_removed(rows[-1], counts)})
+    if several.height == 0:
+        raise ValueError("no Retailrocket session has more than one view: the log is too small or too sparse")
     start = several["time"].min()
     last_view = pl.col("time").max().over("session")
     window = several.filter(last_view < start + RETAILROCKET_SLICE_DAYS * DAY_SECONDS)
-    step = f"Stage A: keep sessions ending within {RETAILROCKET_SLICE_DAYS} days of the first view"
-    rows.append({"step": step, **_frame_counts(window), **_removed(rows[-1], window)})
+    counts = _frame_counts(window)
+    rows.append({"step": _STAGE_A_WINDOW, **counts, **_removed(rows[-1], counts)})
     return window
+
+
+def _spilled_retailrocket_stage_a(clicks: pl.LazyFrame, rows: list[dict]) -> pl.LazyFrame:
+    """_retailrocket_stage_a of spilled clicks: each session's length and first and last view come from
+    one slice of the sessions at a time, only sessions of several views are kept (16 bytes each), and
+    the clicks are then filtered by session id."""
+    several, starts = [], []
+    for part in session_slices(clicks, ["session", "time"]):
+        per_session = (part.group_by("session").agg(length=pl.len(), first=pl.col("time").min(),
+                                                     last=pl.col("time").max()).filter(pl.col("length") > 1))
+        several.append(per_session.select("session", "last"))
+        starts.append(per_session["first"].min())
+    several = pl.concat(several)
+    kept = clicks.filter(pl.col("session").is_in(several["session"].implode()))
+    counts = _frame_counts(kept, several.height)
+    rows.append({"step": _STAGE_A_SINGLE, **counts, **_removed(rows[-1], counts)})
+    if several.height == 0:
+        raise ValueError("no Retailrocket session has more than one view: the log is too small or too sparse")
+    start = min(first for first in starts if first is not None)
+    window = several.filter(pl.col("last") < start + RETAILROCKET_SLICE_DAYS * DAY_SECONDS)
+    if window.height < several.height:
+        kept = clicks.filter(pl.col("session").is_in(window["session"].implode()))
+        counts = _frame_counts(kept, window.height)
+    rows.append({"step": _STAGE_A_WINDOW, **counts, **_removed(rows[-1], counts)})
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -478,10 +507,10 @@ def _frame_counts(clicks: pl.DataFrame | pl.LazyFrame, sessions: int | None = No
     return {"sessions": clicks["session"].n_unique(), "clicks": clicks.height, "items": clicks["item"].n_unique()}
 
 
-def _removed(previous: dict, clicks: pl.DataFrame) -> dict:
+def _removed(previous: dict, counts: dict) -> dict:
     return {
-        "removed_sessions": previous["sessions"] - clicks["session"].n_unique(),
-        "removed_clicks": previous["clicks"] - clicks.height,
+        "removed_sessions": previous["sessions"] - counts["sessions"],
+        "removed_clicks": previous["clicks"] - counts["clicks"],
     }
 
 
