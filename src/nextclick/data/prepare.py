@@ -75,7 +75,7 @@ def run_prepare(
         split, stats = prepare(log, recipe, fraction=fraction, test_days=test_days, name=out_dir.name, progress=bar)
         timings["recipe_seconds"] = round(time.perf_counter() - started - timings["read_seconds"], 3)
     if streaming:
-        stats["engine"] = "streaming" if isinstance(log.clicks, pl.LazyFrame) else "in memory (sessions cut by gap)"
+        stats["engine"] = "streaming" if isinstance(log.clicks, pl.LazyFrame) else "in memory"  # every format streams since 829f835
 
     bar(f"write {out_dir}")
     before_write = time.perf_counter()
