@@ -68,19 +68,11 @@ def generate(path: Path, n_clicks: int, seed: int = 0, log_format: str = "yoocho
     with path.open("wb") as handle:
         for chunk in range(chunks):
             clicks = min(CHUNK_CLICKS, n_clicks - chunk * CHUNK_CLICKS)
-            lengths = rng.geometric(1.0 / YOOCHOOSE_MEAN_SESSION_LENGTH, size=clicks // 2 + 16)
-            ends = np.cumsum(lengths)
-            n_sessions = int(np.searchsorted(ends, clicks)) + 1
-            lengths = lengths[:n_sessions].copy()
-            lengths[-1] -= int(ends[n_sessions - 1] - clicks)
-            session_of_click = np.repeat(np.arange(n_sessions, dtype=np.int64), lengths)
+            lengths, session_of_click = _chunk_visits(rng, clicks, YOOCHOOSE_MEAN_SESSION_LENGTH, clicks // 2 + 16)
+            n_sessions = len(lengths)
             low, high = chunk * span // chunks, (chunk + 1) * span // chunks
             starts = np.sort(rng.integers(low, high, size=n_sessions)) + first_ms
-            gaps = rng.exponential(60_000.0, size=clicks).astype(np.int64)
-            first_click = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            gaps[first_click == np.arange(clicks)] = 0
-            elapsed = np.cumsum(gaps)
-            times_ms = starts[session_of_click] + (elapsed - elapsed[first_click])
+            times_ms = _event_times(rng, lengths, session_of_click, starts)
             rank = np.minimum(np.searchsorted(cumulative, rng.random(clicks)), YOOCHOOSE_ITEMS - 1)
             frame = pl.DataFrame({"session_id": session_of_click + next_session,
                                   "timestamp": pl.Series(times_ms).cast(pl.Datetime("ms")),
@@ -91,14 +83,27 @@ def generate(path: Path, n_clicks: int, seed: int = 0, log_format: str = "yoocho
             "bytes": path.stat().st_size, "generate_seconds": round(time.perf_counter() - started, 1)}
 
 
-def _chunk_visits(rng: np.random.Generator, events: int, mean_length: float) -> tuple[np.ndarray, np.ndarray]:
-    """Geometric visit lengths adding up to exactly `events`, and the visit of each event."""
-    lengths = rng.geometric(1.0 / mean_length, size=int(events / mean_length * 1.2) + 16)
+def _chunk_visits(rng: np.random.Generator, events: int, mean_length: float,
+                  draws: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Geometric visit lengths adding up to exactly `events`, and the visit of each event (`draws`
+    lengths drawn, enough to cover `events`; the Yoochoose generator's own count keeps its logs as made)."""
+    lengths = rng.geometric(1.0 / mean_length, size=draws or int(events / mean_length * 1.2) + 16)
     ends = np.cumsum(lengths)
     n_visits = int(np.searchsorted(ends, events)) + 1
     lengths = lengths[:n_visits].copy()
     lengths[-1] -= int(ends[n_visits - 1] - events)
     return lengths, np.repeat(np.arange(n_visits, dtype=np.int64), lengths)
+
+
+def _event_times(rng: np.random.Generator, lengths: np.ndarray, visit_of_event: np.ndarray,
+                 starts_ms: np.ndarray) -> np.ndarray:
+    """Each event's time (ms): its visit's start, then exponential gaps of a minute on average."""
+    events = len(visit_of_event)
+    gaps = rng.exponential(60_000.0, size=events).astype(np.int64)
+    first_event = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    gaps[first_event == np.arange(events)] = 0
+    elapsed = np.cumsum(gaps)
+    return starts_ms[visit_of_event] + (elapsed - elapsed[first_event])
 
 
 def generate_retailrocket(path: Path, n_events: int, seed: int = 0) -> dict:
@@ -123,11 +128,7 @@ def generate_retailrocket(path: Path, n_events: int, seed: int = 0) -> dict:
             low, high = chunk * span // chunks, (chunk + 1) * span // chunks
             starts = rng.integers(low, high, size=len(lengths)) + first_ms
             visitors = rng.integers(0, visitor_pool, size=len(lengths))
-            gaps = rng.exponential(60_000.0, size=events).astype(np.int64)
-            first_event = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            gaps[first_event == np.arange(events)] = 0
-            elapsed = np.cumsum(gaps)
-            times_ms = starts[visit_of_event] + (elapsed - elapsed[first_event])
+            times_ms = _event_times(rng, lengths, visit_of_event, starts)
             rank = np.minimum(np.searchsorted(cumulative, rng.random(events)), RETAILROCKET_ITEMS - 1)
             kind = np.minimum(np.searchsorted(event_cumulative, rng.random(events)), len(event_names) - 1)
             is_transaction = kind == 2
@@ -140,7 +141,7 @@ def generate_retailrocket(path: Path, n_events: int, seed: int = 0) -> dict:
             }).sort("timestamp", maintain_order=True)  # the chunk's visitors interleaved
             frame.write_csv(handle, include_header=False)
             visits += len(lengths)
-            del frame, gaps, elapsed, times_ms, first_event, visit_of_event
+            del frame, times_ms, visit_of_event
     return {"path": str(path), "format": "retailrocket", "events": n_events, "visits": visits,
             "visitor_pool": visitor_pool, "seed": seed, "bytes": path.stat().st_size,
             "generate_seconds": round(time.perf_counter() - started, 1)}
