@@ -174,7 +174,7 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
         low_table = None if low is None else table.to(low)
         for start, probabilities in _score_blocks(queries, table, None, low_table):  # scores, made softmax in place
             end = start + len(probabilities)
-            q, y = queries[start:end], labels[start:end]
+            y = labels[start:end]
             rows = torch.arange(len(y), device=y.device)
             target = probabilities[rows, y]
             top = probabilities.amax(1, keepdim=True)
@@ -183,17 +183,7 @@ class _InnerProductCrossEntropy(torch.autograd.Function):
             total += (norm.log() + top - target.unsqueeze(1)).sum(dtype=torch.float64)
             probabilities.div_(norm)
             probabilities[rows, y] -= 1.0  # d loss / d scores, times the batch size
-            if low is not None:
-                probabilities = probabilities.to(low)
-                if need_queries:
-                    query_grad[start:end] = probabilities @ low_table
-                if need_table:
-                    table_grad += probabilities.T @ q.to(low)
-                continue
-            if need_queries:
-                torch.mm(probabilities, table, out=query_grad[start:end])
-            if need_table:
-                table_grad.addmm_(probabilities.T, q)
+            _add_block_gradients(probabilities, slice(start, end), queries, table, low_table, query_grad, table_grad)
         ctx.save_for_backward(query_grad, table_grad)
         ctx.n_rows = n_rows
         return (total / n_rows).to(queries.dtype)
@@ -253,18 +243,28 @@ class _InnerProductLogSumExp(torch.autograd.Function):
                 end = start + len(scores)
                 # g_b softmax
                 weights = scores.sub_(result[start:end].unsqueeze(1)).exp_().mul_(grad[start:end].unsqueeze(1))
-                if low is not None:
-                    weights = weights.to(low)
-                    if need_queries:
-                        query_grad[start:end] = weights @ low_table
-                    if need_table:
-                        table_grad += weights.T @ queries[start:end].to(low)
-                    continue
-                if need_queries:
-                    torch.mm(weights, table, out=query_grad[start:end])
-                if need_table:
-                    table_grad.addmm_(weights.T, queries[start:end])
+                _add_block_gradients(weights, slice(start, end), queries, table, low_table, query_grad, table_grad)
         return query_grad, table_grad, None, None
+
+
+def _add_block_gradients(weights: torch.Tensor, rows: slice, queries: torch.Tensor, table: torch.Tensor,
+                         low_table: torch.Tensor | None, query_grad: torch.Tensor | None,
+                         table_grad: torch.Tensor | None) -> None:
+    """The two gradient products of a block of score gradients `weights` (b, N + 1): query_grad[rows] =
+    weights @ table, table_grad += weights^T @ queries[rows] (each only where it is wanted, not None). In
+    float32 in place (out=, addmm_); with `low_table` (the table in bf16/fp16) the products take their
+    inputs in that dtype and are added in float32."""
+    if low_table is None:
+        if query_grad is not None:
+            torch.mm(weights, table, out=query_grad[rows])
+        if table_grad is not None:
+            table_grad.addmm_(weights.T, queries[rows])
+        return
+    weights = weights.to(low_table.dtype)
+    if query_grad is not None:
+        query_grad[rows] = weights @ low_table
+    if table_grad is not None:
+        table_grad += weights.T @ queries[rows].to(low_table.dtype)
 
 
 def _score_blocks(queries: torch.Tensor, table: torch.Tensor, excluded: torch.Tensor | None,
