@@ -17,8 +17,10 @@ direct route): the body is decoded and validated by the request model in one com
 (pydantic's `model_validate_json`) and the answer written as bytes, without Starlette's request,
 routing and response objects or FastAPI's dependency machinery, which cost about half of a request's
 server time at 1,000 requests/s (docs/serving.md). The FastAPI route stays for the OpenAPI docs and
-answers the same (tests/test_serve.py checks both). No route reads a file the client names: /v1/reload reads the path given on the command
-line again (a symlink the operator moved, or a directory rewritten in place).
+answers the same (tests/test_serve.py checks both).
+
+No route reads a file the client names: /v1/reload reads the path given on the command line again (a
+symlink the operator moved, or a directory rewritten in place).
 """
 
 from __future__ import annotations
@@ -136,11 +138,9 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         query = Query(request.items, request.k, request.exclude_seen, request.include_weights)
         try:
             return 200, to_json(await recommend(query)), []
-        except Overloaded as exc:
-            metrics.refuse("scoring queue full")
-            return 503, to_json({"error": f"over capacity: {exc}; retry shortly"}), [(b"retry-after", b"1")]
-        except ValueError as exc:  # NothingKnown among them
-            return 422, to_json({"error": str(exc)}), []
+        except (Overloaded, ValueError) as exc:  # NothingKnown among them
+            status, message, headers = refusal(exc)
+            return status, to_json({"error": message}), [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
     @app.post("/v1/sessions/{session_id}/clicks", summary="append a click to a live session; its top-K next items")
     async def click_route(session_id: SessionId, body: ClickRequest):
@@ -212,18 +212,25 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
     async def page():
         return HTMLResponse(PAGE)
 
+    def refusal(exc: Exception) -> tuple[int, str, dict]:
+        """(status, message, headers) for a scoring request that raised `exc`: the exception handlers'
+        answer and the direct route's."""
+        if isinstance(exc, Overloaded):
+            metrics.refuse("scoring queue full")
+            return 503, f"over capacity: {exc}; retry shortly", {"Retry-After": "1"}
+        return 422, str(exc), {}  # a ValueError: NothingKnown, or click weights asked of a model without them
+
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded):
-        metrics.refuse("scoring queue full")
-        return error(503, f"over capacity: {exc}; retry shortly", {"Retry-After": "1"})
+        return error(*refusal(exc))
 
     @app.exception_handler(NothingKnown)
     async def nothing_known(request: Request, exc: NothingKnown):
-        return error(422, str(exc))
+        return error(*refusal(exc))
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError):
-        return error(422, str(exc))
+        return error(*refusal(exc))
 
     import redis.exceptions as redis_errors  # the redis client is a dependency of the serve extra
 
