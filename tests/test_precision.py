@@ -2,6 +2,7 @@
 float32 weights, gradients and optimizer state, float32 normalisers, float32 evaluation; fp32 stays the
 reference, unchanged by the option."""
 
+import argparse
 import json
 import math
 
@@ -191,3 +192,13 @@ def test_the_repeat_decoder_refuses_bf16_before_training():
     with pytest.raises(ValueError, match="does not support the repeat decoder"):
         train_model(model, split.train_cases(), None, TrainOptions(epochs=1, max_batches=1, quiet=True, device="cpu",
                                                                     precision="bf16"))
+
+
+def test_the_command_line_offers_the_precisions_the_loop_knows():
+    from nextclick.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("train", "bench", "speed"):
+        option = next(a for a in subcommands.choices[command]._actions if "--precision" in a.option_strings)
+        assert tuple(option.choices) == PRECISIONS and option.default == "fp32", command
+

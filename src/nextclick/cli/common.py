@@ -129,6 +129,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    # training.loop.PRECISIONS, written out: the parser imports no torch (tests/test_precision.py checks they agree)
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="training arithmetic: fp32 (default) is the reference; bf16 runs each step's forward "
                              "pass under bf16 autocast (mixed precision: weights, gradients, optimizer state, "
