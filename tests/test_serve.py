@@ -201,9 +201,10 @@ def test_a_full_scoring_queue_answers_503_at_once_and_the_service_recovers(dsan_
 
     release = threading.Event()
     real = scoring.answer
-    monkeypatch.setattr(scoring, "answer", lambda run, queries: release.wait(10) and real(run, queries))
     app = create_app(ServeConfig(run=str(dsan_run), limits=ServeLimits(max_pending=2, max_batch=1)))
     with TestClient(app) as client:
+        # held from here: the run's warm-up query at start (scoring.warm_up) must not wait on it
+        monkeypatch.setattr(scoring, "answer", lambda run, queries: release.wait(10) and real(run, queries))
         results = []
         workers = [threading.Thread(target=lambda: results.append(
             client.post("/v1/recommend", json={"items": [1003]}).status_code)) for _ in range(3)]
