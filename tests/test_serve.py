@@ -290,6 +290,34 @@ def test_a_reload_serves_the_new_run_without_dropping_a_request(tmp_path):
         assert after == ids(fresh.post("/v1/recommend", json=body).json())
 
 
+@pytest.mark.services
+def test_a_stopping_worker_answers_a_request_sent_on_a_connection_it_had_just_accepted(tmp_path):
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from nextclick.serve.bench import free_port, wait_ready
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "nextclick.cli", "serve", str(save_run(tmp_path / "pop", "pop")),
+                               "--port", str(port)], stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=60, process=server)
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        time.sleep(0.3)  # accepted by the worker, no request yet: what a rolling restart finds
+        server.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the worker has begun to stop; the client's request arrives now
+        body = json.dumps({"items": [1003], "k": 3}).encode()
+        connection.sendall(b"POST /v1/recommend HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200 OK")  # uvicorn alone closes it unread: b""
+        assert server.wait(timeout=20) == -signal.SIGTERM  # and it still stops (uvicorn re-raises the signal)
+    finally:
+        server.kill()
+
+
 def test_serving_s_k_bound_is_nextclick_recommend_s():
     from nextclick.cli.common import MAX_K
     from nextclick.serve.limits import MAX_K as SERVE_MAX_K

@@ -46,6 +46,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from nextclick.serve.app import CONFIG_ENV, create_app
+    from nextclick.serve.protocol import PROTOCOL
     from nextclick.serve.scoring import load_run
     from nextclick.serve.store import open_store
 
@@ -59,7 +60,8 @@ def cmd_serve(args) -> int:
     run = load_run(config.run, config.index, config.threads, config.overrides, config.index_cache)
     print(f"serving {run.model.name} ({run.model.n_items:,} items, top-K {run.top_k.kind}, store {config.store}) "
           f"at http://{args.host}:{args.port}/ with {args.workers} worker(s)", file=sys.stderr, flush=True)
-    common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    # PROTOCOL: a worker that stops answers the requests already sent on its idle connections
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log, http=PROTOCOL)
     if args.workers == 1:
         uvicorn.run(create_app(config, run=run), **common)
     else:  # each worker process builds its own app from the config (uvicorn imports the factory by name)
