@@ -63,7 +63,7 @@ def tiny_model(monkeypatch):
     from torch import nn
 
     from nextclick.models import REGISTRY
-    from nextclick.models.base import NeuralModel, cross_entropy
+    from nextclick.models.neural import NeuralModel, cross_entropy
 
     @dataclass(frozen=True)
     class TinyConfig:

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from nextclick import checkpoint
 from nextclick.cli import main
-from nextclick.data.batches import MAX_REQUEST_CLICKS, batch_from_prefixes
+from nextclick.data.batches import batch_from_prefixes
 from nextclick.data.benchmarks import DataError, load_split, resolve
+from nextclick.data.padded import MAX_REQUEST_CLICKS
 from nextclick.data.readers import read_log
 from nextclick.models import REGISTRY, build
 from nextclick.models.config import MAX_SESSION_LENGTH, ConfigError, config_from_overrides, limit_of

@@ -9,6 +9,7 @@ import torch
 from model_contract import synthetic
 
 from nextclick.data.batches import batch_from_prefixes, make_batch
+from nextclick.data.padded import pad_prefixes
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
 from nextclick.models.knn import ITEM_TIE_BREAK, SessionKNN, top_k_per_row
@@ -68,7 +69,7 @@ def test_item_knn_keeps_the_most_similar_items_and_breaks_ties_by_popularity():
 
 def test_sknn_neighbours_similarities_and_scores():
     model = fitted("sknn", neighbours=3)
-    rows, sessions, similarity, _ = model.neighbours(batch_from_prefixes([np.array([1, 2])]))
+    rows, sessions, similarity, _ = model.neighbours(pad_prefixes([np.array([1, 2])]))
     found = dict(zip(sessions.tolist(), similarity.tolist()))
     # candidates: s0 {1,2,3} 2/sqrt(2*3); s1 {2,4} 1/sqrt(2*2); s2 {1,2,5} 2/sqrt(2*3); s3 {6,1} 1/sqrt(2*2)
     # k = 3: s0, s2 and, of the tied s1 / s3, the more recent s3
@@ -89,7 +90,7 @@ def test_sknn_cosine_divides_by_the_neighbour_length():
 
 def test_sknn_samples_the_most_recent_candidates():
     model = fitted("sknn", neighbours=3, sample_size=2)
-    _, sessions, _, _ = model.neighbours(batch_from_prefixes([np.array([1, 2])]))
+    _, sessions, _, _ = model.neighbours(pad_prefixes([np.array([1, 2])]))
     assert sorted(sessions.tolist()) == [2, 3]  # of s0..s3, the two latest
     z = scores_of(model, [1, 2])
     assert z[1] == pytest.approx(2 / math.sqrt(6) + 0.5)
@@ -117,7 +118,7 @@ def test_vsknn_position_weights_decay_and_idf():
 def test_vsknn_keeps_the_k_most_similar():
     model = fitted("v-sknn", neighbours=3, sample_size=0, position_weighting="quadratic",
                    neighbour_weighting="div", idf_weighting=0.0)
-    _, sessions, similarity, _ = model.neighbours(batch_from_prefixes([np.array([1, 2])]))
+    _, sessions, similarity, _ = model.neighbours(pad_prefixes([np.array([1, 2])]))
     assert dict(zip(sessions.tolist(), similarity.tolist())) == pytest.approx({0: 0.625, 1: 0.5, 2: 0.625})
 
 
@@ -134,7 +135,7 @@ def test_stan_three_decays():
     length = {0: 3, 1: 2, 2: 3, 3: 2}  # distinct items
     sim = {n: overlap[n] / (norm * math.sqrt(length[n])) * math.exp(-age[n] / 2) for n in overlap}
     # sims: s0 .100, s1 .054, s2 .273, s3 .403 -> the two neighbours are s3 and s2
-    rows, sessions, similarity, _ = model.neighbours(batch_from_prefixes([np.array([1, 2, 1])]))
+    rows, sessions, similarity, _ = model.neighbours(pad_prefixes([np.array([1, 2, 1])]))
     assert dict(zip(sessions.tolist(), similarity.tolist())) == pytest.approx({2: sim[2], 3: sim[3]})
     # f3: s3 = [6, 1], p* = 2 (item 1); s2 = [1, 2, 2, 5] -> last positions 1:1, 2:3, 5:4, p* = 3
     e = math.exp

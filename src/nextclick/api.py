@@ -502,7 +502,7 @@ def explain_session(run: Run, session_items: Sequence[int], k: int = 10) -> Expl
 def checked_session(session_items: Sequence[int]) -> list[int]:
     """The session's ids as Python ints, refused with a ValueError unless there is at least one, each an
     integer that fits the id table (int64), and at most MAX_REQUEST_CLICKS of them."""
-    from nextclick.data.batches import MAX_REQUEST_CLICKS
+    from nextclick.data.padded import MAX_REQUEST_CLICKS
 
     items = list(session_items)
     if not items:

@@ -10,6 +10,10 @@
 Every write goes to a temporary file first, is synced and renamed into place (nextclick.atomic), so an
 interrupted run or a full disk never leaves a half-written file. Loading validates everything and fails
 with a message saying what is wrong.
+
+A statistical model's arrays and every vocabulary are written and read as numpy arrays; torch is
+imported only for a neural model's weights (and the trainer's state), so that loading POP or STAN for
+`nextclick recommend` does not spend 2-3 s importing it.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+import numpy as np
+import safetensors.numpy
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from safetensors.torch import save as save_tensors
 
 from nextclick import atomic
 from nextclick.data.sessions import Protocol, Vocab
 from nextclick.models.base import Recommender
 from nextclick.models.config import config_from_overrides
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 
@@ -39,10 +45,27 @@ class CheckpointError(ValueError):
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Tensors as a safetensors file, written as atomic.write_bytes writes (serialised in memory first:
     the file is complete before its name appears)."""
+    from safetensors.torch import save as save_tensors  # imports torch
+
     atomic.write_bytes(path, save_tensors({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
 
 
+def atomic_save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Numpy arrays as a safetensors file (the same format as tensors), written as atomic_save_tensors."""
+    atomic.write_bytes(path, safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file  # imports torch
+
+    return _read_safetensors(path, load_file)
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    return _read_safetensors(path, safetensors.numpy.load_file)
+
+
+def _read_safetensors(path: Path, load_file: Callable[[str], dict]) -> dict:
     if not path.is_file():
         raise CheckpointError(f"missing {path}")
     try:
@@ -80,11 +103,15 @@ def save_meta(directory: Path, model: Recommender, vocab: Vocab, protocol: Proto
             **(extra or {}),
         },
     )
-    atomic_save_tensors(directory / "vocab.safetensors", {"ids": torch.from_numpy(vocab.ids.copy())})
+    atomic_save_arrays(directory / "vocab.safetensors", {"ids": vocab.ids})
 
 
 def save_weights(directory: Path, model: Recommender) -> None:
-    atomic_save_tensors(Path(directory) / "model.safetensors", model.state_tensors())
+    path = Path(directory) / "model.safetensors"
+    if model.neural:
+        atomic_save_tensors(path, model.state_tensors())
+    else:
+        atomic_save_arrays(path, model.state_arrays())
 
 
 def save(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, dataset: str, extra: dict | None = None) -> Path:
@@ -118,10 +145,12 @@ def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None)
     else:
         _header_shapes(weights_path)  # a readable header; statistical state is as large as the file itself
     model = cls(n_items, config)
-    vocab = Vocab(load_tensors(vocab_path)["ids"].numpy())
-    tensors = load_tensors(weights_path)
+    vocab = Vocab(load_arrays(vocab_path)["ids"])
     try:
-        model.load_state_tensors(tensors)
+        if cls.neural:
+            model.load_state_tensors(load_tensors(weights_path))
+        else:
+            model.load_state_arrays(load_arrays(weights_path))
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as error:
         raise CheckpointError(f"{weights_path} does not fit {meta['model']}: {_first_line(error)}") from None
     if getattr(model, "neural", False):
@@ -169,6 +198,8 @@ def _parameter_shapes(cls: type, n_items: int, config: Any) -> dict[str, tuple[i
     tables grow linearly with the catalogue (rows per item), so two models of one and two items give
     every dimension as a + b * n_items. (torch's meta device would do too, but its first use costs
     seconds of imports on every `recommend`.) The global random state is left as it was."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         one, two = ({name: tuple(t.shape) for name, t in cls(n, config).state_dict().items()} for n in (1, 2))
     return {name: tuple(a + (b - a) * (n_items - 1) for a, b in zip(shape, two[name])) for name, shape in one.items()}
@@ -181,7 +212,7 @@ def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     if not path.is_file():
         raise CheckpointError(f"missing {path}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:  # "pt" would import torch
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"cannot read {path}: {_first_line(error)}") from None

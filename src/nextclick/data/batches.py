@@ -2,7 +2,8 @@
 
 A Batch is right-aligned: padding (0) on the left, the most recent click at items[:, -1]. Its width
 is the longest prefix in the batch, capped at `max_length`; truncation keeps the most recent clicks.
-Building a batch is one vectorised gather, no per-case Python loop.
+The arrays are built in numpy (nextclick.data.padded: one vectorised gather, no per-case Python loop)
+and shared with the tensors here, not copied.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from nextclick.data.padded import PaddedPrefixes, pad_cases, pad_prefixes
 from nextclick.data.sessions import Cases
 
 
@@ -23,6 +25,17 @@ class Batch:
     lengths: torch.Tensor  # (B,) int64, number of real clicks kept (<= L)
     labels: torch.Tensor  # (B,) int64, the next click
     full_lengths: torch.Tensor  # (B,) int64, prefix length before truncation (positions from the start)
+
+    @classmethod
+    def from_padded(cls, padded: PaddedPrefixes) -> Batch:
+        """The padded arrays as tensors sharing their memory."""
+        return cls(items=torch.from_numpy(padded.items), lengths=torch.from_numpy(padded.lengths),
+                   labels=torch.from_numpy(padded.labels), full_lengths=torch.from_numpy(padded.full_lengths))
+
+    def numpy(self) -> PaddedPrefixes:
+        """The same cases as numpy arrays on the CPU (what statistical models score)."""
+        return PaddedPrefixes(items=self.items.cpu().numpy(), lengths=self.lengths.cpu().numpy(),
+                              labels=self.labels.cpu().numpy(), full_lengths=self.full_lengths.cpu().numpy())
 
     def __len__(self) -> int:
         return self.items.shape[0]
@@ -53,43 +66,13 @@ class Batch:
 
 def make_batch(cases: Cases, indices: np.ndarray | None = None, max_length: int | None = None) -> Batch:
     """Gather cases (all, or those at `indices`) into a right-aligned Batch."""
-    session = cases.session if indices is None else cases.session[indices]
-    length = cases.length if indices is None else cases.length[indices]
-    flat = cases.sessions.items
-    starts = cases.sessions.offsets[session]
-    ends = starts + length  # index of the label click
-    kept = length if max_length is None else np.minimum(length, max_length)
-    width = int(kept.max()) if len(kept) else 1
-    columns = np.arange(width, dtype=np.int64)
-    source = ends[:, None] - width + columns[None, :]  # (B, L)
-    valid = columns[None, :] >= (width - kept)[:, None]
-    items = np.where(valid, flat[np.clip(source, 0, len(flat) - 1)], 0).astype(np.int64)
-    return Batch(
-        items=torch.from_numpy(items),
-        lengths=torch.from_numpy(kept.astype(np.int64)),
-        labels=torch.from_numpy(flat[ends].astype(np.int64)),
-        full_lengths=torch.from_numpy(length.astype(np.int64)),
-    )
-
-
-# The most clicks one served session (`recommend`, `explain`, serving) may give. Models read at most
-# their last 512 (nextclick.models.config.MAX_SESSION_LENGTH); a longer request is refused with a
-# message rather than silently cut, so a client sending whole histories learns that they are not read.
-MAX_REQUEST_CLICKS = 10_000
+    return Batch.from_padded(pad_cases(cases, indices, max_length))
 
 
 def batch_from_prefixes(prefixes: list[np.ndarray], max_length: int | None = None) -> Batch:
     """A Batch for raw sessions (serving, `recommend`, `explain`): labels are set to 0 (unknown).
-    Each session keeps its most recent `max_length` clicks; more than MAX_REQUEST_CLICKS is an error."""
-    from nextclick.data.sessions import Sessions
-
-    if any(len(p) == 0 for p in prefixes):
-        raise ValueError("a session needs at least one click")
-    longest = max(len(p) for p in prefixes) if prefixes else 0
-    if longest > MAX_REQUEST_CLICKS:
-        raise ValueError(f"a session may give at most {MAX_REQUEST_CLICKS:,} clicks; got {longest:,}")
-    sessions = Sessions.from_lists([list(p) + [0] for p in prefixes])
-    return make_batch(Cases.whole_sessions(sessions), max_length=max_length)
+    Each session keeps its most recent `max_length` clicks (nextclick.data.padded.pad_prefixes)."""
+    return Batch.from_padded(pad_prefixes(prefixes, max_length))
 
 
 def iterate_batches(

@@ -6,14 +6,20 @@
     scores, loss = model(batch, labels)       # neural models: one call for the trainer (and DDP); scores
                                               # may be None in training (a loss that never builds them)
     model.score(batch) -> (B, n_items + 1)    # higher is better; column 0 (padding) is -inf
-    model.recommend(prefixes, k)              # top-k on top of score
+    model.recommend(prefixes, k)              # top-k on top of the scores
 
-Neural models are `torch.nn.Module`s trained by `nextclick.training`; they choose what a training epoch
-is made of (`training_stream`: prefix cases in padded batches by default) and how its batches are built
-(`collate`). Inner-product models also give `query_vectors(batch)` and `item_vectors()`, so that
-`score(batch)[:, 1:] == query_vectors(batch) @ item_vectors()[1:].T` (serving's top-K index uses them).
-Statistical models compute their arrays in `fit` and keep them as tensors (`state_tensors`), so every
-checkpoint is safetensors + JSON.
+Neural models (models/neural.py) are `torch.nn.Module`s trained by `nextclick.training`; they choose
+what a training epoch is made of (`training_stream`: prefix cases in padded batches by default) and how
+its batches are built (`collate`). Inner-product models also give `query_vectors(batch)` and
+`item_vectors()`, so that `score(batch)[:, 1:] == query_vectors(batch) @ item_vectors()[1:].T`
+(serving's top-K index uses them).
+Statistical models (here) compute their arrays in `fit` and score in numpy (`score_prefixes`); `score`
+hands the same numbers to the evaluator as a tensor, and `recommend` ranks them in numpy. Their arrays
+are the checkpoint (`state_arrays`), so every checkpoint is safetensors + JSON. This module imports no
+torch, nor do POP, S-POP and the kNN family: loading one of them and recommending (`nextclick
+recommend`, `nextclick.load` + `nextclick.recommend`) takes 0.4-0.9 s on a 2-core machine instead of
+2.5-2.8 s, nearly all of it torch's import, which neural models (and BPR-MF and FPMC, which score
+with torch) still pay.
 
 Models sit below everything that drives them: nothing here (or in a model file) imports the trainer,
 the evaluator, the search or the bench. A model's `fit` neither selects epochs nor tunes itself; a
@@ -22,38 +28,22 @@ statistical model that trains in epochs reports each one to `epoch_end`, and the
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
+from nextclick.data.padded import PaddedPrefixes, pad_prefixes
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.data.streams import PrefixStream, Stream, StreamOptions
 from nextclick.models.config import MAX_SESSION_LENGTH, check_config
-from nextclick.models.layers import inner_product_cross_entropy
-from nextclick.models.repeat import RepeatOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from nextclick.data.batches import Batch
 
 # called after each epoch of a statistical model trained in epochs, with the epoch (1-based) and its
 # record (loss, seconds); returns True to stop. The caller (nextclick.runs.select) evaluates there.
 EpochEnd = Callable[[int, dict], bool]
-
-
-@dataclass
-class ClickWeights:
-    """What an attention model weighed in each session of a batch: the material of `nextclick explain`.
-    Positions follow `items` (whatever alignment the model reads its clicks in)."""
-
-    items: torch.Tensor  # (B, L) the clicks the model read, 0 = padding
-    weights: torch.Tensor  # (B, L) each click's weight in the session representation, 0 at padding
-    name: str  # what `weights` are, in words
-    pairs: torch.Tensor | None = None  # (B, L + len(extra), L + len(extra)) click-by-click weights, rows = queries
-    pairs_name: str = ""
-    extra: tuple[str, ...] = ()  # labels of the rows and columns of `pairs` after the clicks (DSAN: its target token)
-    scalars: dict[str, torch.Tensor] = field(default_factory=dict)  # per-session numbers, (B,) each
 
 
 class Recommender:
@@ -111,16 +101,9 @@ class Recommender:
         raise NotImplementedError
 
     def recommend(self, prefixes: list[np.ndarray], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (indices, scores) per session prefix (item indices, not external ids); a k beyond the
-        catalogue gives the whole catalogue."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an integer >= 1; got {k!r}")
-        batch = batch_from_prefixes(prefixes, self.max_length)
-        with torch.inference_mode():
-            scores = self.score(batch).clone()
-            scores[:, 0] = -torch.inf
-            top = torch.topk(scores, min(k, self.n_items), dim=1)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+        """Top-k (indices, scores) per session prefix (item indices, not external ids), best first; a k
+        beyond the catalogue gives the whole catalogue."""
+        raise NotImplementedError
 
     # -- state as tensors (checkpoints are safetensors, never pickle) --
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -128,6 +111,41 @@ class Recommender:
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
+
+
+def check_k(k: int) -> None:
+    """ValueError unless k is an integer >= 1 (True is no count)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+
+
+def largest_in_rows(values: np.ndarray, k: int, *, ties_to_last: bool = False) -> np.ndarray:
+    """(R, W) -> (R, W) bool, True at exactly k entries of every row (1 <= k <= W): its k largest values.
+    Among values equal to the k-th largest, those nearest the row's start are kept (its end with
+    `ties_to_last`): a rule, where np.argpartition and torch.topk keep whichever their selection
+    algorithm happens to meet. No value may be NaN."""
+    width = values.shape[1]
+    kth = np.partition(values, width - k, axis=1)[:, width - k, None]  # (R, 1) each row's k-th largest
+    keep = values > kth
+    room = k - keep.sum(axis=1)  # (R,) places left for values equal to the k-th
+    tied = values == kth
+    crowded = np.flatnonzero(tied.sum(axis=1) > room)  # rows with more such values than places (rare)
+    if len(crowded):
+        ties = tied[crowded, ::-1] if ties_to_last else tied[crowded]
+        first = ties & (np.cumsum(ties, axis=1) <= room[crowded, None])
+        tied[crowded] = first[:, ::-1] if ties_to_last else first
+    return keep | tied
+
+
+def top_items(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, n_items + 1) scores -> (B, k) item indices and their scores, best first, k <= n_items; the
+    padding column is never among them. Equal scores rank by item index, lower first, so that every
+    caller (`recommend`, the CLI, serving) gets one order for a session."""
+    candidates = scores[:, 1:]  # (B, N) item j + 1 in column j
+    columns = np.nonzero(largest_in_rows(candidates, k))[1].reshape(len(scores), k)  # ascending per row
+    values = np.take_along_axis(candidates, columns, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")  # stable: equal scores stay in index order
+    return np.take_along_axis(columns, order, axis=1) + 1, np.take_along_axis(values, order, axis=1)
 
 
 # Checks of a fitted array on load, (array, model, all arrays) -> what is wrong or None: a checkpoint of
@@ -176,7 +194,8 @@ def row_pointers(*columns: str, per_item: bool = False) -> StateCheck:
 
 
 class StatisticalModel(Recommender):
-    """Base for non-neural models whose fitted state is a handful of arrays named in `state_fields`."""
+    """Base for non-neural models whose fitted state is a handful of arrays named in `state_fields`.
+    Subclasses score padded prefixes in `score_prefixes`; `score` and `recommend` come from it."""
 
     state_fields: ClassVar[tuple[str, ...]] = ()
     state_checks: ClassVar[dict[str, StateCheck]] = {"popularity": item_rows()}  # every model keeps popularity
@@ -189,18 +208,41 @@ class StatisticalModel(Recommender):
         """Learn from the training cases (their full sessions are at hand too); returns self."""
         raise NotImplementedError
 
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
+        """(B, n_items + 1) scores of the padded prefixes, higher is better, column 0 -inf: the one
+        place a statistical model computes its scores."""
+        raise NotImplementedError
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        """`score_prefixes` as a tensor, for the evaluator and the trainer. torch is imported here, not with
+        the module, so that `recommend` never loads it; whoever holds a Batch has loaded it already."""
+        import torch
+
+        scores = self.score_prefixes(batch.numpy())
+        if len(scores) and scores.strides[0] == 0:  # one row for every prefix (POP): a view, not B copies
+            return torch.from_numpy(scores[0].copy()).expand(len(scores), -1)
+        return torch.from_numpy(scores)
+
+    def recommend(self, prefixes: list[np.ndarray], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (indices, scores) per session prefix, best first, equal scores by item index (`top_items`);
+        numpy throughout, so that recommending from a loaded checkpoint needs no torch."""
+        check_k(k)
+        scores = self.score_prefixes(pad_prefixes(prefixes, self.max_length))
+        return top_items(scores, min(k, self.n_items))
+
+    # -- state: the checkpoint holds the arrays as they are --
+    def state_arrays(self) -> dict[str, np.ndarray]:
         missing = [f for f in self.state_fields if getattr(self, f, None) is None]
         if missing:
             raise RuntimeError(f"{self.name} is not fitted (missing {', '.join(missing)})")
-        return {f: torch.as_tensor(getattr(self, f)).contiguous() for f in self.state_fields}
+        return {f: np.ascontiguousarray(getattr(self, f)) for f in self.state_fields}
 
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Take the arrays after `state_checks` pass (ValueError naming the first that does not)."""
         for f in self.state_fields:
-            if f not in tensors:
+            if f not in arrays:
                 raise KeyError(f"checkpoint lacks {f!r} for {self.name}")
-        arrays = {f: tensors[f].numpy() for f in self.state_fields}
+        arrays = {f: arrays[f] for f in self.state_fields}
         for f, check in self.state_checks.items():
             problem = check(arrays[f], self, arrays)
             if problem:
@@ -208,133 +250,11 @@ class StatisticalModel(Recommender):
         for f, array in arrays.items():
             setattr(self, f, array)
 
-
-class NeuralModel(nn.Module, Recommender):
-    """Base for torch models. Subclasses implement `forward(batch, labels=None) -> (scores, loss)`:
-    scores (B, n_items + 1) with -inf in the padding column, and the training loss when labels are
-    given (None otherwise). With labels and gradients on, scores may be None: a model may compute its
-    loss without them (ItemEmbeddingModel does), and the trainer reads only the loss. Training (optimizer steps, early stopping) is `nextclick.training`'s job."""
-
-    neural = True
-
-    def __init__(self, n_items: int, config: Any = None):
-        nn.Module.__init__(self)
-        self.n_items = n_items
-        self.config = check_config(config if config is not None else self.Config())  # library callers too
-
-    # -- what a training epoch is made of --
-    def training_stream(self, cases: Cases, options: StreamOptions) -> Stream:
-        """The batches of each training epoch. Default: the prefix cases, shuffled per epoch (seeded by
-        epoch, so a resumed run sees the same order), in padded batches built by `collate`. Models
-        trained otherwise (session-parallel, masked sequences) return a stream of their own."""
-        return PrefixStream(cases, options, self.collate)
-
-    def collate(self, cases: Cases, indices: np.ndarray) -> Batch:
-        """The cases at `indices` as one batch: right-aligned, padded, truncated to `max_length`. Models
-        with other inputs (session graphs) return a Batch subclass carrying them."""
-        return make_batch(cases, indices, self.max_length)
-
-    # -- the one call the trainer makes --
-    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
-
-    # the fused Adam kernel computes the same update in one pass over the parameters instead of several:
-    # it matters for the large item tables of full-softmax models (models written before it keep the loop)
-    fused_adam: ClassVar[bool] = False
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        config = self.config
-        return torch.optim.Adam(
-            self.parameters(),
-            lr=getattr(config, "lr", 1e-3),
-            weight_decay=getattr(config, "weight_decay", 0.0),
-            amsgrad=getattr(config, "amsgrad", False),
-            fused=self.fused_adam or None,
-        )
-
-    def scheduler(self, optimizer: torch.optim.Optimizer):
-        """Per-epoch learning-rate schedule; `lr_decay_every` epochs x `lr_decay` (SR-GNN family)."""
-        every = getattr(self.config, "lr_decay_every", 0)
-        if not every:
-            return None
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=every, gamma=self.config.lr_decay)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the parameters live; `score` brings each batch there."""
-        return next(self.parameters()).device
-
-    @contextlib.contextmanager
-    def evaluating(self):
-        """Evaluation mode (no dropout) and no autograd inside the block; the training flag comes back after."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            self.train(was_training)
-
-    def score(self, batch: Batch) -> torch.Tensor:
-        with self.evaluating():
-            return self(batch.to(self.device))[0]
-
-    def repeat_scalars(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """{"repeat probability": (B,)} for `click_weights` when the repeat decoder is on (models with a
-        `repeat_decoder` define `_decoded(batch, labels)`), else {}."""
-        if getattr(self, "repeat_decoder", None) is None:
-            return {}
-        with self.evaluating():
-            return {"repeat probability": self._decoded(batch.to(self.device)).repeat_probability}
-
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """On the CPU whatever the model's device, so checkpoints load anywhere."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        """The arrays as tensors sharing their memory (the trainer's epoch selection and serving copy state so)."""
+        import torch
+
+        return {f: torch.from_numpy(array) for f, array in self.state_arrays().items()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(tensors)
-
-
-class ItemEmbeddingModel(NeuralModel):
-    """A neural model whose scores are inner products of a session vector with its item table
-    `self.embedding` (rows 0..N, row 0 padding): it defines `session_vector(batch) -> (B, d)`, and gets
-    `forward` (full-catalogue cross-entropy), `query_vectors` and `item_vectors` from it."""
-
-    embedding: nn.Embedding
-
-    def session_vector(self, batch: Batch) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """To train (labels given, gradients on), the loss comes from `inner_product_cross_entropy`,
-        which never builds the (B, N + 1) scores (1.6x faster at Retailrocket's size); scores is then
-        None. Otherwise the scores, and the loss from them when labels are given. With the repeat
-        decoder on (config `repeat`; the subclass builds `self.repeat_decoder`), its mixture."""
-        if getattr(self, "repeat_decoder", None) is not None:
-            decoded = self._decoded(batch, labels)
-            return decoded.scores, decoded.loss
-        vectors = self.session_vector(batch)
-        if labels is not None and torch.is_grad_enabled():
-            return None, inner_product_cross_entropy(vectors, self.embedding.weight, labels)
-        scores = vectors @ self.embedding.weight.T  # (B, N + 1)
-        scores[:, 0] = -torch.inf  # padding is no candidate (in place: the matmul's backward needs no output)
-        return scores, cross_entropy(scores, labels)
-
-    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None) -> RepeatOutput:
-        """The repeat/explore decoder on the inner-product scores."""
-        vectors = self.session_vector(batch)
-        return self.repeat_decoder(vectors, self.embedding.weight, vectors, self.embedding.weight, batch.items, labels)
-
-    def query_vectors(self, batch: Batch) -> torch.Tensor:
-        with self.evaluating():
-            return self.session_vector(batch.to(self.device))
-
-    def item_vectors(self) -> torch.Tensor:
-        return self.embedding.weight.detach().clone()
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
-    """Full-catalogue cross-entropy (the padding column drops out through its -inf logit); None
-    without labels. The default loss of the neural models."""
-    return None if labels is None else nn.functional.cross_entropy(logits, labels)
-
+        self.load_state_arrays({f: tensor.numpy() for f, tensor in tensors.items()})

@@ -71,9 +71,9 @@ from torch import nn
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases
 from nextclick.data.streams import PrefixStream, StreamOptions
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.config import ConfigError
 from nextclick.models.layers import inner_product_cross_entropy, length_groups
+from nextclick.models.neural import ClickWeights, NeuralModel, cross_entropy
 
 
 @dataclass(frozen=True)

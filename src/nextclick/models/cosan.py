@@ -56,7 +56,7 @@ from torch import nn
 
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
 from nextclick.models.repeat import RepeatMode, repeat_decoder
 
 

@@ -77,9 +77,9 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases
 from nextclick.data.streams import Stream, StreamOptions
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.layers import inner_product_cross_entropy
 from nextclick.models.narm import local_attention, official_gaussian_, recurrent_states
+from nextclick.models.neural import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 

@@ -62,9 +62,9 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import PrefixStream, StreamOptions
-from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.config import ConfigError
 from nextclick.models.layers import GatedGraphCell, SessionGraphs, session_graphs
+from nextclick.models.neural import ClickWeights, NeuralModel
 
 Normalisation = Literal["session-scale", "popularity", "repeat", "fixed-scale", "none"]
 

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.layers import (alpha_entmax, embed_with_max_norm, full_precision, inner_product_cross_entropy,
                                      length_groups)
+from nextclick.models.neural import ClickWeights, NeuralModel
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 

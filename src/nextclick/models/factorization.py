@@ -41,7 +41,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nextclick.data.batches import Batch, make_batch
+from nextclick.data.batches import make_batch
+from nextclick.data.padded import PaddedPrefixes
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.base import EpochEnd, StatisticalModel, item_rows
 from nextclick.models.config import MAX_SESSION_LENGTH
@@ -183,10 +184,10 @@ class BPRMF(_PairwiseModel):
         self.item_factors = network.item_factors.weight.detach().numpy().copy()
         self.item_bias = network.item_bias.weight.detach().numpy()[:, 0].copy()
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
         factors = torch.from_numpy(self.item_factors)
-        session = _prefix_mean(factors, batch.items)  # (B, D): NARM's session vector
-        return _finish(session @ factors.T + torch.from_numpy(self.item_bias), self.popularity)
+        session = _prefix_mean(factors, torch.from_numpy(prefixes.items))  # (B, D): NARM's session vector
+        return _finish(session @ factors.T + torch.from_numpy(self.item_bias), self.popularity).numpy()
 
 
 @dataclass(frozen=True)
@@ -306,10 +307,11 @@ class FPMC(_PairwiseModel):
         else:  # "train-only" drops its user term at inference, "none" has none
             self.item_to_user, self.user_to_item = empty, empty.copy()
 
-    def score(self, batch: Batch) -> torch.Tensor:
-        last = torch.from_numpy(self.last_to_item)[batch.items[:, -1]]  # (B, D)
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
+        items = torch.from_numpy(prefixes.items)  # (B, L)
+        last = torch.from_numpy(self.last_to_item)[items[:, -1]]  # (B, D)
         scores = last @ torch.from_numpy(self.item_to_last).T  # (B, n_items + 1)
         if len(self.user_to_item):
-            user = _prefix_mean(torch.from_numpy(self.user_to_item), batch.items)
+            user = _prefix_mean(torch.from_numpy(self.user_to_item), items)
             scores = scores + user @ torch.from_numpy(self.item_to_user).T
-        return _finish(scores, self.popularity)
+        return _finish(scores, self.popularity).numpy()

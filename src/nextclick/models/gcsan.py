@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
 from nextclick.models.repeat import RepeatMode, repeat_decoder
 from nextclick.models.layers import GatedGraphCell, node_states
 

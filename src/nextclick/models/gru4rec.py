@@ -44,7 +44,7 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.data.streams import StreamOptions
-from nextclick.models.base import NeuralModel
+from nextclick.models.neural import NeuralModel
 
 
 @dataclass(frozen=True)

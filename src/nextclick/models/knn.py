@@ -21,9 +21,10 @@ How it is computed. The training sessions become one CSR matrix, sessions x item
 item's last position in its session. A batch of prefixes becomes a (B, n_items + 1) CSR matrix of
 weights; one sparse product with the item -> session matrix gives every prefix's weighted overlap with
 every training session sharing an item, (B, n_sessions) sparse. Recency sampling and top-k are per-row
-selections on that result (torch.topk on a padded copy of the long rows); the chosen (prefix,
+selections on that result (a partition of a padded copy of the long rows); the chosen (prefix,
 neighbour) pairs are expanded to the neighbours' items and summed into dense (B, n_items + 1) scores
-with one bincount. No Python loop runs per case, neighbour or item.
+with one bincount. No Python loop runs per case, neighbour or item, and nothing imports torch: scoring
+is numpy and scipy.sparse (models/base.py: `score` hands the scores to the evaluator as a tensor).
 
 What differs from the papers and from session-rec (whose code we did not copy), and why:
 - Time. The published splits carry no timestamps; their sessions are in chronological file order, so
@@ -34,8 +35,9 @@ What differs from the papers and from session-rec (whose code we did not copy), 
   rate (Retailrocket ≈ 960, Diginetica ≈ 1,300 training sessions per day; Yoochoose 1/64 ≈ 40,000).
 - Cosine is |s∩n| / sqrt(|s||n|) on item sets; session-rec's sknn.py computes (|s∩n| / sqrt|s|)·sqrt|n|
   (operator precedence), which favours long neighbours (model_zoo.md 2.6).
-- Ties. Among neighbours of equal similarity the more recent session is kept; among items of equal score
-  the more popular ranks first (a term below 1e-9 of the click share), because evaluation ranks ties
+- Ties. Among neighbours of equal similarity the more recent session is kept (a term below 1e-12, and
+  where even that rounds away, the later session: `top_k_per_row`); among items of equal score the
+  more popular ranks first (a term below 1e-9 of the click share), because evaluation ranks ties
   pessimistically.
 - Items of the current session stay candidates (session-rec's remind=True, DSAN's runs; 38% of
   Retailrocket test targets repeat a prefix item). Item-KNN follows GRU4Rec's baseline and gives the last
@@ -54,11 +56,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
-from nextclick.data.batches import Batch
+from nextclick.data.padded import PaddedPrefixes
 from nextclick.data.sessions import Cases, Sessions
-from nextclick.models.base import StatisticalModel, item_ids, row_pointers
+from nextclick.models.base import StatisticalModel, item_ids, largest_in_rows, row_pointers
 
 if TYPE_CHECKING:
     import scipy.sparse as sparse
@@ -115,11 +116,11 @@ def popularity_tie_break(popularity: np.ndarray) -> np.ndarray:
     return ITEM_TIE_BREAK * popularity / (popularity.max() + 1.0)
 
 
-def finish_scores(scores: np.ndarray, tie_break: np.ndarray) -> torch.Tensor:
-    """Dense (B, n_items + 1) float64 scores -> tensor with the popularity tie-break and -inf padding."""
+def finish_scores(scores: np.ndarray, tie_break: np.ndarray) -> np.ndarray:
+    """Dense (B, n_items + 1) float64 scores, in place: plus the popularity tie-break, padding -inf."""
     scores += tie_break
     scores[:, 0] = -np.inf
-    return torch.from_numpy(scores)
+    return scores
 
 
 @dataclass(frozen=True)
@@ -132,9 +133,9 @@ class Prefixes:
     lengths: np.ndarray  # (B,) prefix length in clicks (positions count from the session start)
 
     @classmethod
-    def from_batch(cls, batch: Batch, n_items: int) -> Prefixes:
-        items = batch.items.numpy()  # (B, L) right-aligned
-        lengths = batch.full_lengths.numpy().astype(np.int64)
+    def from_padded(cls, padded: PaddedPrefixes, n_items: int) -> Prefixes:
+        items = padded.items  # (B, L) right-aligned
+        lengths = padded.full_lengths.astype(np.int64)
         rows, columns = np.nonzero(items)
         positions = lengths[rows] - (items.shape[1] - 1 - columns)
         indptr, distinct, last, _ = last_positions(rows, items[rows, columns], positions, len(items), n_items + 1)
@@ -165,7 +166,9 @@ class Prefixes:
 
 
 def top_k_per_row(indptr: np.ndarray, priority: np.ndarray, k: int) -> np.ndarray:
-    """Flat indices (ascending) of the k entries of highest priority in every CSR row."""
+    """Flat indices (ascending) of the k entries of highest priority in every CSR row; among equal
+    priorities at the cut, the later entries of the row (neighbours: the more recent sessions; Item-KNN's
+    similar items: the higher indices), where torch.topk, used before, kept whichever it met first."""
     counts = np.diff(indptr)
     if k <= 0 or len(priority) == 0 or counts.max() <= k:
         return np.arange(len(priority))
@@ -177,8 +180,8 @@ def top_k_per_row(indptr: np.ndarray, priority: np.ndarray, k: int) -> np.ndarra
     within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     source = np.repeat(indptr[long_rows], lengths) + within
     padded[np.repeat(np.arange(len(long_rows)), lengths), within] = priority[source]
-    top = torch.topk(torch.from_numpy(padded), k, dim=1, sorted=False).indices.numpy()  # (R, k)
-    keep[(indptr[long_rows][:, None] + top).ravel()] = True
+    top = np.nonzero(largest_in_rows(padded, k, ties_to_last=True))  # k per row; padding (-inf) never
+    keep[indptr[long_rows][top[0]] + top[1]] = True
     return np.flatnonzero(keep)
 
 
@@ -278,12 +281,12 @@ class ItemKNN(StatisticalModel):
         super().load_state_tensors(tensors)
         self._similar = None
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
         width = self.n_items + 1
         if self._similar is None:
             self._similar = _csr_matrix(
                 (self.neighbour_similarity, self.neighbour_items, self.neighbour_indptr), shape=(width, width))
-        last = batch.items[:, -1].numpy()  # right-aligned: the most recent click
+        last = prefixes.items[:, -1]  # right-aligned: the most recent click
         scores = self._similar[last].toarray()  # (B, n_items + 1)
         return finish_scores(scores, popularity_tie_break(self.popularity))
 
@@ -356,10 +359,10 @@ class SessionKNN(StatisticalModel):
         """Score added to `items[e]` by neighbour pair `element_pair[e]` (per expanded element)."""
         return similarity[element_pair]
 
-    def neighbours(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray, Prefixes]:
-        """(row, training session, similarity) of every chosen neighbour of the batch's prefixes."""
+    def neighbours(self, padded: PaddedPrefixes) -> tuple[np.ndarray, np.ndarray, np.ndarray, Prefixes]:
+        """(row, training session, similarity) of every chosen neighbour of the padded prefixes."""
         lookup = self._lookup()
-        prefixes = Prefixes.from_batch(batch, self.n_items)
+        prefixes = Prefixes.from_padded(padded, self.n_items)
         weights = self._prefix_weights(prefixes)
         overlap = prefixes.matrix(weights, self.n_items + 1) @ lookup["sessions_of_item"]  # (B, n_sessions)
         overlap = overlap.tocsr()
@@ -378,10 +381,10 @@ class SessionKNN(StatisticalModel):
         chosen = top_k_per_row(indptr, similarity + recency, self.config.neighbours)
         return rows[chosen], neighbours[chosen], similarity[chosen], prefixes
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def score_prefixes(self, padded: PaddedPrefixes) -> np.ndarray:
         lookup = self._lookup()
         width = self.n_items + 1
-        pair_rows, pair_sessions, similarity, prefixes = self.neighbours(batch)
+        pair_rows, pair_sessions, similarity, prefixes = self.neighbours(padded)
         if len(pair_sessions) == 0:  # no prefix shares an item with the training sessions
             return finish_scores(np.zeros((len(prefixes), width)), lookup["tie_break"])
         # expand every (prefix, neighbour) pair to the neighbour's distinct items

@@ -45,9 +45,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.layers import full_precision, inner_product_cross_entropy
+from nextclick.models.neural import ClickWeights, NeuralModel, cross_entropy
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 

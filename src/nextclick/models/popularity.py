@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
-from nextclick.data.batches import Batch
+from nextclick.data.padded import PaddedPrefixes
 from nextclick.data.sessions import Cases
 from nextclick.models.base import StatisticalModel
 
@@ -53,13 +52,15 @@ class Pop(StatisticalModel):
         self.popularity = click_counts(train, self.n_items)
         return self
 
-    def _global_scores(self) -> torch.Tensor:
-        scores = torch.as_tensor(self.popularity, dtype=torch.float64)
-        scores[0] = -torch.inf
+    def _global_scores(self) -> np.ndarray:
+        """(n_items + 1,) float64 training clicks, padding -inf."""
+        scores = self.popularity.astype(np.float64)  # a copy
+        scores[0] = -np.inf
         return scores
 
-    def score(self, batch: Batch) -> torch.Tensor:
-        return self._global_scores().unsqueeze(0).expand(len(batch), -1)
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
+        """The same list for every prefix: one row, broadcast (a read-only view, not B copies)."""
+        return np.broadcast_to(self._global_scores(), (len(prefixes), self.n_items + 1))
 
 
 class SessionPop(Pop):
@@ -67,21 +68,23 @@ class SessionPop(Pop):
     Config = SessionPopConfig
     citation = "Session popularity (NARM, CIKM 2017, section 4.2)"
 
-    def score(self, batch: Batch) -> torch.Tensor:
+    def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
         if self.config.variant == "dsan-code":
-            return self._dsan_code_scores(batch)
+            return self._dsan_code_scores(prefixes)
         base = self._global_scores() / (float(np.max(self.popularity)) + 1.0)  # each < 1, padding -inf
-        scores = base.unsqueeze(0).expand(len(batch), -1).clone()  # (B, n+1) float64: exact tie-breaks
-        # + in-session click counts; padding clicks land on column 0, which stays -inf
-        scores.scatter_add_(1, batch.items, torch.ones(batch.items.shape, dtype=scores.dtype))
+        scores = np.tile(base, (len(prefixes), 1))  # (B, n+1) float64: exact tie-breaks
+        # + in-session click counts, one click at a time (base + 1 + 1 may round otherwise than base + 2);
+        # padding clicks land on column 0, which stays -inf
+        rows = np.broadcast_to(np.arange(len(prefixes))[:, None], prefixes.items.shape)
+        np.add.at(scores, (rows, prefixes.items), 1.0)
         return scores
 
-    def _dsan_code_scores(self, batch: Batch) -> torch.Tensor:
+    def _dsan_code_scores(self, prefixes: PaddedPrefixes) -> np.ndarray:
         """Prefix items (last 20) by global popularity; every other item ties at the bottom, so under
         pessimistic ranking a target outside the prefix is a miss, as in the DSAN code."""
-        recent = batch.items[:, -20:]
+        recent = prefixes.items[:, -20:]
         popularity = self._global_scores()
-        scores = torch.full((len(batch), self.n_items + 1), -1.0, dtype=torch.float64)
-        scores.scatter_(1, recent, popularity[recent])
-        scores[:, 0] = -torch.inf
+        scores = np.full((len(prefixes), self.n_items + 1), -1.0)
+        np.put_along_axis(scores, recent, popularity[recent], axis=1)
+        scores[:, 0] = -np.inf
         return scores

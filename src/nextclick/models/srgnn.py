@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, ItemEmbeddingModel
+from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
 from nextclick.models.repeat import RepeatMode, repeat_decoder
 from nextclick.models.layers import GatedGraphCell, node_states
 

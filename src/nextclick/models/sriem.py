@@ -45,8 +45,8 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.base import ClickWeights, NeuralModel
 from nextclick.models.layers import full_precision, inner_product_cross_entropy
+from nextclick.models.neural import ClickWeights, NeuralModel
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 
