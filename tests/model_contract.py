@@ -32,7 +32,7 @@ QUICK = {
     "csrm": {"embedding_size": 32, "hidden_size": 32, "batch_size": 256, "lr": 1e-2, "memory_slots": 2000,
              "neighbours": 256},
 }
-QUICK_BATCHES = {"sr-iem": 40, "dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40, "bert4rec": 30, "cosan": 40, "csrm": 15}  # of one epoch: enough for DSAN to beat POP by ten points
+QUICK_BATCHES = {"narm": 40, "sr-iem": 40, "dsan": 60, "stamp": 30, "sr-gnn": 40, "gc-san": 40, "gru4rec": 200, "danser": 40, "bert4rec": 30, "cosan": 40, "csrm": 15}  # of one epoch: enough for DSAN to beat POP by ten points
 
 
 @functools.lru_cache(maxsize=1)
