@@ -137,6 +137,18 @@ def test_precision_is_validated():
     assert TrainOptions().precision == "fp32"
 
 
+def test_the_python_api_trains_in_the_precision_asked_and_records_it():
+    import nextclick
+
+    split = synthetic()
+    quick = dict(epochs=1, max_batches=2, progress=False)
+    run = nextclick.train(nextclick.build("narm", split, hidden_size=8, embedding_size=8), split, precision="bf16", **quick)
+    assert run.record["precision"] == "bf16" and all(p.dtype == torch.float32 for p in run.model.parameters())
+    assert nextclick.train(nextclick.build("pop", split), split, progress=False).record["precision"] == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        nextclick.train(nextclick.build("narm", split, hidden_size=8), split, precision="fp16", **quick)
+
+
 def test_a_bf16_run_has_its_own_run_id_records_its_precision_and_resumes_only_in_it(tmp_path, capsys, monkeypatch,
                                                                                    tiny_model):
     monkeypatch.chdir(tmp_path)

@@ -236,6 +236,7 @@ def train(
     refit: bool = False,
     max_batches: int | None = None,
     device: str = "auto",
+    precision: str = "fp32",
     threads: int | None = None,
     progress: bool = True,
 ) -> Run:
@@ -259,12 +260,15 @@ def train(
         refit: after selecting the epoch, train afresh on all training cases for that many epochs.
         max_batches: cap batches per epoch (quick trials).
         device: "auto" (a CUDA GPU when torch sees one), "cpu", "cuda" or "cuda:N".
+        precision: "fp32" (the reference) or "bf16": neural models' forward passes under bfloat16
+            autocast, weights and optimizer state in float32, validation in float32 (`--precision`;
+            faster only where the hardware has bf16 units: docs/scale.md).
         threads: torch threads (default: leave torch's setting as it is).
         progress: a progress bar and a line per epoch.
 
     Returns:
         A `Run` holding the trained model and the split's vocabulary; `run.record` holds the validation
-        metrics and, for neural models, the selected epoch and per-epoch history.
+        metrics, the precision and, for neural models, the selected epoch and per-epoch history.
 
     Raises:
         ValueError: a model built for another catalogue, or an option out of range.
@@ -282,8 +286,10 @@ def train(
         set_threads(threads)
     options = TrainOptions(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed,
                            select_metric=select_metric, validation=validation, refit=refit,
-                           max_batches=max_batches, device=device, progress=progress, quiet=not progress)
+                           max_batches=max_batches, device=device, precision=precision, progress=progress,
+                           quiet=not progress)
     model, record = fit_and_select(model, split, options)
+    record["precision"] = precision
     return Run(model=model, vocab=split.vocab, protocol=split.protocol,
                dataset=checkpoint.dataset_reference(split), record=record)
 
