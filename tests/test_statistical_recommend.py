@@ -68,6 +68,22 @@ def test_top_items_ranks_equal_scores_by_item_index_and_never_returns_padding():
     assert top_items(scores, 6)[0].tolist() == [[2, 4, 5, 1, 3, 6], [1, 2, 3, 4, 5, 6]]
 
 
+@pytest.mark.parametrize("values", ["distinct", "few", "mostly -inf", "one hot"])
+def test_top_items_on_wide_rows_reads_blocks_and_ranks_as_a_stable_sort_of_the_whole_row(values):
+    rng = np.random.default_rng(len(values))
+    width = 64 * 50 + 37  # blocks of BLOCK columns and a partial one: the block path
+    scores = {"distinct": lambda: rng.random((9, width)),
+              "few": lambda: rng.integers(0, 4, (9, width)).astype(float),  # ties across many blocks
+              "mostly -inf": lambda: np.where(rng.random((9, width)) < 0.995, -np.inf, rng.random((9, width))),
+              "one hot": lambda: np.eye(9, width) * 2.0}[values]()
+    scores[:, 0] = -np.inf
+    for k in (1, 7, 20):
+        items, top = top_items(scores, k)
+        expected = np.argsort(-scores[:, 1:], axis=1, kind="stable")[:, :k] + 1
+        np.testing.assert_array_equal(items, expected)
+        np.testing.assert_array_equal(top, np.take_along_axis(scores, expected, axis=1))
+
+
 def test_largest_in_rows_keeps_exactly_k_per_row_and_breaks_ties_by_position():
     values = np.array([[5.0, 1.0, 1.0, 1.0, 0.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
     assert largest_in_rows(values, 3).astype(int).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]]
