@@ -43,9 +43,12 @@ def test_blocked_cross_entropy_passes_gradient_only_where_asked_and_none_without
     assert torch.allclose(loss, plain_loss_and_gradients(queries.detach(), table, labels)[0])
 
 
+@pytest.mark.parametrize("keep_floats", [0, 1 << 26], ids=["recomputed", "kept"])
 @pytest.mark.parametrize("block_floats", [40, 1 << 22])
-def test_blocked_logsumexp_equals_logsumexp_of_the_scores_left_out_items_excluded_with_its_gradients(monkeypatch, block_floats):
+def test_blocked_logsumexp_equals_logsumexp_of_the_scores_left_out_items_excluded_with_its_gradients(
+        monkeypatch, block_floats, keep_floats):
     monkeypatch.setattr(layers, "BLOCK_FLOATS", block_floats)
+    monkeypatch.setattr(layers, "KEEP_FLOATS", keep_floats)  # the softmax kept for backward, or recomputed
     torch.manual_seed(0)
     queries, table = torch.randn(5, 3), torch.randn(20, 3)
     excluded = torch.tensor([[0, 4], [2, 2], [0, 0], [7, 19], [1, 5]])  # 0 = padding, already no candidate
