@@ -261,7 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--catalogue", default=None, help="CSV of item id,name: the page shows the names")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.add_argument("--access-log", action="store_true", help="a line per request (costs time under load)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, keeps_freed_memory=False)  # a service gives back what a burst took
 
     p = sub.add_parser("serve-bench", help="open-loop load test of a served run on this machine; writes "
                                            "results/serving/<dataset>/<model>.json",
