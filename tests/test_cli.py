@@ -451,6 +451,7 @@ def test_commands_keep_freed_memory_for_reuse_instead_of_mapping_each_large_buff
                               env={**os.environ, **environment})
         return done.stdout.split()[-1] == "True"
 
+    command = ("recommend", "/no/such/run", "1")  # any command, even one that fails at once
     assert mapped_afresh()  # glibc's default
-    assert not mapped_afresh("models")  # after any nextclick command
-    assert mapped_afresh("models", NEXTCLICK_KEEP_FREED_MEMORY="0")  # the opt-out
+    assert not mapped_afresh(*command)
+    assert mapped_afresh(*command, NEXTCLICK_KEEP_FREED_MEMORY="0")  # the opt-out
