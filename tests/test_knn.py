@@ -201,6 +201,17 @@ def test_scores_do_not_depend_on_the_batch():
         torch.testing.assert_close(together, alone, rtol=1e-12, atol=1e-15)
 
 
+def test_loading_other_arrays_drops_what_was_derived_from_the_old_ones():
+    split = synthetic()
+    batch = make_batch(split.test, np.arange(40))
+    fewer_sessions = split.carve_validation()[0]  # the same model fitted on other data: other arrays
+    for name in ("item-knn", "sknn"):
+        model, other = (build(name, split.n_items).fit(cases) for cases in (split.train_cases(), fewer_sessions))
+        model.score(batch)  # builds its similarity matrix or neighbour index
+        model.load_state_arrays(other.state_arrays())
+        torch.testing.assert_close(model.score(batch), other.score(batch), rtol=0, atol=0)
+
+
 def test_top_k_per_row_keeps_short_rows_and_the_best_of_long_rows():
     indptr = np.array([0, 2, 6, 6, 9])
     priority = np.array([0.1, 0.2, 0.5, 0.9, 0.1, 0.7, 0.3, 0.2, 0.1])

@@ -277,8 +277,8 @@ class ItemKNN(StatisticalModel):
         self._similar = None
         return self
 
-    def load_state_tensors(self, tensors) -> None:
-        super().load_state_tensors(tensors)
+    def load_state_arrays(self, arrays) -> None:
+        super().load_state_arrays(arrays)
         self._similar = None
 
     def score_prefixes(self, prefixes: PaddedPrefixes) -> np.ndarray:
@@ -326,8 +326,8 @@ class SessionKNN(StatisticalModel):
         self._index = None
         return self
 
-    def load_state_tensors(self, tensors) -> None:
-        super().load_state_tensors(tensors)
+    def load_state_arrays(self, arrays) -> None:
+        super().load_state_arrays(arrays)
         self._index = None
 
     # -- derived, not saved: rebuilt from the state on first use --
