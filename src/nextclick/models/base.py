@@ -152,8 +152,8 @@ def top_items(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # top_items looks at blocks of this many columns first: a row's k best values lie in the blocks whose
 # maximum is among the k best block maxima (ties included), so it partitions a few hundred block maxima
-# and about k blocks instead of the whole row. On a (16, 37k) batch this took 6.7 ms down to
-# about 1 ms; torch.topk, which serving used before the statistical models left torch, takes 2.2 ms.
+# and about k blocks instead of the whole row. On a (16, 37k) batch: 1.2 ms against 5.6 ms for the
+# whole-row selection; torch.topk, which serving used before the statistical models left torch, 2.2 ms.
 BLOCK = 64
 
 
