@@ -20,6 +20,7 @@ import torch
 from nextclick import atomic
 from nextclick.data.batches import batch_from_prefixes, iterate_batches
 from nextclick.data.sessions import Cases, Vocab
+from nextclick.models.base import check_k
 
 
 @dataclass
@@ -64,8 +65,7 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
     require_attention(model)
     if not external_items:
         raise ValueError("an empty session has nothing to explain: give at least one item id")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    check_k(k)
     indices = vocab.encode(external_items)
     read = model.click_weights(batch_from_prefixes([indices], model.max_length))
     items = read.items[0].cpu().numpy()
