@@ -1,13 +1,14 @@
 """DSAN: shapes, masking, alpha range, and the fast paths agreeing with the reference paths."""
 
+import numpy as np
 import pytest
 import torch
 from entmax import entmax_bisect
 
-from nextclick.data.batches import Batch, make_batch
+from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
-from nextclick.models.layers import alpha_entmax
+from nextclick.models.layers import alpha_entmax, alpha_entmax_numpy
 
 N_ITEMS = 40
 
@@ -121,6 +122,41 @@ def test_fast_entmax_model_scores_like_the_reference_model():
     reference = model()
     reference.load_state_dict(fast.state_dict())
     assert torch.allclose(fast.score(batch()), reference.score(batch()), atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.0001, 1.3, 1.5, 2.0])
+def test_numpy_entmax_gives_the_torch_newton_form_s_weights_and_zero_to_masked_keys(alpha):
+    torch.manual_seed(0)
+    x = torch.randn(9, 9) * 3
+    x[:, :3] = -torch.inf
+    # against the float64 answer, as close as torch's float32 Newton form (near alpha = 1 the exponent
+    # 1 / (alpha - 1) magnifies float32 rounding in both: 1e-4 at alpha 1.0001)
+    def torch_form(scores):
+        if alpha == 1.0:
+            return torch.softmax(scores, dim=-1).numpy()
+        return alpha_entmax(scores, torch.tensor(alpha, dtype=scores.dtype), fast=True).numpy()
+
+    truth = torch_form(x.double())
+    torch_error = np.abs(torch_form(x) - truth).max()
+    got = alpha_entmax_numpy(x.numpy(), alpha)
+    assert np.abs(got - truth).max() <= max(1e-6, 2 * torch_error)
+    assert (got[:, :3] == 0).all() and np.allclose(got.sum(1), 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},
+                                       {"alpha": 1.5}, {"max_length": 4}, {"max_positions": 8}])
+def test_the_lone_query_encoder_gives_query_vectors_of_one_session_in_numpy(overrides):
+    m = model(fast_entmax=True, **overrides)
+    encoder = m.lone_query_encoder()
+    for session in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21))):
+        prefix = np.array(session)
+        expected = m.query_vectors(batch_from_prefixes([prefix], m.max_length))[0].numpy()
+        assert np.allclose(encoder(prefix), expected, atol=2e-5), (overrides, session)
+
+
+def test_the_lone_query_encoder_is_offered_only_where_the_torch_path_would_give_the_same_vectors():
+    assert model().lone_query_encoder() is None  # the reference bisection: `serve --set fast_entmax=false`
+    assert model(fast_entmax=True, repeat="mix").lone_query_encoder() is None  # no inner product
 
 
 @pytest.mark.parametrize("overrides", [{"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},
