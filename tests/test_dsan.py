@@ -145,18 +145,19 @@ def test_numpy_entmax_gives_the_torch_newton_form_s_weights_and_zero_to_masked_k
 
 @pytest.mark.parametrize("overrides", [{}, {"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},
                                        {"alpha": 1.5}, {"max_length": 4}, {"max_positions": 8}])
-def test_the_lone_query_encoder_gives_query_vectors_of_one_session_in_numpy(overrides):
+def test_numpy_query_vectors_are_query_vectors_alone_and_in_a_padded_batch(overrides):
     m = model(fast_entmax=True, **overrides)
-    encoder = m.lone_query_encoder()
-    for session in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21))):
-        prefix = np.array(session)
-        expected = m.query_vectors(batch_from_prefixes([prefix], m.max_length))[0].numpy()
-        assert np.allclose(encoder(prefix), expected, atol=2e-5), (overrides, session)
+    in_numpy = m.numpy_query_vectors()
+    sessions = [np.array(s) for s in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21)))]
+    expected = m.query_vectors(batch_from_prefixes(sessions, m.max_length)).numpy()
+    assert np.allclose(in_numpy(sessions), expected, atol=2e-5), overrides
+    for session, vector in zip(sessions, expected):
+        assert np.allclose(in_numpy([session])[0], vector, atol=2e-5), (overrides, session)
 
 
-def test_the_lone_query_encoder_is_offered_only_where_the_torch_path_would_give_the_same_vectors():
-    assert model().lone_query_encoder() is None  # the reference bisection: `serve --set fast_entmax=false`
-    assert model(fast_entmax=True, repeat="mix").lone_query_encoder() is None  # no inner product
+def test_numpy_query_vectors_are_offered_only_where_the_torch_path_would_give_the_same_vectors():
+    assert model().numpy_query_vectors() is None  # the reference bisection: `serve --set fast_entmax=false`
+    assert model(fast_entmax=True, repeat="mix").numpy_query_vectors() is None  # no inner product
 
 
 @pytest.mark.parametrize("overrides", [{"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},

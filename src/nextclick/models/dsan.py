@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
+from nextclick.data.padded import pad_prefixes
 from nextclick.models.layers import (alpha_entmax, alpha_entmax_numpy, embed_with_max_norm, full_precision,
                                      inner_product_cross_entropy, length_groups)
 from nextclick.models.neural import ClickWeights, NeuralModel
@@ -299,11 +300,11 @@ class DSAN(NeuralModel):
         with self.evaluating():
             return self.config.w_k * F.normalize(self.encode(batch.to(self.device)), dim=-1)
 
-    def lone_query_encoder(self) -> LoneQueryEncoder | None:
-        """`query_vectors` for one session at a time in numpy (serving). None with the repeat decoder,
-        whose scores are no inner product, and without `fast_entmax`: `--set fast_entmax=false` asks for
-        the reference bisection, which only the torch path runs."""
-        return LoneQueryEncoder(self) if self.inner_product and self.config.fast_entmax else None
+    def numpy_query_vectors(self) -> NumpyQueryVectors | None:
+        """`query_vectors` in numpy, for serving's small batches. None with the repeat decoder, whose scores
+        are no inner product, and without `fast_entmax`: `--set fast_entmax=false` asks for the reference
+        bisection, which only the torch path runs."""
+        return NumpyQueryVectors(self) if self.inner_product and self.config.fast_entmax else None
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, d): unit item vectors, row 0 padding (never a candidate)."""
@@ -315,77 +316,82 @@ class DSAN(NeuralModel):
 _SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
-class LoneQueryEncoder:
-    """DSAN's `query_vectors` for one session in numpy, in evaluation mode (no dropout): serving's lone
-    queries. torch spends ~3.8 ms of operator overhead encoding one short session on this CPU (docs/serving.md);
-    the same arithmetic on (L+1, 2d) arrays costs numpy a fraction of that. It reads the model's weights in
-    place (no copy), so it always encodes with the current ones; entmax is `alpha_entmax_numpy`, the Newton form
-    of `fast_entmax` (the same threshold as the reference's bisection). tests/test_dsan.py checks the vectors
-    against `query_vectors` for every variant."""
+class NumpyQueryVectors:
+    """DSAN's `query_vectors` in numpy, in evaluation mode (no dropout), for serving's batches of a few
+    sessions: torch spends ~3.8 ms of operator overhead encoding one short session on this CPU
+    (docs/serving.md), numpy's calls cost about a microsecond each, and one padded batch of B sessions costs
+    about what one session does. It reads the model's weights in place (no copy), so it encodes with the
+    current ones; entmax is `alpha_entmax_numpy`, the Newton form of `fast_entmax` (the same threshold as the
+    reference's bisection). tests/test_dsan.py checks the vectors against `query_vectors` for every variant."""
 
     def __init__(self, model: DSAN):
         def array(tensor: torch.Tensor) -> np.ndarray:
             return tensor.detach().float().cpu().numpy()
 
-        self.config = c = model.config
+        self.config = model.config
         self.target_token = model.target_token
+        self.max_length = model.max_length
         self.items, self.positions = array(model.item_embedding.weight), array(model.position_embedding.weight)
         self.query = (array(model.query.weight).T, array(model.query.bias))
         self.ffn_in = (array(model.ffn_in.weight).T, array(model.ffn_in.bias))
         self.ffn_out = (array(model.ffn_out.weight).T, array(model.ffn_out.bias))
         self.norm = (array(model.norm.weight), array(model.norm.bias), model.norm.eps)
-        self.alpha_head = (array(model.alpha_head.weight)[0], float(model.alpha_head.bias.detach()))
+        self.alpha_head = (array(model.alpha_head.weight)[0], array(model.alpha_head.bias)[0])
         self.key_weight, self.target_weight = array(model.key_weight.weight).T, array(model.target_weight.weight).T
         self.attention_bias, self.attention_vector = array(model.attention_bias), array(model.attention_vector.weight)[0]
         self.decoder = (array(model.decoder.weight).T, array(model.decoder.bias))
-        self.max_length = model.max_length
 
     def _lookup(self, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """table[rows] with nn.Embedding's max_norm rule (layers.renorm_rows_), on a copy: the model's
         own lookups renorm the table in place, to the same values."""
         vectors = table[rows]
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
         return np.where(norms > self.config.max_norm, vectors * (self.config.max_norm / (norms + 1e-7)), vectors)
 
-    def _alpha(self, vector: np.ndarray) -> float:
+    def _alpha(self, vectors: np.ndarray) -> np.ndarray | float:
+        """(B, 2d) -> (B, 1) alphas, or the fixed one."""
         c = self.config
         if c.variant == "da":
             return 1.0
         if c.alpha is not None:
             return float(c.alpha)
         weight, bias = self.alpha_head
-        sigmoid = np.exp(-np.logaddexp(0.0, -float(vector @ weight + bias)))
-        alpha = float(np.float32(sigmoid) + np.float32(1.0))  # in float32 as torch's, so the guard meets the same 1.0
-        return c.alpha_guard if alpha == 1.0 else alpha
+        sigmoid = np.exp(-np.logaddexp(0.0, -(vectors @ weight + bias)))
+        alpha = (sigmoid.astype(np.float32) + np.float32(1.0))[:, None]  # in float32 as torch's: the guard meets the same 1.0
+        return np.where(alpha == 1.0, np.float32(c.alpha_guard), alpha)
 
-    def _normalise(self, scores: np.ndarray, alpha: float) -> np.ndarray:
+    def _normalise(self, scores: np.ndarray, alpha: np.ndarray | float) -> np.ndarray:
         dense = self.config.variant == "da" or self.config.alpha == 1.0
         return alpha_entmax_numpy(scores, 1.0 if dense else alpha)
 
-    def __call__(self, prefix: np.ndarray) -> np.ndarray:
-        """(d,) query vector w_k * z / |z| of one session (item indices, oldest first)."""
+    def __call__(self, prefixes: list[np.ndarray]) -> np.ndarray:
+        """(B, d) query vectors w_k * z / |z| of the sessions (item indices, oldest first)."""
         c = self.config
-        clicks = np.asarray(prefix, dtype=np.int64)[-self.max_length:]
-        tokens = np.append(clicks, self.target_token)
-        positions = np.minimum(len(prefix) + np.arange(-len(clicks) + 1, 2), c.max_positions)
-        C = np.concatenate([self._lookup(self.items, tokens), self._lookup(self.positions, positions)], axis=1)
-        alpha_self = self._alpha(C[-1])
+        padded = pad_prefixes(prefixes, self.max_length)
+        batch, width = padded.items.shape
+        tokens = np.concatenate([padded.items, np.full((batch, 1), self.target_token)], axis=1)  # (B, L+1)
+        mask = tokens != 0
+        positions = np.minimum(padded.full_lengths[:, None] + np.arange(-width + 1, 2), c.max_positions) * mask
+        C = np.concatenate([self._lookup(self.items, tokens), self._lookup(self.positions, positions)], axis=-1)
         if c.variant == "ns":
             O = C
         else:
             Q = np.maximum(C @ self.query[0] + self.query[1], 0)
-            A = self._normalise(Q @ C.T / np.float32(math.sqrt(C.shape[1])), alpha_self)
-            O = A @ C
+            scores = np.where(mask[:, None, :], Q @ C.transpose(0, 2, 1) / np.float32(math.sqrt(C.shape[-1])), -np.inf)
+            alpha_self = self._alpha(C[:, -1])
+            O = self._normalise(scores, alpha_self if np.isscalar(alpha_self) else alpha_self[:, :, None]) @ C
             O = O + np.maximum(O @ self.ffn_in[0] + self.ffn_in[1], 0) @ self.ffn_out[0] + self.ffn_out[1]
             scale, shift, eps = self.norm
-            O = (O - O.mean(axis=1, keepdims=True)) / np.sqrt(O.var(axis=1, keepdims=True) + eps) * scale + shift
-        target = O[-1]
+            O = (O - O.mean(axis=-1, keepdims=True)) / np.sqrt(O.var(axis=-1, keepdims=True) + eps) * scale + shift
+        target = O[:, -1]  # e_s (B, 2d)
         if c.variant == "nt":
             hidden = target
         else:
-            u = np.maximum(O[:-1] @ self.key_weight + target @ self.target_weight + self.attention_bias, 0)
-            beta = self._normalise(u @ self.attention_vector, self._alpha(target))
-            hidden = np.concatenate([beta @ C[:-1], target])
+            u = np.maximum(O[:, :-1] @ self.key_weight + (target @ self.target_weight)[:, None] + self.attention_bias, 0)
+            u = np.where(mask[:, :-1], u @ self.attention_vector, -np.inf)  # (B, L)
+            beta = self._normalise(u, self._alpha(target))
+            hidden = np.concatenate([np.einsum("bl,bld->bd", beta, C[:, :-1]), target], axis=-1)
         x = hidden @ self.decoder[0] + self.decoder[1]
         z = _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0)))
-        return (c.w_k * z / max(float(np.linalg.norm(z)), 1e-12)).astype(np.float32)
+        norms = np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+        return (c.w_k * z / norms).astype(np.float32)

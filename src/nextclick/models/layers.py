@@ -131,11 +131,12 @@ class _FastEntmax(torch.autograd.Function):
         return dX, d_alpha, None, None
 
 
-def alpha_entmax_numpy(scores: np.ndarray, alpha: float, max_steps: int = 50) -> np.ndarray:
-    """`_FastEntmax`'s forward pass in numpy, one alpha for every row of `scores` (last axis; -inf gets
-    exactly zero weight). For one session at a time (serving's lone queries), where a numpy operator call
-    costs about a microsecond and torch's several: the same Newton iterates, so the same threshold."""
-    if alpha == 1.0:
+def alpha_entmax_numpy(scores: np.ndarray, alpha: np.ndarray | float, max_steps: int = 50) -> np.ndarray:
+    """`_FastEntmax`'s forward pass in numpy over the last axis (-inf gets exactly zero weight); `alpha` a
+    float or an array broadcastable to `scores` with size 1 on the last axis. For serving's small batches,
+    where a numpy operator call costs about a microsecond and torch's several: the same Newton iterates, so
+    the same threshold."""
+    if np.isscalar(alpha) and alpha == 1.0:
         shifted = np.exp(scores - scores.max(axis=-1, keepdims=True))
         return shifted / shifted.sum(axis=-1, keepdims=True)
     alpha_minus_one = alpha - 1.0

@@ -46,7 +46,7 @@ class ExactTopK:
     def __init__(self, model):
         self.model = model
         self.items = None
-        self.lone_query = lone_query_encoder(model)
+        self.in_numpy = numpy_query_vectors(model)
         if has_item_vectors(model):
             with torch.inference_mode():
                 self.items = model.item_vectors().T.contiguous()  # (D, N + 1), row 0 padding
@@ -55,7 +55,7 @@ class ExactTopK:
         if self.items is None:
             return self.model.recommend(prefixes, k=k)
         with torch.inference_mode():
-            scores = query_vectors(self.model, prefixes, self.lone_query) @ self.items  # (B, N + 1)
+            scores = query_vectors(self.model, prefixes, self.in_numpy) @ self.items  # (B, N + 1)
             scores[:, 0] = -torch.inf
             top = torch.topk(scores, min(k, self.model.n_items), dim=1)
         return top.indices.cpu().numpy(), top.values.cpu().numpy()
@@ -75,26 +75,26 @@ class ApproximateTopK:
             items = np.ascontiguousarray(model.item_vectors()[1:].float().cpu().numpy())  # (N, D), row 0 is padding
         self.index = cached_hnsw(items, Path(cache_dir)) if cache_dir is not None else build_hnsw(items)
         self.index.hnsw.efSearch = max(search_breadth, 1)
-        self.lone_query = lone_query_encoder(model)
+        self.in_numpy = numpy_query_vectors(model)
 
     def top(self, prefixes: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
-            queries = query_vectors(self.model, prefixes, self.lone_query).float().cpu().numpy()  # (B, D)
+            queries = query_vectors(self.model, prefixes, self.in_numpy).float().cpu().numpy()  # (B, D)
         return search(self.index, queries, min(k, self.model.n_items))
 
 
-def lone_query_encoder(model):
-    """The model's numpy encoder of one session at a time (`lone_query_encoder()`, DSAN's), else None."""
-    make = getattr(model, "lone_query_encoder", None)
+def numpy_query_vectors(model):
+    """The model's `query_vectors` in numpy (`numpy_query_vectors()`, DSAN's), else None."""
+    make = getattr(model, "numpy_query_vectors", None)
     return make() if make is not None else None
 
 
-def query_vectors(model, prefixes: list[np.ndarray], lone_query=None) -> torch.Tensor:
-    """(B, D) query vectors of the prefixes (item indices). With a lone-query encoder, one numpy call per
-    prefix: a serving batch holds at most --max-batch (16) of them, and DSAN's numpy encoder takes about a
-    fifth of torch's time for a short session, which is mostly per-operator overhead (docs/serving.md)."""
-    if lone_query is not None:
-        return torch.from_numpy(np.stack([lone_query(prefix) for prefix in prefixes]))
+def query_vectors(model, prefixes: list[np.ndarray], in_numpy=None) -> torch.Tensor:
+    """(B, D) query vectors of the prefixes (item indices), by the model's numpy encoder where it has one:
+    a serving batch holds at most --max-batch (16) sessions, and for those torch's time is mostly
+    per-operator overhead (DSAN: docs/serving.md)."""
+    if in_numpy is not None:
+        return torch.from_numpy(in_numpy(prefixes))
     return model.query_vectors(batch_from_prefixes(prefixes, model.max_length))
 
 
