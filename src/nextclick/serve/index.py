@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batches import batch_from_prefixes
+from nextclick.models.base import top_items
 
 # HNSW's graph degree and search breadth. M = 32 and efConstruction = 200 are faiss's own benchmark
 # settings for million-scale sets (faiss wiki, "Indexing 1M vectors"); efSearch = 256 is what reached
@@ -54,8 +55,12 @@ class ExactTopK:
     def top(self, prefixes: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.items is None:
             return self.model.recommend(prefixes, k=k)
+        if self.in_numpy is not None:  # no torch call at all: 0.4 against 0.6 ms for a lone query's matmul
+            scores = self.in_numpy(prefixes) @ self.items.numpy()  # (B, N + 1)
+            scores[:, 0] = -np.inf
+            return top_items(scores, min(k, self.model.n_items))
         with torch.inference_mode():
-            scores = query_vectors(self.model, prefixes, self.in_numpy) @ self.items  # (B, N + 1)
+            scores = self.model.query_vectors(batch_from_prefixes(prefixes, self.model.max_length)) @ self.items
             scores[:, 0] = -torch.inf
             top = torch.topk(scores, min(k, self.model.n_items), dim=1)
         return top.indices.cpu().numpy(), top.values.cpu().numpy()
