@@ -74,6 +74,14 @@ def test_recommend_maps_raw_ids_through_the_vocabulary_and_answers_as_the_model_
     assert answer["unknown_items"] == [] and answer["clicks_read"] == 3 and answer["model"] == "dsan"
 
 
+def test_a_started_service_keeps_what_it_loaded_out_of_the_garbage_collector_s_full_passes(client):
+    import gc
+
+    assert client.get("/readyz").status_code == 200
+    assert gc.get_freeze_count() > 10_000  # torch and the model: a full collection would walk them all
+    gc.unfreeze()  # the rest of this test process collects as usual
+
+
 def test_unknown_item_ids_are_ignored_and_reported(client):
     known = client.post("/v1/recommend", json={"items": [1003, 1001], "k": 5}).json()
     mixed = client.post("/v1/recommend", json={"items": [7, 1003, 99999, 1001], "k": 5}).json()

@@ -26,6 +26,7 @@ symlink the operator moved, or a directory rewritten in place).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -90,6 +91,16 @@ class ClickRequest(Options):
     item: ItemId = Field(..., description="the item clicked (raw id)")
 
 
+def keep_out_of_garbage_collection() -> None:
+    """Move every object alive now (torch's, the libraries' and the model's: 202k in a served STAN run)
+    out of the cyclic collector's sight: each full collection would otherwise walk them all, 62-68 ms on
+    this machine (0.0 ms after the freeze), a pause that lands on whichever requests are in flight. Called once the run is loaded, and again after a reload,
+    which first hands the frozen objects back so that the old run's reference cycles can be collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(config: ServeConfig, run=None) -> FastAPI:
     """The app for `config`; `run` (a ServedRun) skips loading, for tests and tools that have one."""
     limits = config.limits
@@ -107,6 +118,7 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         state["names"] = read_catalogue(config.catalogue) if config.catalogue else {}
         state["store"] = open_store(config.store, limits.max_clicks, config.store_limits)
         state["scorer"] = Scorer(served, limits, metrics.observe_batch)
+        keep_out_of_garbage_collection()
         try:
             yield
         finally:
@@ -177,6 +189,7 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
             served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads,
                                          config.overrides, config.index_cache)
             scorer.swap(served)
+            keep_out_of_garbage_collection()
             metrics.reloads += 1
             return served.describe()
 
