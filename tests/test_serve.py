@@ -21,6 +21,7 @@ from nextclick.models import REGISTRY, build  # noqa: E402
 from nextclick.models.config import LIMITS, MAX_SESSION_LENGTH  # noqa: E402
 from nextclick.serve.app import ServeConfig, create_app  # noqa: E402
 from nextclick.serve.limits import ServeLimits, StoreLimits  # noqa: E402
+from nextclick.serve.scoring import InlineScorer, Query, load_run  # noqa: E402
 from nextclick.serve.store import MemoryStore  # noqa: E402
 
 # raw ids 1001..1050: a vocabulary that is not the identity, as a prepared click log's is
@@ -209,7 +210,7 @@ def test_a_full_scoring_queue_answers_503_at_once_and_the_service_recovers(dsan_
 
     release = threading.Event()
     real = scoring.answer
-    app = create_app(ServeConfig(run=str(dsan_run), limits=ServeLimits(max_pending=2, max_batch=1)))
+    app = create_app(ServeConfig(run=str(dsan_run), scorer="thread", limits=ServeLimits(max_pending=2, max_batch=1)))
     with TestClient(app) as client:
         # held from here: the run's warm-up query at start (scoring.warm_up) must not wait on it
         monkeypatch.setattr(scoring, "answer", lambda run, queries: release.wait(10) and real(run, queries))
@@ -231,6 +232,19 @@ def test_a_full_scoring_queue_answers_503_at_once_and_the_service_recovers(dsan_
         assert results == [200, 200, 200]
         assert client.post("/v1/recommend", json={"items": [1003]}).status_code == 200
         assert 'nextclick_refused_total{reason="scoring queue full"} 2' in client.get("/metrics").text
+
+
+def test_the_inline_scorer_scores_a_burst_in_one_call_and_refuses_past_its_bound_at_once(dsan_run):
+    sizes = []
+    scorer = InlineScorer(load_run(dsan_run), ServeLimits(max_pending=3, max_batch=16),
+                          observe_batch=lambda size, seconds: sizes.append(size))
+
+    async def burst():  # four requests in one turn of the loop, before any model call
+        return await asyncio.gather(*[scorer.submit(Query([1003])) for _ in range(4)], return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert [type(result).__name__ for result in results] == ["Answer", "Answer", "Answer", "Overloaded"]
+    assert sizes == [3] and scorer.pending == 0
 
 
 def test_the_memory_store_drops_the_least_recently_clicked_sessions_past_its_bounds():

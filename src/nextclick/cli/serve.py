@@ -24,7 +24,8 @@ def server_options(args) -> list[str]:
     """The `nextclick serve` options a serve-bench passes on to the server it starts."""
     overrides = [option for pair in args.set or [] for option in ("--set", pair)]
     cache = ["--index-cache", args.index_cache] if args.index_cache else []
-    return [*cache, "--store", args.store, "--index", args.index, "--threads", str(args.threads), "--workers",
+    return [*cache, "--store", args.store, "--index", args.index, "--threads", str(args.threads),
+            "--scorer", args.scorer, "--workers",
             str(args.workers), "--max-pending", str(args.max_pending), "--max-batch", str(args.max_batch),
             "--session-ttl", str(args.session_ttl), "--max-sessions", str(args.max_sessions),
             "--store-megabytes", str(args.store_megabytes), *overrides]
@@ -37,7 +38,7 @@ def serve_config(args):
     limits = ServeLimits(max_pending=args.max_pending, max_batch=args.max_batch)
     store_limits = StoreLimits(ttl_seconds=args.session_ttl, max_sessions=args.max_sessions,
                                max_bytes=args.store_megabytes * 1024 * 1024)
-    return ServeConfig(run=args.run, store=args.store, index=args.index, threads=args.threads,
+    return ServeConfig(run=args.run, store=args.store, index=args.index, threads=args.threads, scorer=args.scorer,
                        catalogue=args.catalogue, overrides=parse_overrides(args.set), index_cache=args.index_cache,
                        limits=limits, store_limits=store_limits)
 
@@ -231,6 +232,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
                         "default: built at every start)")
     p.add_argument("--threads", type=int_in(1, 256), default=1,
                    help="torch threads of the scorer (1: batches are small, and the event loop needs a core)")
+    p.add_argument("--scorer", choices=("inline", "thread"), default="inline",
+                   help="where model calls run: inline (on the event loop, no hand-over between threads per "
+                        "request; the default) or thread (their own thread beside the event loop)")
     p.add_argument("--workers", type=int_in(1, 64), default=1, help="server processes (more than 1 needs --store redis://)")
     p.add_argument("--max-pending", type=int_in(1, 100_000), default=limits.max_pending,
                    help=f"requests admitted at once; more are answered 503 at once ({limits.max_pending})")

@@ -9,6 +9,9 @@ refused at once with `Overloaded`); each time it is free it takes everything que
 and scores it in one model call, so a burst costs one batched forward pass rather than one per
 request, and a lone request waits for nothing. `swap` replaces the run between two batches: requests
 already taken finish on the run they started with, later ones get the new one, none is dropped.
+`InlineScorer` keeps the same promises on the event loop itself (`nextclick serve --scorer inline`):
+no thread hand-over and no GIL passed back and forth per request, but the loop reads no request while it
+scores.
 
 Unknown item ids (not in the run's vocabulary) are ignored and reported back in `unknown_items`; a
 session none of whose items is known has nothing to score from, which is an error (422).
@@ -17,6 +20,7 @@ session none of whose items is known has nothing to score from, which is an erro
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
 import time
@@ -278,6 +282,67 @@ class Scorer:
             self._observe_batch(len(batch), time.perf_counter() - start)
             for pending, result in zip(batch, results):
                 pending.loop.call_soon_threadsafe(_settle, pending.future, result)
+
+
+class InlineScorer:
+    """`Scorer`'s batching, bound and swap on the event loop: a request queues and, if no batch is due,
+    schedules one with `call_soon`, which runs after the callbacks already ready, so the requests that
+    arrived in the same turn of the loop share the model call."""
+
+    def __init__(self, run: ServedRun, limits: ServeLimits = ServeLimits(), observe_batch=None):
+        self.run = run
+        self.limits = limits
+        self._queue: collections.deque[tuple[Query, asyncio.Future]] = collections.deque()
+        self._observe_batch = observe_batch or (lambda size, seconds: None)
+        self._due = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def full(self) -> bool:
+        return len(self._queue) >= self.limits.max_pending
+
+    def swap(self, run: ServedRun) -> None:
+        self.run = run
+
+    async def submit(self, query: Query) -> Answer:
+        if self.full:
+            raise Overloaded(f"{self.limits.max_pending} requests are already waiting to be scored")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((query, future))
+        if not self._due:
+            self._due = True
+            loop.call_soon(self._score)
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def close(self) -> None:
+        for _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
+    def _score(self) -> None:
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.limits.max_batch))]
+        if self._queue:
+            asyncio.get_running_loop().call_soon(self._score)
+        else:
+            self._due = False
+        start = time.perf_counter()
+        try:
+            results = answer(self.run, [query for query, _ in batch])
+        except Exception as error:  # as in Scorer: one bad model call fails its batch, not the service
+            results = [error] * len(batch)
+        self._observe_batch(len(batch), time.perf_counter() - start)
+        for (_, future), result in zip(batch, results):
+            _settle(future, result)
+
+
+SCORERS = {"thread": Scorer, "inline": InlineScorer}
 
 
 def _settle(future: asyncio.Future, result) -> None:
