@@ -89,3 +89,36 @@ def test_official_init_scales():
     assert abs(model.embedding.weight[1:].std().item() - (2 / 5001) ** 0.5) < 5e-4
     recurrent = model.gru.weight_hh_l0[:100]
     torch.testing.assert_close(recurrent @ recurrent.T, torch.eye(100), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_packed_gru_is_torchs_gru(dtype):
+    """recurrent_states' CPU GRU (packed_gru: input gates in one matmul, then torch's GRU cell step by step)
+    against nn.GRU on the same PackedSequence: the same states and gradients (input, every weight and
+    bias) within float rounding. They can differ in the last bits: the input gates come from one matmul
+    over all clicks instead of one per step, and the input weights' gradient is summed the same way."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from nextclick.models.narm import recurrent_states
+
+    torch.manual_seed(3)
+    gru = torch.nn.GRU(6, 7, batch_first=True).to(dtype)
+    lengths = torch.tensor([3, 9, 1, 9, 4, 2, 6])  # unsorted, ties, a one-click session
+    embedded = torch.randn(7, 9, 6, dtype=dtype) * (torch.arange(9) < lengths.unsqueeze(1)).unsqueeze(2)
+    ours_input, their_input = embedded.clone().requires_grad_(), embedded.clone().requires_grad_()
+    states, last = recurrent_states(gru, ours_input, lengths)
+    _, last_only = recurrent_states(gru, ours_input, lengths, every_click=False)
+    their_states, their_last = gru(pack_padded_sequence(their_input, lengths, batch_first=True, enforce_sorted=False))
+    their_states = pad_packed_sequence(their_states, batch_first=True, total_length=9)[0]
+    tolerance = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 1e-6}
+    torch.testing.assert_close(states, their_states, **tolerance)
+    torch.testing.assert_close(last, their_last[-1], **tolerance)
+    assert torch.equal(last_only, last)
+    assert (states[2, 1:] == 0).all()  # zero past a session's end
+    upstream_states, upstream_last = torch.randn_like(states), torch.randn_like(last)
+    ours = torch.autograd.grad((states * upstream_states).sum() + (last * upstream_last).sum(),
+                               [ours_input, *gru.parameters()])
+    theirs = torch.autograd.grad((their_states * upstream_states).sum() + (their_last[-1] * upstream_last).sum(),
+                                 [their_input, *gru.parameters()])
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine, reference, **tolerance)

@@ -22,7 +22,8 @@ Where we differ from the paper and the official code, and why:
   (`truncate="recent"`, the framework's convention); `truncate="first"` reproduces the official
   behaviour. Only prefixes longer than 19 (about 1% of diginetica test cases) are affected.
 - Gates: the official GRU and attention use Theano's hard sigmoid; the paper writes the logistic
-  sigmoid, which we use (torch's nn.GRU, CPU, with packed sequences so padding never enters it).
+  sigmoid, which we use (torch's GRU cell over the real clicks only, so padding never enters it: on the
+  CPU `packed_gru`, nn.GRU's cell with its input gates in one matmul; on a GPU nn.GRU on packed sequences).
 - Initialisation (`init="official"`): as the Theano code, N(0, 2/rows) for every weight matrix whose
   first dimension is `rows` (so the embedding table gets std sqrt(2/N), tiny), orthogonal recurrent
   matrices, zero biases. `init="pytorch"` keeps torch's defaults.
@@ -42,6 +43,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nextclick.data.batches import Batch
@@ -59,25 +61,94 @@ def official_gaussian_(weight: torch.Tensor, rows: int) -> None:
 
 def recurrent_states(gru: nn.GRU, embedded: torch.Tensor, lengths: torch.Tensor, every_click: bool = True
                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """A one-layer GRU over left-aligned clicks (B, L, D) of `lengths` (B,), packed so that padding never
-    enters it: the state at every click (B, L, H), zero past each session's end (None unless
-    `every_click`), and h_t at each session's own last click (B, H)."""
-    packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
-    states, last = gru(packed)
+    """A one-layer GRU over left-aligned clicks (B, L, D) of `lengths` (B,), on the real clicks only (padding
+    never enters it): the state at every click (B, L, H), zero past each session's end (None unless
+    `every_click`), and h_t at each session's own last click (B, H). On the CPU, `packed_gru` (nn.GRU's
+    values, a cheaper backward pass); elsewhere nn.GRU on a PackedSequence (cuDNN's kernels on a GPU)."""
+    if embedded.device.type != "cpu" or gru.num_layers != 1 or gru.bidirectional:
+        packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        states, last = gru(packed)
+        if not every_click:
+            return None, last[-1]
+        states, _ = pad_packed_sequence(states, batch_first=True, total_length=embedded.shape[1])  # (B, L, H)
+        return states, last[-1]
+    sessions, width = embedded.shape[:2]
+    rows, sizes, last_rows = packed_rows(lengths, width)
+    states = packed_gru(gru, embedded.reshape(sessions * width, -1)[rows], sizes)  # (T, H)
+    last = states[last_rows]  # (B, H)
     if not every_click:
-        return None, last[-1]
-    states, _ = pad_packed_sequence(states, batch_first=True, total_length=embedded.shape[1])  # (B, L, H)
-    return states, last[-1]
+        return None, last
+    padded = states.new_zeros(sessions * width, states.shape[1]).index_copy(0, rows, states)
+    return padded.view(sessions, width, -1), last  # (B, L, H)
+
+
+def packed_rows(lengths: torch.Tensor, width: int) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+    """The packed order of the clicks of left-aligned sessions (B, width) of `lengths` (B,), as
+    pack_padded_sequence makes it: step by step, and within a step the sessions still running, longest
+    first. Returns each packed click's row in the flattened (B * width) batch (T,), the number of sessions
+    running at each step, and the packed row of each session's last click (B,)."""
+    order = torch.sort(lengths, descending=True).indices  # (B,) longest first: pack_padded_sequence's sort
+    running = lengths[order].unsqueeze(0) > torch.arange(int(lengths.max()), device=lengths.device).unsqueeze(1)
+    step, rank = running.nonzero(as_tuple=True)  # (T,), (T,): step-major, as PackedSequence.data
+    sizes = running.sum(1)  # (L,) sessions running at each step
+    starts = sizes.cumsum(0) - sizes  # (L,) first packed row of each step
+    ranks = torch.empty_like(order)
+    ranks[order] = torch.arange(len(order), device=order.device)  # (B,) each session's place in the order
+    return order[rank] * width + step, sizes.tolist(), starts[lengths - 1] + ranks
+
+
+def packed_gru(gru: nn.GRU, clicks: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """A one-layer nn.GRU over packed clicks (T, D) (`sizes`: the sessions running at each step, as a
+    PackedSequence's batch_sizes), from a zero state: the states (T, H) in the same packed order.
+
+    torch's CPU GRU cell step by step, as nn.GRU runs a PackedSequence, so the same values up to float
+    rounding (the input gates come from one matmul instead of one per step). What changes is the backward
+    pass, where profiles of NARM at RecBole's sizes on Retailrocket (batch 512, the last 50 clicks) showed
+    tensor copies that grow with the steps times the batch: nn.GRU's backward of each step's slice of the
+    packed input writes a zero tensor as large as the whole input, and pad_packed_sequence's backward copies
+    the whole padded gradient once per step. Here the input gates are one matmul over the packed clicks
+    before the loop, the steps read them through `split` (backward: one concatenation), and the caller
+    packs and unpacks by one gather and one index_copy. Autocast is off inside, as CPU autocast leaves
+    nn.GRU in float32."""
+    with torch.autocast("cpu", enabled=False):
+        inputs = F.linear(full_precision(clicks), gru.weight_ih_l0, gru.bias_ih_l0)  # (T, 3H)
+        hidden = inputs.new_zeros(sizes[0], gru.hidden_size)  # (B, H)
+        outputs = []
+        for step_inputs in inputs.split(sizes):  # (b_t, 3H), b_t non-increasing
+            if len(step_inputs) < len(hidden):
+                hidden = hidden[: len(step_inputs)]  # the sessions that ended drop out (they sort last)
+            hidden = gru_cell(step_inputs, hidden, gru.weight_hh_l0, gru.bias_hh_l0)
+            outputs.append(hidden)
+        return torch.cat(outputs)  # (T, H)
+
+
+def gru_cell(inputs: torch.Tensor, hidden: torch.Tensor, weight_hh: torch.Tensor, bias_hh: torch.Tensor
+             ) -> torch.Tensor:
+    """One GRU step from precomputed input gates `inputs` (b, 3H) = x W_ih^T + b_ih and state `hidden` (b, H),
+    the operations of torch's CPU GRUCell in its order (from the same gates, the same floats):
+    r = sigmoid(i_r + h_r), z = sigmoid(i_z + h_z), n = tanh(i_n + r * h_n), h' = (h - n) * z + n."""
+    gates = F.linear(hidden, weight_hh, bias_hh)  # (b, 3H)
+    hidden_reset, hidden_update, hidden_new = gates.chunk(3, 1)
+    input_reset, input_update, input_new = inputs.chunk(3, 1)
+    reset = torch.sigmoid(hidden_reset + input_reset)
+    update = torch.sigmoid(hidden_update + input_update)
+    new = torch.tanh(input_new + hidden_new * reset)
+    return (hidden - new) * update + new
 
 
 def local_attention(states: torch.Tensor, last: torch.Tensor, lengths: torch.Tensor, attention_last: nn.Linear,
                     attention_each: nn.Linear, attention_vector: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
     """NARM's local encoder (eq. 8, softmax-normalised over the real clicks as the official code does):
-    c_l (B, H) and the weights alpha_tj (B, L), 0 at padding. `states` (B, L, H) left-aligned, `last` h_t."""
-    gate = torch.sigmoid(attention_last(last).unsqueeze(1) + attention_each(states))  # (B, L, H)
-    scores = full_precision(attention_vector(gate).squeeze(2))  # (B, L); the softmax in float32 under autocast
+    c_l (B, H) and the weights alpha_tj (B, L), 0 at padding. `states` (B, L, H) left-aligned, `last` h_t.
+    The attention is computed at the real clicks only: a batch as wide as its longest prefix (50 clicks on
+    Retailrocket) holds five times as many padding positions as clicks."""
     valid = torch.arange(states.shape[1], device=states.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
-    weights = torch.softmax(scores.masked_fill(~valid, -torch.inf), dim=1)  # (B, L)
+    session, position = valid.nonzero(as_tuple=True)  # (T,), (T,): the real clicks
+    gate = torch.sigmoid(attention_last(last)[session] + attention_each(states[session, position]))  # (T, H)
+    # the softmax in float32 under autocast
+    clicks = full_precision(attention_vector(gate).squeeze(1))  # (T,)
+    scores = clicks.new_full(valid.shape, -torch.inf).index_put((session, position), clicks)  # (B, L)
+    weights = torch.softmax(scores, dim=1)  # (B, L)
     return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, H), (B, L)
 
 
