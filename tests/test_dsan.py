@@ -148,7 +148,7 @@ def test_numpy_entmax_gives_the_torch_newton_form_s_weights_and_zero_to_masked_k
 def test_numpy_query_vectors_are_query_vectors_alone_and_in_a_padded_batch(overrides):
     m = model(fast_entmax=True, **overrides)
     in_numpy = m.numpy_query_vectors()
-    sessions = [np.array(s) for s in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21)))]
+    sessions = [np.array(s) for s in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21)), list(range(1, 40)))]
     expected = m.query_vectors(batch_from_prefixes(sessions, m.max_length)).numpy()
     assert np.allclose(in_numpy(sessions), expected, atol=2e-5), overrides
     for session, vector in zip(sessions, expected):

@@ -381,7 +381,21 @@ class NumpyQueryVectors:
         return tokens, full_lengths
 
     def __call__(self, prefixes: list[np.ndarray]) -> np.ndarray:
-        """(B, d) query vectors w_k * z / |z| of the sessions (item indices, oldest first)."""
+        """(B, d) query vectors w_k * z / |z| of the sessions (item indices, oldest first), encoded in
+        groups of similar length as `encode` does on a CPU: the self-attention costs B x L^2, and one
+        127-click session padded 15 short ones to its width, a model call of tens of milliseconds (the
+        p99 of serve-bench at 500 requests/s)."""
+        lengths = np.fromiter((min(len(p), self.max_length) for p in prefixes), dtype=np.int64, count=len(prefixes))
+        band = np.ceil(np.log2(np.maximum(lengths, 4)))  # layers.length_groups' bands: 1-4, 5-8, 9-16, ...
+        if (band == band[0]).all():
+            return self._encode(prefixes)
+        vectors = np.empty((len(prefixes), self.config.embedding_dim), dtype=np.float32)
+        for value in np.unique(band):
+            members = np.flatnonzero(band == value)
+            vectors[members] = self._encode([prefixes[i] for i in members])
+        return vectors
+
+    def _encode(self, prefixes: list[np.ndarray]) -> np.ndarray:
         c = self.config
         tokens, full_lengths = self._tokens(prefixes)
         batch, width = tokens.shape[0], tokens.shape[1] - 1
