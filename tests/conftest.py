@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,9 @@ from nextclick.data.benchmarks import data_dir
 
 # tests are small: one thread avoids oversubscription when other jobs share the cores
 torch.set_num_threads(1)
+# DSAN's numba-compiled serving encoder compiles in 10-20 s the first time; only the test of that encoder
+# (tests/test_dsan.py) turns it on, the serving tests use its numpy form (models/dsan.py)
+os.environ.setdefault("NEXTCLICK_COMPILED", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -145,14 +145,17 @@ def test_numpy_entmax_gives_the_torch_newton_form_s_weights_and_zero_to_masked_k
 
 @pytest.mark.parametrize("overrides", [{}, {"variant": "ns"}, {"variant": "nt"}, {"variant": "da"}, {"alpha": 1.0},
                                        {"alpha": 1.5}, {"max_length": 4}, {"max_positions": 8}])
-def test_numpy_query_vectors_are_query_vectors_alone_and_in_a_padded_batch(overrides):
+def test_numpy_query_vectors_are_query_vectors_alone_and_in_a_padded_batch(overrides, monkeypatch):
+    monkeypatch.setenv("NEXTCLICK_COMPILED", "1")  # tests/conftest.py turns the compiled encoder off elsewhere
     m = model(fast_entmax=True, **overrides)
     in_numpy = m.numpy_query_vectors()
     sessions = [np.array(s) for s in ([5], [1, 2, 3, 4, 5], [3, 3, 9], list(range(1, 21)), list(range(1, 40)))]
     expected = m.query_vectors(batch_from_prefixes(sessions, m.max_length)).numpy()
-    assert np.allclose(in_numpy(sessions), expected, atol=2e-5), overrides
-    for session, vector in zip(sessions, expected):
-        assert np.allclose(in_numpy([session])[0], vector, atol=2e-5), (overrides, session)
+    assert in_numpy.compiled is not None  # numba, from the serve extra that make install installs
+    for encode in (in_numpy, in_numpy.in_numpy):  # compiled, and numpy calls (without numba)
+        assert np.allclose(encode(sessions), expected, atol=2e-5), overrides
+        for session, vector in zip(sessions, expected):
+            assert np.allclose(encode([session])[0], vector, atol=2e-5), (overrides, session)
 
 
 def test_numpy_query_vectors_are_offered_only_where_the_torch_path_would_give_the_same_vectors():

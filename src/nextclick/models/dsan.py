@@ -38,7 +38,9 @@ Figure 4's fixed alphas are `alpha=1.0 ... 2.0`; Figure 5's scale is `w_k`.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -339,6 +341,8 @@ class NumpyQueryVectors:
         self.key_weight, self.target_weight = array(model.key_weight.weight).T, array(model.target_weight.weight).T
         self.attention_bias, self.attention_vector = array(model.attention_bias), array(model.attention_vector.weight)[0]
         self.decoder = (array(model.decoder.weight).T, array(model.decoder.bias))
+        use = os.environ.get(COMPILED_ENV, "1") != "0" and _compiled() is not None
+        self.compiled = _compiled_arguments(self) if use else None
 
     def _lookup(self, table: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """table[rows] with nn.Embedding's max_norm rule (layers.renorm_rows_), on a copy: the model's
@@ -381,10 +385,22 @@ class NumpyQueryVectors:
         return tokens, full_lengths
 
     def __call__(self, prefixes: list[np.ndarray]) -> np.ndarray:
-        """(B, d) query vectors w_k * z / |z| of the sessions (item indices, oldest first), encoded in
-        groups of similar length as `encode` does on a CPU: the self-attention costs B x L^2, and one
-        127-click session padded 15 short ones to its width, a model call of tens of milliseconds (the
-        p99 of serve-bench at 500 requests/s)."""
+        """(B, d) query vectors w_k * z / |z| of the sessions (item indices, oldest first): compiled
+        (models/dsan_compiled.py) where numba is installed, else numpy calls on batches of similar
+        length as `encode` groups them on a CPU (the self-attention costs B x L^2: one 127-click session
+        padded to its width 15 short ones)."""
+        if self.compiled is not None:
+            full_lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
+            if (full_lengths == 0).any():
+                raise ValueError("a session needs at least one click")
+            kept = np.minimum(full_lengths, self.max_length)
+            clicks = np.concatenate([np.asarray(p, dtype=np.int64)[len(p) - n:] for p, n in zip(prefixes, kept)])
+            starts = np.concatenate([[0], np.cumsum(kept)])
+            return _compiled().encode_sessions(clicks, starts, full_lengths, self.target_token, *self.compiled)
+        return self.in_numpy(prefixes)
+
+    def in_numpy(self, prefixes: list[np.ndarray]) -> np.ndarray:
+        """`__call__` by numpy calls, length band by length band."""
         lengths = np.fromiter((min(len(p), self.max_length) for p in prefixes), dtype=np.int64, count=len(prefixes))
         band = np.ceil(np.log2(np.maximum(lengths, 4)))  # layers.length_groups' bands: 1-4, 5-8, 9-16, ...
         if (band == band[0]).all():
@@ -424,3 +440,42 @@ class NumpyQueryVectors:
         z = _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0)))
         norms = np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
         return (c.w_k * z / norms).astype(np.float32)
+
+
+# NEXTCLICK_COMPILED=0: serve DSAN by numpy calls even where numba is installed (its first compile takes
+# 10-20 s on this machine; later starts read numba's cache); tests/conftest.py sets it for all but the test
+# of the compiled encoder
+COMPILED_ENV = "NEXTCLICK_COMPILED"
+
+
+@functools.cache
+def _compiled():
+    """models/dsan_compiled.py, or None without numba (the `serve` extra installs it)."""
+    try:
+        from nextclick.models import dsan_compiled
+    except ImportError:
+        return None
+    return dsan_compiled
+
+
+def _compiled_arguments(encoder: NumpyQueryVectors) -> tuple:
+    """`dsan_compiled.encode_sessions`' arguments after the sessions and the target token: contiguous
+    float32 copies of the small matrices (numba's matmul wants them contiguous) and the tables as they are."""
+    compiled, c = _compiled(), encoder.config
+
+    def dense(matrix):
+        return np.ascontiguousarray(matrix, dtype=np.float32)
+
+    if c.variant == "da" or c.alpha == 1.0:
+        mode, fixed = compiled.DENSE, 1.0
+    elif c.alpha is not None:
+        mode, fixed = compiled.FIXED, float(c.alpha)
+    else:
+        mode, fixed = compiled.ADAPTIVE, 0.0
+    scale, shift, eps = encoder.norm
+    return (c.max_positions, dense(encoder.items), dense(encoder.positions), float(c.max_norm),
+            *map(dense, encoder.query), *map(dense, encoder.ffn_in), *map(dense, encoder.ffn_out),
+            dense(scale), dense(shift), float(eps), dense(encoder.alpha_head[0]), float(encoder.alpha_head[1]),
+            mode, fixed, float(c.alpha_guard), compiled.VARIANTS[c.variant], dense(encoder.key_weight),
+            dense(encoder.target_weight), dense(encoder.attention_bias), dense(encoder.attention_vector),
+            *map(dense, encoder.decoder), float(c.w_k))
