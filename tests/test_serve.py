@@ -83,6 +83,25 @@ def test_a_started_service_keeps_what_it_loaded_out_of_the_garbage_collector_s_f
     gc.unfreeze()  # the rest of this test process collects as usual
 
 
+def test_a_loaded_run_holds_every_blas_even_one_its_warm_up_loads_to_the_threads_asked(dsan_run, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from nextclick.serve import scoring
+
+    real = scoring.warm_up
+
+    def warm_up_loading_scipy_s_blas(run):  # as numba's compiled matmuls do on their first call
+        import scipy.linalg
+
+        scipy.linalg.blas.sdot(np.ones(2, np.float32), np.ones(2, np.float32))
+        real(run)
+
+    monkeypatch.setattr(scoring, "warm_up", warm_up_loading_scipy_s_blas)
+    scoring.load_run(dsan_run, threads=1)
+    pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert pools and all(pool["num_threads"] == 1 for pool in pools), pools
+
+
 def test_unknown_item_ids_are_ignored_and_reported(client):
     known = client.post("/v1/recommend", json={"items": [1003, 1001], "k": 5}).json()
     mixed = client.post("/v1/recommend", json={"items": [7, 1003, 99999, 1001], "k": 5}).json()

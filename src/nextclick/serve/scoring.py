@@ -83,9 +83,6 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
     from nextclick import checkpoint
 
     torch.set_num_threads(threads)
-    # numpy's BLAS (the lone-query encoders' small matmuls) would otherwise start a thread per core, and
-    # on two busy cores a 40-click DSAN query took 5.5 ms instead of 1.9 (in-process timing)
-    threadpool_limits(limits=threads, user_api="blas")
     model, vocab, meta = checkpoint.load(path)
     overrides = {**type(model).serving_config, **(overrides or {})}
     if overrides:
@@ -99,6 +96,11 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
         raise ValueError(f"--index must be exact or hnsw; got {index!r}")
     served = ServedRun(path=str(path), model=model, meta=meta, vocab=vocab, top_k=top_k, loaded_at=time.time())
     warm_up(served)
+    # every BLAS loaded by now (numpy's, and scipy's, which numba's compiled matmuls call) would otherwise
+    # run a thread per core: on two busy cores a 40-click DSAN query took 5.5 ms instead of 1.9 in numpy,
+    # and two served workers whose compiled encoders ran scipy's BLAS on 2 threads each answered DSAN at
+    # 500 requests/s with a p50 of 0.8-1.0 s (serve-bench, before this was called after the warm-up)
+    threadpool_limits(limits=threads, user_api="blas")
     return served
 
 
