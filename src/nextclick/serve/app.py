@@ -97,8 +97,9 @@ class ClickRequest(Options):
 def keep_out_of_garbage_collection() -> None:
     """Move every object alive now (torch's, the libraries' and the model's: 202k in a served STAN run)
     out of the cyclic collector's sight: each full collection would otherwise walk them all, 62-68 ms on
-    this machine (0.0 ms after the freeze), a pause that lands on whichever requests are in flight. Called once the run is loaded, and again after a reload,
-    which first hands the frozen objects back so that the old run's reference cycles can be collected."""
+    this machine (0.0 ms after the freeze), a pause that lands on whichever requests are in flight. Called
+    once the run is loaded, and again after a reload, which first hands the frozen objects back so that
+    the old run's reference cycles can be collected."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -213,6 +213,18 @@ def click_weights(model, prefixes: list[np.ndarray]) -> list[tuple[str, np.ndarr
     return [(read.name, weights[row][items[row] != 0]) for row in range(len(prefixes))]
 
 
+def answer_batch(run: ServedRun, queries: list[Query], observe_batch) -> list[Answer | Exception]:
+    """`answer` for one model call of a scorer, timed for `observe_batch(size, seconds)`; a bug in the model
+    call fails its batch (each query gets the exception), not the scorer serving everyone."""
+    start = time.perf_counter()
+    try:
+        results = answer(run, queries)
+    except Exception as error:
+        results = [error] * len(queries)
+    observe_batch(len(queries), time.perf_counter() - start)
+    return results
+
+
 @dataclass
 class _Pending:
     query: Query
@@ -275,13 +287,8 @@ class Scorer:
                     self._queue.put(None)  # close after this batch
                     break
                 batch.append(item)
-            run = self.run  # one run for the whole batch, whatever `swap` does meanwhile
-            start = time.perf_counter()
-            try:
-                results = answer(run, [p.query for p in batch])
-            except Exception as error:  # a bug in one model call must not kill the thread serving everyone
-                results = [error] * len(batch)
-            self._observe_batch(len(batch), time.perf_counter() - start)
+            # one run for the whole batch, whatever `swap` does meanwhile
+            results = answer_batch(self.run, [p.query for p in batch], self._observe_batch)
             for pending, result in zip(batch, results):
                 pending.loop.call_soon_threadsafe(_settle, pending.future, result)
 
@@ -334,12 +341,7 @@ class InlineScorer:
             asyncio.get_running_loop().call_soon(self._score)
         else:
             self._due = False
-        start = time.perf_counter()
-        try:
-            results = answer(self.run, [query for query, _ in batch])
-        except Exception as error:  # as in Scorer: one bad model call fails its batch, not the service
-            results = [error] * len(batch)
-        self._observe_batch(len(batch), time.perf_counter() - start)
+        results = answer_batch(self.run, [query for query, _ in batch], self._observe_batch)
         for (_, future), result in zip(batch, results):
             _settle(future, result)
 
