@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[serve,test]'
 	# DSAN's numba-compiled serving encoder into numba's cache (10-20 s once; a service's first start and the
 	# encoder's test then read it)
-	$(BIN)/python -m nextclick.models.dsan_compiled
+	$(BIN)/python -c 'from nextclick.models.dsan import compile_ahead; compile_ahead()'
 	touch $(STAMP)
 
 install: $(STAMP)

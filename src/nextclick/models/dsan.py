@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextclick.data.batches import Batch
-from nextclick.models.layers import (alpha_entmax, alpha_entmax_numpy, embed_with_max_norm, full_precision,
-                                     inner_product_cross_entropy, length_groups)
+from nextclick.models.layers import (SELU_ALPHA, SELU_SCALE, alpha_entmax, alpha_entmax_numpy, embed_with_max_norm,
+                                     full_precision, inner_product_cross_entropy, length_groups)
 from nextclick.models.neural import ClickWeights, NeuralModel
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
@@ -313,17 +313,14 @@ class DSAN(NeuralModel):
             return F.normalize(self.item_embedding.weight[: self.n_items + 1], dim=-1).detach()
 
 
-# torch.nn.SELU's constants (Klambauer et al. 2017)
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
-
-
 class NumpyQueryVectors:
     """DSAN's `query_vectors` in numpy, in evaluation mode (no dropout), for serving's batches of a few
     sessions: torch spends ~3.8 ms of operator overhead encoding one short session on this CPU
     (docs/serving.md), numpy's calls cost about a microsecond each, and one padded batch of B sessions costs
-    about what one session does. It reads the model's weights in place (no copy), so it encodes with the
-    current ones; entmax is `alpha_entmax_numpy`, the Newton form of `fast_entmax` (the same threshold as the
-    reference's bisection). tests/test_dsan.py checks the vectors against `query_vectors` for every variant."""
+    about what one session does. The numpy form reads the model's weights in place; the compiled form
+    (models/dsan_compiled.py) takes contiguous copies of the small matrices when this is built, so build it
+    again after the weights change. Entmax is the Newton form of `fast_entmax` (the same threshold as the
+    reference's bisection). tests/test_dsan.py checks both forms against `query_vectors` for every variant."""
 
     def __init__(self, model: DSAN):
         def array(tensor: torch.Tensor) -> np.ndarray:
@@ -367,16 +364,22 @@ class NumpyQueryVectors:
         dense = self.config.variant == "da" or self.config.alpha == 1.0
         return alpha_entmax_numpy(scores, 1.0 if dense else alpha)
 
-    def _tokens(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(B, L+1) the most recent `max_length` clicks right-aligned (0 = padding) with the target token
-        last, and each prefix's whole length: `pad_prefixes`' layout without its trip through Sessions,
-        a third of a lone query's time in this class."""
+    def _recent_clicks(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The most recent `max_length` clicks of every prefix, concatenated, with how many each keeps and
+        each prefix's whole length (the clicks' positions count from the session's start)."""
         full_lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
         if (full_lengths == 0).any():
             raise ValueError("a session needs at least one click")
         kept = np.minimum(full_lengths, self.max_length)
-        width = int(kept.max())
         clicks = np.concatenate([np.asarray(p, dtype=np.int64)[len(p) - n:] for p, n in zip(prefixes, kept)])
+        return clicks, kept, full_lengths
+
+    def _tokens(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L+1) the most recent `max_length` clicks right-aligned (0 = padding) with the target token
+        last, and each prefix's whole length: `pad_prefixes`' layout without its trip through Sessions,
+        a third of a lone query's time in this class."""
+        clicks, kept, full_lengths = self._recent_clicks(prefixes)
+        width = int(kept.max())
         rows = np.repeat(np.arange(len(prefixes)), kept)
         columns = np.arange(len(clicks)) - np.repeat(np.cumsum(kept) - kept, kept) + np.repeat(width - kept, kept)
         tokens = np.zeros((len(prefixes), width + 1), dtype=np.int64)
@@ -390,11 +393,7 @@ class NumpyQueryVectors:
         length as `encode` groups them on a CPU (the self-attention costs B x L^2: one 127-click session
         padded to its width 15 short ones)."""
         if self.compiled is not None:
-            full_lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
-            if (full_lengths == 0).any():
-                raise ValueError("a session needs at least one click")
-            kept = np.minimum(full_lengths, self.max_length)
-            clicks = np.concatenate([np.asarray(p, dtype=np.int64)[len(p) - n:] for p, n in zip(prefixes, kept)])
+            clicks, kept, full_lengths = self._recent_clicks(prefixes)
             starts = np.concatenate([[0], np.cumsum(kept)])
             return _compiled().encode_sessions(clicks, starts, full_lengths, self.target_token, *self.compiled)
         return self.in_numpy(prefixes)
@@ -437,7 +436,7 @@ class NumpyQueryVectors:
             beta = self._normalise(u, self._alpha(target))
             hidden = np.concatenate([np.einsum("bl,bld->bd", beta, C[:, :-1]), target], axis=-1)
         x = hidden @ self.decoder[0] + self.decoder[1]
-        z = _SELU_SCALE * np.where(x > 0, x, _SELU_ALPHA * np.expm1(np.minimum(x, 0)))
+        z = SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0)))
         norms = np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
         return (c.w_k * z / norms).astype(np.float32)
 
@@ -479,3 +478,14 @@ def _compiled_arguments(encoder: NumpyQueryVectors) -> tuple:
             mode, fixed, float(c.alpha_guard), compiled.VARIANTS[c.variant], dense(encoder.key_weight),
             dense(encoder.target_weight), dense(encoder.attention_bias), dense(encoder.attention_vector),
             *map(dense, encoder.decoder), float(c.w_k))
+
+
+def compile_ahead() -> None:
+    """Compile `dsan_compiled.encode_sessions` (and its helpers) into numba's cache with a tiny model's
+    arguments: the types, not the values, select the compiled code, so a served run of any size then loads
+    it (`make install` runs this)."""
+    torch.manual_seed(0)
+    encoder = NumpyQueryVectors(DSAN(3, DSANConfig(embedding_dim=2, fast_entmax=True)).eval())
+    if encoder.compiled is None:
+        raise RuntimeError(f"numba is not installed, or {COMPILED_ENV}=0: nothing to compile")
+    encoder([np.array([1, 2])])

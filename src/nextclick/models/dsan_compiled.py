@@ -10,8 +10,8 @@ against `query_vectors`. This module imports numba (the `serve` extra); `DSAN.nu
 it when numba is installed and the numpy form otherwise.
 
 Compiled functions are cached beside this file (numba's `cache=True`), so a service starts without
-recompiling after its first start; `make install` compiles them ahead (`python -m
-nextclick.models.dsan_compiled`), which takes 10-20 s on this machine.
+recompiling after its first start; `make install` compiles them ahead (`dsan.compile_ahead`), which takes
+10-20 s on this machine. Nothing here imports dsan.py, which builds the arguments (`_compiled_arguments`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import math
 import numpy as np
 from numba import njit
 
+from nextclick.models.layers import SELU_ALPHA, SELU_SCALE
+
 # variants (DSANConfig.variant) and how the two attention layers normalise, as small integers for numba
 VARIANTS = {"dsan": 0, "ns": 1, "nt": 2, "da": 3}
 ADAPTIVE, FIXED, DENSE = 0, 1, 2
-# torch.nn.SELU's constants (Klambauer et al. 2017)
-SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
 @njit(cache=True, fastmath=True)
@@ -162,19 +162,3 @@ def encode_sessions(clicks, starts, full_lengths, target_token, max_positions, i
         out[b] = w_k * z / max(math.sqrt((z * z).sum()), 1e-12)
     return out
 
-
-def compile_ahead() -> None:
-    """Compile `encode_sessions` (and so its helpers) into numba's cache with a tiny model's arguments: the
-    types, not the values, select the compiled code, so a served run of any size then loads it."""
-    import torch
-
-    from nextclick.models.dsan import DSAN, DSANConfig, NumpyQueryVectors, _compiled_arguments
-
-    torch.manual_seed(0)
-    encoder = NumpyQueryVectors(DSAN(3, DSANConfig(embedding_dim=2, fast_entmax=True)).eval())
-    arguments = _compiled_arguments(encoder)
-    encode_sessions(np.array([1, 2]), np.array([0, 2]), np.array([2]), encoder.target_token, *arguments)
-
-
-if __name__ == "__main__":
-    compile_ahead()

@@ -131,6 +131,10 @@ class _FastEntmax(torch.autograd.Function):
         return dX, d_alpha, None, None
 
 
+# torch.nn.SELU's constants (Klambauer et al. 2017), for the encoders that compute SELU without torch
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
 def alpha_entmax_numpy(scores: np.ndarray, alpha: np.ndarray | float, max_steps: int = 50) -> np.ndarray:
     """`_FastEntmax`'s forward pass in numpy over the last axis (-inf gets exactly zero weight); `alpha` a
     float or an array broadcastable to `scores` with size 1 on the last axis. For serving's small batches,
