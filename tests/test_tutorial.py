@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 EXAMPLE_LOG = ROOT / "examples" / "clicks.csv"
@@ -34,6 +36,7 @@ def test_the_example_log_is_small_and_what_its_script_writes():
     assert EXAMPLE_LOG.read_text() == "\n".join(make_clicks.rows(make_clicks.sessions_in_time_order(make_clicks.CONFIG))) + "\n"
 
 
+@pytest.mark.services  # ~10 s end to end (a subprocess running every block): in .ci/run's `make test-services`
 def test_the_tutorial_runs_end_to_end(tmp_path):
     markdown = TUTORIAL.read_text()
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
