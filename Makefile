@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	# torch first: 2.13.0 is the local CPU build; anything later would pull CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[serve,test]'
-	# DSAN's numba-compiled serving encoder into numba's cache (10-20 s once; a service's first start and the
-	# encoder's test then read it)
-	$(BIN)/python -c 'from nextclick.models.dsan import compile_ahead; compile_ahead()'
+	# serving's numba-compiled code (DSAN's encoder, the top-K scan) into numba's cache (10-30 s once; a
+	# service's first start and their tests then read it)
+	$(BIN)/python -c 'from nextclick.serve.index import compile_ahead; compile_ahead()'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -403,6 +403,52 @@ def test_the_approximate_index_finds_the_exact_top_20_on_a_generated_catalogue()
     assert measure.recall >= 0.99
 
 
+@pytest.mark.parametrize("k", [1, 3, 20])
+def test_the_compiled_top_k_scan_ranks_as_top_items_ties_and_padding_included(k):
+    pytest.importorskip("numba")
+    from nextclick.models.base import top_items
+    from nextclick.serve.top_compiled import top_columns
+
+    rng = np.random.default_rng(k)
+    random = rng.standard_normal((3, 500)).astype(np.float32)
+    tied = rng.integers(0, 4, (3, 500)).astype(np.float32)  # hundreds of equal scores per row
+    tied[0, 0] = 99.0  # the padding column is never chosen, whatever it holds
+    for scores in (random, tied, np.full((2, k + 1), -np.inf, dtype=np.float32)):
+        expected = top_items(np.concatenate([np.full((len(scores), 1), -np.inf, np.float32), scores[:, 1:]], axis=1), k)
+        found = top_columns(scores, k)
+        assert found[0].tolist() == expected[0].tolist()
+        assert found[1].tolist() == expected[1].tolist()
+
+
+def test_a_compiled_served_dsan_answers_as_the_model_does(dsan_run, monkeypatch):
+    pytest.importorskip("numba")
+    from nextclick.serve import index
+
+    monkeypatch.setenv(index.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
+    index._top_compiled.cache_clear()
+    try:
+        run = load_run(dsan_run)
+        assert index._top_compiled() is not None
+        prefixes = [np.array([3, 1, 7]), np.array([5]), np.array([2, 2, 9, 4]), np.array([8, 1])] * 2
+        for batch in (prefixes[:1], prefixes[:3], prefixes):  # row by row, and one matrix product
+            top, scores = run.top_k.top(batch, 10)
+            expected, expected_scores = run.model.recommend(batch, k=10)
+            assert top.tolist() == expected.tolist()
+            assert np.allclose(scores, expected_scores, atol=1e-5)
+    finally:
+        index._top_compiled.cache_clear()
+
+
+def test_item_scores_row_by_row_are_the_matrix_product():
+    from nextclick.serve.index import ROW_BY_ROW, item_scores
+
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((8, 300)).astype(np.float32)
+    for rows in (1, ROW_BY_ROW, ROW_BY_ROW + 1):
+        queries = rng.standard_normal((rows, 8)).astype(np.float32)
+        assert np.allclose(item_scores(queries, items), queries @ items, atol=1e-5)
+
+
 def test_the_approximate_index_serves_inner_product_models_and_refuses_others(dsan_run, tmp_path):
     pytest.importorskip("faiss")
     with TestClient(create_app(ServeConfig(run=str(dsan_run)))) as exact, \

@@ -10,7 +10,7 @@ against `query_vectors`. This module imports numba (the `serve` extra); `DSAN.nu
 it when numba is installed and the numpy form otherwise.
 
 Compiled functions are cached beside this file (numba's `cache=True`), so a service starts without
-recompiling after its first start; `make install` compiles them ahead (`dsan.compile_ahead`), which takes
+recompiling after its first start; `make install` compiles them ahead (`serve.index.compile_ahead`), which takes
 10-20 s on this machine. Nothing here imports dsan.py, which builds the arguments (`_compiled_arguments`).
 """
 
