@@ -404,39 +404,39 @@ def test_the_approximate_index_finds_the_exact_top_20_on_a_generated_catalogue()
 
 
 @pytest.mark.parametrize("k", [1, 3, 20])
-def test_the_compiled_top_k_scan_ranks_as_top_items_ties_and_padding_included(k):
+def test_the_compiled_top_items_ranks_as_top_items_ties_and_padding_included(k):
     pytest.importorskip("numba")
     from nextclick.models.base import top_items
-    from nextclick.serve.top_compiled import top_columns
+    from nextclick.models.top_compiled import top_columns
 
     rng = np.random.default_rng(k)
     random = rng.standard_normal((3, 500)).astype(np.float32)
     tied = rng.integers(0, 4, (3, 500)).astype(np.float32)  # hundreds of equal scores per row
     tied[0, 0] = 99.0  # the padding column is never chosen, whatever it holds
     for scores in (random, tied, np.full((2, k + 1), -np.inf, dtype=np.float32)):
-        expected = top_items(np.concatenate([np.full((len(scores), 1), -np.inf, np.float32), scores[:, 1:]], axis=1), k)
-        found = top_columns(scores, k)
+        expected, found = top_items(scores, k), top_columns(scores, k)
         assert found[0].tolist() == expected[0].tolist()
         assert found[1].tolist() == expected[1].tolist()
 
 
-def test_a_compiled_served_dsan_answers_as_the_model_does(dsan_run, monkeypatch):
+@pytest.mark.parametrize("name", ["dsan", "stan"])
+def test_a_served_run_ranks_with_the_compiled_top_items_as_the_model_does_without(name, tmp_path, monkeypatch):
     pytest.importorskip("numba")
-    from nextclick.serve import index
+    from nextclick.models import base
 
-    monkeypatch.setenv(index.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
-    index._top_compiled.cache_clear()
-    try:
-        run = load_run(dsan_run)
-        assert index._top_compiled() is not None
-        prefixes = [np.array([3, 1, 7]), np.array([5]), np.array([2, 2, 9, 4]), np.array([8, 1])] * 2
-        for batch in (prefixes[:1], prefixes[:3], prefixes):  # row by row, and one matrix product
-            top, scores = run.top_k.top(batch, 10)
-            expected, expected_scores = run.model.recommend(batch, k=10)
-            assert top.tolist() == expected.tolist()
-            assert np.allclose(scores, expected_scores, atol=1e-5)
-    finally:
-        index._top_compiled.cache_clear()
+    path = save_run(tmp_path, name)
+    model, _, _ = checkpoint.load(path)
+    prefixes = [np.array([3, 1, 7]), np.array([5]), np.array([2, 2, 9, 4]), np.array([8, 1])] * 2
+    batches = (prefixes[:1], prefixes[:3], prefixes)  # DSAN: scored row by row, then by one matrix product
+    expected = [model.recommend(batch, k=10) for batch in batches]  # numpy's top_items, or torch.topk
+    monkeypatch.setenv(base.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
+    monkeypatch.setattr(base, "_compiled_top_items", None)  # and back off after this test
+    run = load_run(path)
+    assert base._compiled_top_items is not None
+    for batch, (top, scores) in zip(batches, expected):
+        found, found_scores = run.top_k.top(batch, 10)
+        assert found.tolist() == top.tolist()
+        assert np.allclose(found_scores, scores, atol=1e-5)
 
 
 def test_item_scores_row_by_row_are_the_matrix_product():

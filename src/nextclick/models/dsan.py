@@ -52,6 +52,7 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.layers import (SELU_ALPHA, SELU_SCALE, alpha_entmax, alpha_entmax_numpy, embed_with_max_norm,
                                      full_precision, inner_product_cross_entropy, length_groups)
+from nextclick.models.base import COMPILED_ENV
 from nextclick.models.neural import ClickWeights, NeuralModel
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
@@ -441,10 +442,6 @@ class NumpyQueryVectors:
         return (c.w_k * z / norms).astype(np.float32)
 
 
-# NEXTCLICK_COMPILED=0: serve DSAN by numpy calls even where numba is installed (its first compile takes
-# 10-20 s on this machine; later starts read numba's cache); tests/conftest.py sets it for all but the test
-# of the compiled encoder
-COMPILED_ENV = "NEXTCLICK_COMPILED"
 
 
 @functools.cache

@@ -5,7 +5,7 @@
   models/base.py), so a request does not rebuild the item table each time (DSAN normalises its 37k x
   100 table on every `score` call: ~5 of its ~15 ms per single request on retailrocket); others call
   the model's own `recommend`. A model with a numpy encoder (DSAN) is served without torch: the scores
-  by `item_scores`, the top K by the compiled scan of serve/top_compiled.py where numba is installed.
+  by `item_scores`, then `top_items` (compiled in a served process, `scoring.load_run`).
 - `ApproximateTopK`: for inner-product models (those with `query_vectors` and `item_vectors`, whose
   scores are <query, item row>, models/base.py), a faiss HNSW graph over the item rows answers a query
   in O(log n) distance computations instead of n. Worth it from about a million items, where exact
@@ -18,8 +18,6 @@ and marks the missing places with index 0 (padding), which callers drop.
 
 from __future__ import annotations
 
-import functools
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +26,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batches import batch_from_prefixes
-from nextclick.models.base import top_items
-from nextclick.models.dsan import COMPILED_ENV
+from nextclick.models.base import COMPILED_ENV, top_items, use_compiled_top_items
 
 # HNSW's graph degree and search breadth. M = 32 and efConstruction = 200 are faiss's own benchmark
 # settings for million-scale sets (faiss wiki, "Indexing 1M vectors"); efSearch = 256 is what reached
@@ -60,7 +57,7 @@ class ExactTopK:
         if self.items is None:
             return self.model.recommend(prefixes, k=k)
         if self.in_numpy is not None:  # no torch call at all: 0.4 against 0.6 ms for a lone query's matmul
-            return top_of_scores(item_scores(self.in_numpy(prefixes), self.items.numpy()), min(k, self.model.n_items))
+            return top_items(item_scores(self.in_numpy(prefixes), self.items.numpy()), min(k, self.model.n_items))
         with torch.inference_mode():
             scores = self.model.query_vectors(batch_from_prefixes(prefixes, self.model.max_length)) @ self.items
             scores[:, 0] = -torch.inf
@@ -86,38 +83,15 @@ def item_scores(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
     return scores
 
 
-def top_of_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """`models.base.top_items(scores, k)` (column 0, the padding, never chosen), by the compiled scan
-    where numba is installed: 0.03 against 0.21 ms for one 37k-item row."""
-    compiled = _top_compiled()
-    if compiled is not None:
-        return compiled.top_columns(scores, k)
-    scores[:, 0] = -np.inf
-    return top_items(scores, k)
-
-
-@functools.cache
-def _top_compiled():
-    """serve/top_compiled.py, or None without numba or with NEXTCLICK_COMPILED=0."""
-    if os.environ.get(COMPILED_ENV, "1") == "0":
-        return None
-    try:
-        from nextclick.serve import top_compiled
-    except ImportError:
-        return None
-    return top_compiled
-
-
 def compile_ahead() -> None:
-    """Compile serving's numba code (DSAN's encoder, the top-K scan) into numba's cache, so that a
+    """Compile serving's numba code (DSAN's encoder, the compiled top_items) into numba's cache, so that a
     service's first start does not spend 10-30 s compiling (`make install` runs this)."""
     from nextclick.models.dsan import compile_ahead as compile_dsan
 
     compile_dsan()
-    compiled = _top_compiled()
-    if compiled is None:
+    if not use_compiled_top_items():
         raise RuntimeError(f"numba is not installed, or {COMPILED_ENV}=0: nothing to compile")
-    compiled.top_columns(np.zeros((1, 3), dtype=np.float32), 1)
+    top_items(np.zeros((1, 3), dtype=np.float32), 1)
 
 
 class ApproximateTopK:

@@ -1,4 +1,4 @@
-"""Serving's top-K of a few rows of catalogue scores, compiled with numba: `models.base.top_items` in one pass.
+"""`models.base.top_items` compiled with numba: each row of catalogue scores read once.
 
 `top_items` makes about twenty numpy calls (block maxima, partitions, gathers, a stable sort), which for
 the one to four rows of a served batch cost more than the scan they organise: on DSAN's retailrocket
@@ -7,7 +7,9 @@ is read once, keeping its k best in a small array and replacing the weakest when
 a score enters that array about k ln(N / k) times in a random order, so the scan is nearly all
 comparisons. The answer is `top_items`' exactly, ties included (equal scores rank by item index, lower
 first; tests/test_serve.py checks both on tied and random scores). This module imports numba (the
-`serve` extra); serve/index.py uses it when numba is installed and `NEXTCLICK_COMPILED` is not 0.
+`serve` extra), and loading its compiled code takes about 0.4 s, more than a one-shot `nextclick
+recommend` of a statistical model takes in all: only long-lived processes switch it on
+(`base.use_compiled_top_items`, which serving calls).
 """
 
 from __future__ import annotations
