@@ -192,6 +192,26 @@ def test_stan_batched_sparse_scores_match_the_formulas_on_synthetic_data():
         np.testing.assert_allclose(scores[row, 1:], expected[1:], atol=2 * ITEM_TIE_BREAK)
 
 
+@pytest.mark.parametrize("config", [{}, {"neighbours": 5, "sample_size": 30}, {"neighbours": 3, "recency_decay": 0.0}])
+def test_stan_s_compiled_recommend_gives_the_array_form_s_items_and_scores(config, monkeypatch):
+    pytest.importorskip("numba")
+    from nextclick.models import base
+
+    split = synthetic()
+    model = build("stan", split.n_items, config).fit(split.train_cases())
+    prefixes = [split.test.prefix(case) for case in range(0, len(split.test), max(1, len(split.test) // 40))]
+    prefixes += [np.array([3, 3, 7, 3]), np.arange(1, model.max_length + 40) % split.n_items + 1]  # repeats; over the cap
+    batches = [prefixes[i : i + 3] for i in range(0, len(prefixes), 3)]
+    expected = [model.recommend(batch, k=15) for batch in batches]
+    monkeypatch.setenv(base.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
+    monkeypatch.setattr(base, "_compiled_top_items", None)  # and back off after this test
+    assert base.use_compiled()
+    for batch, (top, scores) in zip(batches, expected):
+        found, found_scores = model.recommend(batch, k=15)
+        assert found.tolist() == top.tolist()
+        np.testing.assert_allclose(found_scores, scores, rtol=1e-12)
+
+
 def test_scores_do_not_depend_on_the_batch():
     split = synthetic()
     for name in ("sknn", "v-sknn", "stan", "item-knn"):

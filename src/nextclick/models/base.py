@@ -141,13 +141,15 @@ def largest_in_rows(values: np.ndarray, k: int, *, ties_to_last: bool = False) -
 # NEXTCLICK_COMPILED=0: no numba-compiled code (DSAN's serving encoder, the compiled top_items) even where
 # numba is installed; tests/conftest.py sets it for all but the tests of the compiled forms
 COMPILED_ENV = "NEXTCLICK_COMPILED"
-_compiled_top_items: Callable | None = None  # models/top_compiled.py's, once use_compiled_top_items() ran
+_compiled_top_items: Callable | None = None  # models/top_compiled.py's, once use_compiled() ran
 
 
-def use_compiled_top_items() -> bool:
-    """From now on in this process, `top_items` runs compiled (models/top_compiled.py) where numba is
-    installed and NEXTCLICK_COMPILED is not 0: 0.03 against 0.21 ms for one 37k-item row, the same
-    answer. For long-lived processes (serving calls it); True when it is on."""
+def use_compiled() -> bool:
+    """From now on in this process, run the numba-compiled forms where numba is installed and
+    NEXTCLICK_COMPILED is not 0: `top_items` (models/top_compiled.py: 0.03 against 0.21 ms for one
+    37k-item row) and STAN's scores of a few prefixes (models/knn_compiled.py), each giving the array
+    form's answer. For long-lived processes: loading the compiled code takes about 0.4 s, more than a
+    one-shot `nextclick recommend` of a statistical model takes in all (serving calls it). True when on."""
     global _compiled_top_items
     if _compiled_top_items is None and os.environ.get(COMPILED_ENV, "1") != "0":
         try:
@@ -155,6 +157,11 @@ def use_compiled_top_items() -> bool:
         except ImportError:
             return False
         _compiled_top_items = top_columns
+    return _compiled_top_items is not None
+
+
+def compiled_in_use() -> bool:
+    """Whether `use_compiled` switched the compiled forms on in this process."""
     return _compiled_top_items is not None
 
 

@@ -9,7 +9,7 @@ comparisons. The answer is `top_items`' exactly, ties included (equal scores ran
 first; tests/test_serve.py checks both on tied and random scores). This module imports numba (the
 `serve` extra), and loading its compiled code takes about 0.4 s, more than a one-shot `nextclick
 recommend` of a statistical model takes in all: only long-lived processes switch it on
-(`base.use_compiled_top_items`, which serving calls).
+(`base.use_compiled`, which serving calls).
 """
 
 from __future__ import annotations

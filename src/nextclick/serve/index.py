@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nextclick.data.batches import batch_from_prefixes
-from nextclick.models.base import COMPILED_ENV, top_items, use_compiled_top_items
+from nextclick.models.base import COMPILED_ENV, top_items, use_compiled
 
 # HNSW's graph degree and search breadth. M = 32 and efConstruction = 200 are faiss's own benchmark
 # settings for million-scale sets (faiss wiki, "Indexing 1M vectors"); efSearch = 256 is what reached
@@ -84,14 +84,29 @@ def item_scores(queries: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 def compile_ahead() -> None:
-    """Compile serving's numba code (DSAN's encoder, the compiled top_items) into numba's cache, so that a
-    service's first start does not spend 10-30 s compiling (`make install` runs this)."""
+    """Compile serving's numba code (DSAN's encoder, the compiled top_items, STAN's scores) into numba's
+    cache, so that a service's first start does not spend 10-30 s compiling (`make install` runs this).
+    STAN's is compiled for a checkpoint's arrays as `checkpoint.load` gives them: the types, not the
+    values, select the compiled code."""
+    import tempfile
+
+    from nextclick import checkpoint
+    from nextclick.data.sessions import Vocab
+    from nextclick.data.synthetic import SyntheticConfig, generate
+    from nextclick.models import build
     from nextclick.models.dsan import compile_ahead as compile_dsan
 
     compile_dsan()
-    if not use_compiled_top_items():
+    if not use_compiled():
         raise RuntimeError(f"numba is not installed, or {COMPILED_ENV}=0: nothing to compile")
     top_items(np.zeros((1, 3), dtype=np.float32), 1)
+    split = generate(SyntheticConfig(n_items=20, n_sessions=50)).split
+    stan = build("stan", split.n_items)
+    stan.prepare(split.train)
+    stan.fit(split.train_cases())
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint.save(directory, stan, Vocab(np.arange(split.n_items + 1)), split.protocol, split.name)
+        checkpoint.load(directory)[0].recommend([np.array([1, 2, 1])], k=3)
 
 
 class ApproximateTopK:

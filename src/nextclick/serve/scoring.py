@@ -32,7 +32,7 @@ import torch
 
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.data.sessions import Vocab
-from nextclick.models.base import use_compiled_top_items
+from nextclick.models.base import use_compiled
 from nextclick.serve.index import ApproximateTopK, ExactTopK
 from nextclick.serve.limits import ServeLimits
 
@@ -84,7 +84,7 @@ def load_run(path: str | Path, index: str = "exact", threads: int = 1, overrides
     from nextclick import checkpoint
 
     torch.set_num_threads(threads)
-    use_compiled_top_items()  # every model's top K (models/top_compiled.py), where numba is installed
+    use_compiled()  # every model's top K (models/top_compiled.py), where numba is installed
     model, vocab, meta = checkpoint.load(path)
     overrides = {**type(model).serving_config, **(overrides or {})}
     if overrides:

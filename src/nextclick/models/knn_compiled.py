@@ -1,0 +1,119 @@
+"""STAN's scores compiled with numba, one prefix at a time: serving's per-request neighbourhood.
+
+`STAN.score_prefixes` finds neighbours for a whole batch with sparse products and array calls: in
+evaluation that is the fast way, but a served request (one to a few prefixes) spends most of its 0.6
+ms in the calls' overhead, padding included (scipy builds four sparse matrices per call; a py-spy profile of two workers
+at 1,000 requests/s: docs/serving.md). Here each prefix is scored by loops over the same arrays: its
+distinct items and their weights, the training sessions holding them (an item -> sessions index built
+once), the k most similar of those, and their items' contributions, summed in the order the array
+form sums them, so that the scores agree with it to the last bits where the exponentials do (numpy's
+and libm's exp may differ in the last place; tests/test_knn.py checks the scores and rankings).
+
+This module imports numba (the `serve` extra); `STAN.recommend` uses it only in a process that switched
+the compiled forms on (`base.use_compiled`, which serving calls) and for up to `knn.COMPILED_ROWS` prefixes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+@njit(cache=True)
+def stan_scores(clicks, starts, full_lengths, sessions_of_item_indptr, sessions_of_item, session_indptr, session_items,
+                session_positions, distinct, tie_break, neighbours, sample_size, position_decay, recency_decay,
+                neighbour_position_decay, neighbour_tie_break):
+    """Prefixes (the clicks read of prefix b are clicks[starts[b]:starts[b + 1]], oldest first; the prefix
+    had full_lengths[b] clicks in all) -> (B, n_items + 1) float64 scores, as `STAN.score_prefixes`
+    computes them (models/knn.py)."""
+    rows, width = len(full_lengths), tie_break.shape[0]
+    n_sessions = distinct.shape[0]
+    scores = np.zeros((rows, width))
+    overlap = np.zeros(n_sessions)  # per training session, reset after each prefix
+    last_position = np.zeros(width, dtype=np.int64)  # the prefix's last position of each item, 0 = absent
+    for b in range(rows):
+        # the prefix's distinct items (ascending, as its CSR row) and the last position of each
+        length, start, stop = full_lengths[b], starts[b], starts[b + 1]
+        prefix_items = np.empty(stop - start, dtype=np.int64)
+        present = 0
+        for e in range(start, stop):
+            item = clicks[e]
+            if last_position[item] == 0:
+                prefix_items[present] = item
+                present += 1
+            last_position[item] = length - (stop - 1 - e)  # >= 1; later clicks overwrite
+        prefix_items = np.sort(prefix_items[:present])
+        weights = np.empty(present)
+        squares = 0.0
+        for m in range(present):
+            weights[m] = math.exp((last_position[prefix_items[m]] - length) / position_decay)
+            squares += weights[m] * weights[m]
+        norm = math.sqrt(squares)
+        # overlap with every training session holding a prefix item, summed in item order (as scipy's
+        # sparse product sums it); the weights are positive, so 0 marks a session not met yet
+        candidates = 0
+        for m in range(present):
+            item = prefix_items[m]
+            for e in range(sessions_of_item_indptr[item], sessions_of_item_indptr[item + 1]):
+                session = sessions_of_item[e]
+                if overlap[session] == 0.0:
+                    candidates += 1
+                overlap[session] += weights[m]
+        touched = np.empty(candidates, dtype=np.int64)
+        t = 0
+        for m in range(present):
+            item = prefix_items[m]
+            for e in range(sessions_of_item_indptr[item], sessions_of_item_indptr[item + 1]):
+                session = sessions_of_item[e]
+                if overlap[session] > 0.0:
+                    touched[t] = session
+                    t += 1
+                    overlap[session] = -overlap[session]  # listed once
+        touched.sort()  # sessions in time order
+        if sample_size > 0 and candidates > sample_size:  # the m most recent candidates
+            touched = touched[candidates - sample_size:]
+        similarity = np.empty(len(touched))
+        priority = np.empty(len(touched))
+        for c in range(len(touched)):
+            session = touched[c]
+            value = -overlap[session] / (norm * math.sqrt(distinct[session]))
+            if recency_decay != 0.0:
+                value = value * math.exp(-(n_sessions - 1 - session) / recency_decay)
+            similarity[c] = value
+            priority[c] = value + neighbour_tie_break * (session + 1) / (n_sessions + 1)
+        for m in range(present):  # clean for the next prefix
+            item = prefix_items[m]
+            for e in range(sessions_of_item_indptr[item], sessions_of_item_indptr[item + 1]):
+                overlap[sessions_of_item[e]] = 0.0
+        # the k of highest priority; among equal ones at the cut, the most recent sessions
+        keep = np.ones(len(touched), dtype=np.bool_)
+        if neighbours > 0 and len(touched) > neighbours:
+            kth = np.partition(priority, len(touched) - neighbours)[len(touched) - neighbours]
+            room = neighbours
+            for c in range(len(touched)):
+                keep[c] = priority[c] > kth
+                room -= keep[c]
+            for c in range(len(touched) - 1, -1, -1):
+                if not keep[c] and priority[c] == kth and room > 0:
+                    keep[c] = True
+                    room -= 1
+        # each neighbour's items, weighted by their distance to its last item shared with the prefix
+        for c in range(len(touched)):
+            if not keep[c]:
+                continue
+            session = touched[c]
+            start, stop = session_indptr[session], session_indptr[session + 1]
+            last_shared = 0
+            for e in range(start, stop):
+                if last_position[session_items[e]] > 0:
+                    last_shared = max(last_shared, session_positions[e])
+            for e in range(start, stop):
+                distance = abs(session_positions[e] - last_shared)
+                scores[b, session_items[e]] += similarity[c] * math.exp(-distance / neighbour_position_decay)
+        for m in range(present):
+            last_position[prefix_items[m]] = 0
+        for j in range(width):
+            scores[b, j] += tie_break[j]
+        scores[b, 0] = -np.inf
+    return scores
