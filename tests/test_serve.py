@@ -392,6 +392,7 @@ def test_the_open_loop_client_measures_every_answer_of_a_live_server(dsan_run):
         result = run_rate(url, [{"items": [1003, 1001], "k": 5}, {"items": [1]}], rate=40, seconds=1.0)
     assert result.sent == 40 and result.statuses == {"200": 20, "422": 20} and result.errors == 20
     assert 0 < result.p50_ms <= result.p90_ms <= result.p99_ms <= result.max_ms
+    assert result.steal_share is None or 0 <= result.steal_share <= 1  # read from /proc/stat on Linux
 
 
 def test_the_approximate_index_finds_the_exact_top_20_on_a_generated_catalogue():

@@ -125,7 +125,8 @@ def cmd_serve_bench(args) -> int:
         for rate in args.rates:
             result = bench.run_rate(url, bodies, rate, args.seconds, seed=int(rate), watch_pid=pid)
             say(f"{rate:>7g} req/s: achieved {result.achieved_rate:g}/s, p50 {result.p50_ms} ms, p90 {result.p90_ms} ms, "
-                f"p99 {result.p99_ms} ms (from sending {result.service_p99_ms} ms), errors {result.errors} {result.statuses}")
+                f"p99 {result.p99_ms} ms (from sending {result.service_p99_ms} ms), errors {result.errors} {result.statuses}"
+                + (f", CPU stolen by the hypervisor {100 * result.steal_share:.1f}%" if result.steal_share is not None else ""))
             results.append(result)
             time.sleep(1.0)
         overload = recovery = None

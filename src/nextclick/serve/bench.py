@@ -70,6 +70,9 @@ class RateResult:
     # server did not get
     client_cpu_ms_per_request: float | None = None
     server_rss_mb: dict = field(default_factory=dict)  # before, peak, after
+    # share of the machine's CPU time its hypervisor gave other guests during the window (steal time,
+    # /proc/stat), so that a tail can be read beside what the machine itself lost
+    steal_share: float | None = None
 
 
 class Connection:
@@ -117,7 +120,7 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
     latencies, refused, statuses = [], [], {}
     service, refused_service = [], []
     rss = {"before": rss_mb(watch_pid), "peak": rss_mb(watch_pid)}
-    cpu_before, client_before = cpu_seconds(watch_pid), time.process_time()
+    cpu_before, client_before, steal_before = cpu_seconds(watch_pid), time.process_time(), steal_seconds()
 
     async def one(index: int, start: float) -> None:
         async with slots:
@@ -164,6 +167,9 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
     for connection in idle:
         connection.close()
     rss["after"] = rss_mb(watch_pid)
+    steal_after = steal_seconds()
+    steal = None if steal_before is None or steal_after is None else \
+        round((steal_after - steal_before) / (window * (os.cpu_count() or 1)), 4)
     cpu_after, client_cpu = cpu_seconds(watch_pid), round(1000 * (time.process_time() - client_before) / count, 3)
     server_cpu = None if cpu_before is None or cpu_after is None else round(1000 * (cpu_after - cpu_before) / count, 3)
     ok = np.array(latencies) * 1000
@@ -178,7 +184,7 @@ async def _load(host: str, port: int, requests: list[bytes], rate: float, second
                       max_ms=quantile(1.0),
                       service_p99_ms=p99(service), refused_service_p99_ms=p99(refused_service),
                       server_rss_mb={k: v for k, v in rss.items()}, server_cpu_ms_per_request=server_cpu,
-                      client_cpu_ms_per_request=client_cpu)
+                      client_cpu_ms_per_request=client_cpu, steal_share=steal)
 
 
 def run_rate(url: str, bodies: list[dict], rate: float, seconds: float, path: str = "/v1/recommend",
@@ -250,6 +256,17 @@ def rss_mb(pid: int | None) -> float | None:
     """Resident memory of a process and its children in MB (Linux /proc), None where it cannot be read."""
     total = tree_total(pid, _resident_mb)
     return None if total is None else round(total, 1)
+
+
+def steal_seconds() -> float | None:
+    """CPU seconds the hypervisor has taken from this machine's cores since boot (Linux /proc/stat's
+    steal column), None where it cannot be read."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def cpu_seconds(pid: int | None) -> float | None:
