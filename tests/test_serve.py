@@ -139,12 +139,24 @@ def test_click_weights_of_a_model_without_attention_are_refused_with_422(tmp_pat
     assert response.status_code == 422 and "gives no click weights" in response.json()["error"]
 
 
-def test_every_registered_model_is_served(tmp_path):
-    for name in sorted(REGISTRY):
+def test_every_registered_model_is_served_and_every_attention_model_gives_one_weight_per_click_read(tmp_path):
+    import math
+
+    from nextclick.explain import attention_models
+
+    attentive = set(attention_models())
+    for name in sorted(REGISTRY):  # one service per model (each start costs): both checks on it
         with TestClient(create_app(ServeConfig(run=str(save_run(tmp_path / name, name))))) as client:
             response = client.post("/v1/recommend", json={"items": [1003, 1004], "k": 3})
             assert response.status_code == 200, (name, response.text)
             assert len(response.json()["items"]) == 3, name
+            if name in attentive:
+                answer = client.post("/v1/recommend", json={"items": [1003, 1004, 1009], "include_weights": True})
+                assert answer.status_code == 200, (name, answer.text)
+                clicks = answer.json()["click_weights"]["clicks"]
+                assert [c["item"] for c in clicks] == [1003, 1004, 1009], name
+                assert all(math.isfinite(c["weight"]) for c in clicks), name  # SR-GNN's soft attention may be negative
+    assert attentive <= set(REGISTRY)
 
 
 def test_live_session_clicks_accumulate_answer_and_can_be_read_and_deleted(client):
@@ -521,20 +533,6 @@ def test_serve_bench_starts_a_server_loads_it_and_writes_the_figures_with_the_ma
     assert {"cpu", "cores", "load_average_1m"} <= set(result["machine"]) and result["scoring_profile"]["batch_1"]
     assert main(["serve-bench", str(dsan_run), "--rates", "20", "--out", str(out)]) == 2  # 50 items, not synthetic's 600
     assert "the run has 50 items but synthetic has 600" in capsys.readouterr().err
-
-
-def test_every_attention_model_gives_one_weight_per_click_read(tmp_path):
-    import math
-
-    from nextclick.explain import attention_models
-
-    for name in attention_models():
-        with TestClient(create_app(ServeConfig(run=str(save_run(tmp_path / name, name))))) as client:
-            answer = client.post("/v1/recommend", json={"items": [1003, 1004, 1009], "include_weights": True})
-            assert answer.status_code == 200, (name, answer.text)
-            clicks = answer.json()["click_weights"]["clicks"]
-            assert [c["item"] for c in clicks] == [1003, 1004, 1009], name
-            assert all(math.isfinite(c["weight"]) for c in clicks), name  # SR-GNN's soft attention may be negative
 
 
 def test_an_index_cache_builds_the_hnsw_index_once_and_new_weights_get_their_own(dsan_run, tmp_path, monkeypatch):
