@@ -195,3 +195,56 @@ def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_reques
         assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(map(str, statuses)))
     finally:
         service.stop()
+
+
+def test_a_reload_sent_to_one_process_reloads_every_process_on_the_same_redis(redis_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from nextclick.serve.app import ServeConfig, create_app
+
+    current = tmp_path / "current"
+    current.symlink_to(save_run(tmp_path / "dsan", "dsan"))
+    config = ServeConfig(run=str(current), store=redis_url)
+    with TestClient(create_app(config)) as first, TestClient(create_app(config)) as second:
+        assert first.get("/v1/model").json()["model"] == second.get("/v1/model").json()["model"] == "dsan"
+        link = tmp_path / "next"
+        link.symlink_to(save_run(tmp_path / "stan", "stan"))
+        link.replace(current)  # the operator moves the link, then asks one process to reload
+        answer = first.post("/v1/reload").json()
+        assert answer["model"] == "stan" and answer["processes_told"] >= 1  # the second process (and any other)
+        deadline = time.monotonic() + 30
+        while second.get("/v1/model").json()["model"] != "stan" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert second.get("/v1/model").json()["model"] == "stan"
+        assert second.post("/v1/recommend", json={"items": [1003], "k": 3}).status_code == 200
+
+
+@pytest.mark.services
+def test_a_reload_sent_to_one_worker_reloads_every_worker(redis_url, tmp_path):
+    current = tmp_path / "current"
+    current.symlink_to(save_run(tmp_path / "dsan", "dsan"))
+    service = Service(current, redis_url, "--workers", "2")
+
+    def served() -> tuple[int, str]:
+        answer = httpx.get(service.url + "/v1/model", timeout=10).json()  # a fresh connection: workers take turns
+        return answer["worker_pid"], answer["model"]
+
+    try:
+        deadline, seen = time.monotonic() + 90, {}
+        while len(seen) < 2 and time.monotonic() < deadline:
+            pid, model = served()
+            seen[pid] = model
+        assert set(seen.values()) == {"dsan"} and len(seen) == 2
+        link = tmp_path / "next"
+        link.symlink_to(save_run(tmp_path / "stan", "stan"))
+        link.replace(current)
+        assert httpx.post(service.url + "/v1/reload", timeout=60).json()["processes_told"] >= 1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen.update(dict(served() for _ in range(10)))
+            if set(seen.values()) == {"stan"}:
+                break
+            time.sleep(0.2)
+        assert set(seen.values()) == {"stan"}, seen  # both workers, without a restart
+    finally:
+        service.stop()

@@ -259,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Serves a checkpoint directory: POST /v1/recommend, live sessions under "
                                    "/v1/sessions/{id}, /healthz, /readyz, /metrics, a page at / and OpenAPI docs "
                                    "at /docs. See docs/serving.md.")
-    p.add_argument("run", help="checkpoint directory (reloaded from the same path by POST /v1/reload)")
+    p.add_argument("run", help="checkpoint directory (reloaded from the same path by POST /v1/reload, in every worker when the store is Redis)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int_in(1, 65_535), default=8000)
     add_server_options(p)

@@ -4,7 +4,7 @@ store (serve/store.py).
     POST   /v1/recommend                 {"items": [ids], "k": 20, "exclude_seen": false, "include_weights": false}
     POST   /v1/sessions/{id}/clicks      {"item": id, "k": 20, ...}  appends the click, answers as /v1/recommend
     GET    /v1/sessions/{id}             the session's clicks          DELETE /v1/sessions/{id}
-    GET    /v1/model                     the served run                POST   /v1/reload  (the same RUN path again)
+    GET    /v1/model                     the served run                POST   /v1/reload  (RUN again, every process)
     GET    /v1/items?query=&limit=       catalogue items (names from --catalogue) for the page
     GET    /healthz  /readyz  /metrics   GET /  (the page)             GET /docs (OpenAPI)
 
@@ -41,6 +41,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
 
+from nextclick.serve.broadcast import ReloadChannel
 from nextclick.serve.limits import ITEM_ID_HIGH, ITEM_ID_LOW, MAX_K, SESSION_ID, ServeLimits, StoreLimits
 from nextclick.serve.metrics import Metrics
 from nextclick.serve.scoring import SCORERS, NothingKnown, Overloaded, Query, load_run
@@ -107,9 +108,11 @@ def keep_out_of_garbage_collection() -> None:
 
 def create_app(config: ServeConfig, run=None) -> FastAPI:
     """The app for `config`; `run` (a ServedRun) skips loading, for tests and tools that have one."""
+    import redis.exceptions as redis_errors  # the redis client is a dependency of the serve extra
+
     limits = config.limits
     metrics = Metrics()
-    state: dict = {"scorer": None, "store": None, "names": {}}
+    state: dict = {"scorer": None, "store": None, "names": {}, "channel": None}
     reload_lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -123,9 +126,17 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         state["store"] = open_store(config.store, limits.max_clicks, config.store_limits)
         state["scorer"] = SCORERS[config.scorer](served, limits, metrics.observe_batch)
         keep_out_of_garbage_collection()
+        listener = None
+        if state["store"].kind == "redis":  # reloads reach every process on this Redis (serve/broadcast.py)
+            state["channel"] = ReloadChannel(config.store)
+            listener = asyncio.create_task(state["channel"].listen(reload_here))
         try:
             yield
         finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+                await state["channel"].close()
             state["scorer"].close()
             await state["store"].close()
 
@@ -184,18 +195,30 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         return {**state["scorer"].run.describe(), "store": state["store"].kind, "limits": asdict(limits),
                 "worker_pid": os.getpid()}  # which process answered, under --workers N
 
-    @app.post("/v1/reload", summary="load the run at the command line's RUN path again; requests keep being served")
-    async def reload_route():
-        if reload_lock.locked():
-            return error(409, "a reload is already under way")
+    async def reload_here():
+        """Load RUN again in a thread and swap it in between two batches (after any reload under way)."""
         async with reload_lock:
             scorer = state["scorer"]
             served = await asyncio.to_thread(load_run, config.run, scorer.run.top_k.kind, config.threads,
-                                         config.overrides, config.index_cache)
+                                             config.overrides, config.index_cache)
             scorer.swap(served)
             keep_out_of_garbage_collection()
             metrics.reloads += 1
-            return served.describe()
+            return served
+
+    @app.post("/v1/reload", summary="load the run at the command line's RUN path again, in every process of the "
+                                    "service (through Redis); requests keep being served")
+    async def reload_route():
+        if reload_lock.locked():
+            return error(409, "a reload is already under way")
+        served = await reload_here()
+        told = None  # the in-process store: this process is the whole service
+        if state.get("channel") is not None:
+            try:
+                told = await state["channel"].announce()
+            except redis_errors.RedisError:  # this process reloaded; the others could not be told
+                told = None
+        return {**served.describe(), "processes_told": told}
 
     @app.get("/v1/items", summary="catalogue items for the page: ids (with names from --catalogue) matching a query")
     async def items_route(query: Annotated[str, QueryParameter(max_length=100)] = "",
@@ -248,8 +271,6 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError):
         return error(*refusal(exc))
-
-    import redis.exceptions as redis_errors  # the redis client is a dependency of the serve extra
 
     @app.exception_handler(redis_errors.RedisError)
     async def store_down(request: Request, exc: Exception):
