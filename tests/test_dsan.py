@@ -158,6 +158,15 @@ def test_numpy_query_vectors_are_query_vectors_alone_and_in_a_padded_batch(overr
             assert np.allclose(encode([session])[0], vector, atol=2e-5), (overrides, session)
 
 
+def test_numpy_query_vectors_refuse_item_indices_outside_the_catalogue(monkeypatch):
+    monkeypatch.setenv("NEXTCLICK_COMPILED", "1")  # the compiled encoder reads its tables without bounds checks
+    m = model(fast_entmax=True)
+    in_numpy = m.numpy_query_vectors()
+    for bad in ([1, m.n_items + 1], [-1, 2]):
+        with pytest.raises(IndexError, match="item indices"):
+            in_numpy([np.array([3]), np.array(bad)])
+
+
 def test_numpy_query_vectors_are_offered_only_where_the_torch_path_would_give_the_same_vectors():
     assert model().numpy_query_vectors() is None  # the reference bisection: `serve --set fast_entmax=false`
     assert model(fast_entmax=True, repeat="mix").numpy_query_vectors() is None  # no inner product

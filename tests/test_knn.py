@@ -200,7 +200,8 @@ def test_stan_s_compiled_recommend_gives_the_array_form_s_items_and_scores(confi
     split = synthetic()
     model = build("stan", split.n_items, config).fit(split.train_cases())
     prefixes = [split.test.prefix(case) for case in range(0, len(split.test), max(1, len(split.test) // 40))]
-    prefixes += [np.array([3, 3, 7, 3]), np.arange(1, model.max_length + 40) % split.n_items + 1]  # repeats; over the cap
+    prefixes += [np.array([3, 3, 7, 3]), np.arange(1, model.max_length + 40) % split.n_items + 1,  # repeats; over the cap
+                 np.array([4, 0, 9])]  # padding inside a prefix holds a position and is no item
     batches = [prefixes[i : i + 3] for i in range(0, len(prefixes), 3)]
     expected = [model.recommend(batch, k=15) for batch in batches]
     monkeypatch.setenv(base.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
@@ -210,6 +211,8 @@ def test_stan_s_compiled_recommend_gives_the_array_form_s_items_and_scores(confi
         found, found_scores = model.recommend(batch, k=15)
         assert found.tolist() == top.tolist()
         np.testing.assert_allclose(found_scores, scores, rtol=1e-12)
+    with pytest.raises(IndexError, match="item indices"):  # the compiled code reads no index unchecked
+        model.recommend([np.array([1, split.n_items + 1])])
 
 
 def test_scores_do_not_depend_on_the_batch():

@@ -328,6 +328,7 @@ class NumpyQueryVectors:
             return tensor.detach().float().cpu().numpy()
 
         self.config = model.config
+        self.n_items = model.n_items
         self.target_token = model.target_token
         self.max_length = model.max_length
         self.items, self.positions = array(model.item_embedding.weight), array(model.position_embedding.weight)
@@ -373,6 +374,8 @@ class NumpyQueryVectors:
             raise ValueError("a session needs at least one click")
         kept = np.minimum(full_lengths, self.max_length)
         clicks = np.concatenate([np.asarray(p, dtype=np.int64)[len(p) - n:] for p, n in zip(prefixes, kept)])
+        if clicks.min() < 0 or clicks.max() > self.n_items:  # the compiled encoder reads its tables unchecked
+            raise IndexError(f"item indices must be in 0..{self.n_items}; got {int(clicks.min())}..{int(clicks.max())}")
         return clicks, kept, full_lengths
 
     def _tokens(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -481,6 +481,9 @@ class STAN(SessionKNN):
 
         check_k(k)
         read = [np.asarray(p, dtype=np.int64)[-self.max_length :] for p in prefixes]
+        flat = np.concatenate(read) if read else np.zeros(0, dtype=np.int64)
+        if len(flat) and (flat.min() < 0 or flat.max() > self.n_items):  # compiled code reads unchecked
+            raise IndexError(f"item indices must be in 0..{self.n_items}; got {int(flat.min())}..{int(flat.max())}")
         starts = np.zeros(len(read) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in read], out=starts[1:])
         lookup, c = self._lookup(), self.config
@@ -488,7 +491,7 @@ class STAN(SessionKNN):
             index = lookup["sessions_of_item"]
             lookup["sessions_of_item_int64"] = (index.indptr.astype(np.int64), index.indices.astype(np.int64))
         scores = knn_compiled.stan_scores(
-            np.concatenate(read), starts, np.array([len(p) for p in prefixes], dtype=np.int64),
+            flat, starts, np.array([len(p) for p in prefixes], dtype=np.int64),
             *lookup["sessions_of_item_int64"], self.session_indptr, self.session_items, self.session_positions,
             lookup["distinct"], lookup["tie_break"], c.neighbours, c.sample_size, c.position_decay, c.recency_decay,
             c.neighbour_position_decay, NEIGHBOUR_TIE_BREAK)

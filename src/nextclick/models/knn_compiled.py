@@ -39,6 +39,8 @@ def stan_scores(clicks, starts, full_lengths, sessions_of_item_indptr, sessions_
         present = 0
         for e in range(start, stop):
             item = clicks[e]
+            if item == 0:  # padding, as the array form's PaddedPrefixes skip it (it still holds its position)
+                continue
             if last_position[item] == 0:
                 prefix_items[present] = item
                 present += 1
