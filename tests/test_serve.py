@@ -432,6 +432,20 @@ def test_the_compiled_top_items_ranks_as_top_items_ties_and_padding_included(k):
         assert found[1].tolist() == expected[1].tolist()
 
 
+def test_the_compiled_top_items_refuses_a_k_its_rows_cannot_hold(monkeypatch):
+    pytest.importorskip("numba")
+    from nextclick.models import base
+
+    monkeypatch.setenv(base.COMPILED_ENV, "1")
+    monkeypatch.setattr(base, "_compiled_top_items", None)  # and back off after this test
+    assert base.use_compiled()
+    scores = np.zeros((2, 6), dtype=np.float32)  # five items
+    assert base.top_items(scores, 5)[0].tolist() == [[1, 2, 3, 4, 5]] * 2
+    for k in (0, 6):
+        with pytest.raises(ValueError, match="k must be in 1..5"):
+            base.top_items(scores, k)
+
+
 @pytest.mark.parametrize("name", ["dsan", "stan"])
 def test_a_served_run_ranks_with_the_compiled_top_items_as_the_model_does_without(name, tmp_path, monkeypatch):
     pytest.importorskip("numba")

@@ -170,6 +170,8 @@ def top_items(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     padding column is never among them. Equal scores rank by item index, lower first, so that every
     caller (`recommend`, the CLI, serving) gets one order for a session."""
     if _compiled_top_items is not None:
+        if not 1 <= k < scores.shape[1]:  # the compiled scan reads its rows without bounds checks
+            raise ValueError(f"k must be in 1..{scores.shape[1] - 1} for these scores; got {k}")
         return _compiled_top_items(scores, k)
     items = scores[:, 1:]  # (B, N) item j + 1 in column j
     columns = candidate_columns(items, k)  # ascending per row
