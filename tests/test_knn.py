@@ -192,13 +192,18 @@ def test_stan_batched_sparse_scores_match_the_formulas_on_synthetic_data():
         np.testing.assert_allclose(scores[row, 1:], expected[1:], atol=2 * ITEM_TIE_BREAK)
 
 
-@pytest.mark.parametrize("config", [{}, {"neighbours": 5, "sample_size": 30}, {"neighbours": 3, "recency_decay": 0.0}])
-def test_stan_s_compiled_recommend_gives_the_array_form_s_items_and_scores(config, monkeypatch):
+@pytest.mark.parametrize("name, config", [
+    ("stan", {}), ("stan", {"neighbours": 5, "sample_size": 30}), ("stan", {"neighbours": 3, "recency_decay": 0.0}),
+    ("sknn", {}), ("sknn", {"neighbours": 4, "sample_size": 25}),
+    ("v-sknn", {}), ("v-sknn", {"neighbours": 6, "position_weighting": "linear", "neighbour_weighting": "quadratic"}),
+    ("v-sknn", {"position_weighting": "log", "neighbour_weighting": "div", "idf_weighting": 0.0}),
+    ("v-sknn", {"position_weighting": "div", "neighbour_weighting": "log", "sample_size": 0})])
+def test_session_knn_s_compiled_recommend_gives_the_array_form_s_items_and_scores(name, config, monkeypatch):
     pytest.importorskip("numba")
     from nextclick.models import base
 
     split = synthetic()
-    model = build("stan", split.n_items, config).fit(split.train_cases())
+    model = build(name, split.n_items, config).fit(split.train_cases())
     prefixes = [split.test.prefix(case) for case in range(0, len(split.test), max(1, len(split.test) // 40))]
     prefixes += [np.array([3, 3, 7, 3]), np.arange(1, model.max_length + 40) % split.n_items + 1,  # repeats; over the cap
                  np.array([4, 0, 9])]  # padding inside a prefix holds a position and is no item
