@@ -95,8 +95,8 @@ SESSION = [3, 7, 3, 12]
 
 def in_fresh_python(code: str) -> tuple[list, bool]:
     """Run `code` in a new interpreter; it prints one JSON line of results. Returns (results, whether torch
-    was imported)."""
-    script = f"import json, sys\n{code}\nprint(json.dumps(['torch' in sys.modules, results]))"
+    or numba was imported: numba's compiled forms are for long-lived processes, base.use_compiled)."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(['torch' in sys.modules or 'numba' in sys.modules, results]))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     torch_loaded, results = json.loads(done.stdout.strip().splitlines()[-1])
     return results, torch_loaded
