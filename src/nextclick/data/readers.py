@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import os
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -667,6 +668,17 @@ def _cut_users(events: pl.LazyFrame, low: int, high: int, count: int) -> list[tu
     return ranges
 
 
+def partition_by_user(events: pl.LazyFrame, ranges: list[tuple[int, int]], folder: Path) -> Path:
+    """Write the events to one folder of Parquet files per range of `ranges` (`folder/slice=<i>/`), in one
+    streaming pass: each slice is then read alone, where filtering the whole log by each range read it
+    once per slice (some 200 passes for 2 billion events). The slice of a user is how many ranges end
+    below its id, counted with integer comparisons, so ids beyond float64's 2^53 are placed exactly."""
+    highs = [high for _, high in ranges[:-1]]
+    key = pl.sum_horizontal([(pl.col("user") > high).cast(pl.UInt32) for high in highs])
+    events.sink_parquet(pl.PartitionBy(folder, key={"slice": key}, include_key=False))
+    return folder
+
+
 def sessionize_spilled(
     events: pl.LazyFrame,
     gap_seconds: float,
@@ -682,8 +694,9 @@ def sessionize_spilled(
     (with `session`, `item`, `time`, `user`, ROW and RUN_START) that the in-memory read gives, in its
     order, as a LazyFrame over Parquet files in `spill`.
 
-    The users are taken in consecutive ranges of ids (`user_ranges`), so the rows of slice after slice
-    are the whole log's (user, time, file order) sort, and a running count of session starts gives each
+    The users are taken in consecutive ranges of ids (`user_ranges`), each range's events written to
+    files of their own in one pass (`partition_by_user`), so the rows of slice after slice are the whole
+    log's (user, time, file order) sort, and a running count of session starts gives each
     row the session id the whole log's cumulative sum gives it. A slice's first row starts a session
     where sessionize_by_gap's would: at a new user, or, `across_users` (session-rec's quirk), where its
     time lies more than the gap from the previous slice's last event. Under the quirk a session can run
@@ -713,9 +726,18 @@ def sessionize_spilled(
     new_session = (pl.col("time") - pl.col("time").shift(1)).abs() > gap_seconds
     if not across_users:
         new_session = new_session | (pl.col("user") != pl.col("user").shift(1))
-    for bounds in user_ranges(events):
-        chosen = events if bounds is None else events.filter(pl.col("user").is_between(*bounds))
-        part = chosen.select(needed).collect(engine="streaming").sort(["user", "time", ROW])
+    ranges = user_ranges(events)
+    by_slice = partition_by_user(events.select(needed), ranges, spill / "by-user") if len(ranges) > 1 else None
+    for index in range(len(ranges)):
+        if by_slice is None:
+            part = events.select(needed).collect(engine="streaming")
+        else:  # this slice's own files, written by one pass over the log, then let go
+            files = by_slice / f"slice={index}"
+            if not files.is_dir():
+                continue
+            part = pl.scan_parquet(files / "*.parquet").collect(engine="streaming")
+            shutil.rmtree(files)
+        part = part.sort(["user", "time", ROW])
         duplicates += _count_duplicates(part, identity)
         if drop_duplicates:  # the first copy by (user, time, row) is the first in file order
             kept = part.unique(subset=identity, keep="first", maintain_order=True)
