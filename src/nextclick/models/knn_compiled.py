@@ -102,6 +102,10 @@ def session_knn_scores(kind, clicks, starts, full_lengths, sessions_of_item_indp
         # overlap with every training session holding a prefix item, summed in item order (as scipy's
         # sparse product sums it, which drops sums of 0: V-SKNN's linear decay gives old clicks weight 0);
         # the weights are not negative, so 0 marks a session not met yet
+        postings = 0
+        for m in range(present):
+            postings += sessions_of_item_indptr[prefix_items[m] + 1] - sessions_of_item_indptr[prefix_items[m]]
+        touched = np.empty(postings, dtype=np.int64)
         candidates = 0
         for m in range(present):
             item = prefix_items[m]
@@ -110,20 +114,10 @@ def session_knn_scores(kind, clicks, starts, full_lengths, sessions_of_item_indp
             for e in range(sessions_of_item_indptr[item], sessions_of_item_indptr[item + 1]):
                 session = sessions_of_item[e]
                 if overlap[session] == 0.0:
+                    touched[candidates] = session
                     candidates += 1
                 overlap[session] += weights[m]
-        touched = np.empty(candidates, dtype=np.int64)
-        t = 0
-        for m in range(present):
-            item = prefix_items[m]
-            if weights[m] == 0.0:
-                continue
-            for e in range(sessions_of_item_indptr[item], sessions_of_item_indptr[item + 1]):
-                session = sessions_of_item[e]
-                if overlap[session] > 0.0:
-                    touched[t] = session
-                    t += 1
-                    overlap[session] = -overlap[session]  # listed once
+        touched = touched[:candidates]
         touched.sort()  # sessions in time order
         if sample_size > 0 and candidates > sample_size:  # the m most recent candidates
             touched = touched[candidates - sample_size:]
@@ -132,13 +126,13 @@ def session_knn_scores(kind, clicks, starts, full_lengths, sessions_of_item_indp
         for c in range(len(touched)):
             session = touched[c]
             if kind == STAN:
-                value = -overlap[session] / (norm * math.sqrt(distinct[session]))
+                value = overlap[session] / (norm * math.sqrt(distinct[session]))
                 if recency_decay != 0.0:
                     value = value * math.exp(-(n_sessions - 1 - session) / recency_decay)
             elif kind == VSKNN:
-                value = -overlap[session] / present
+                value = overlap[session] / present
             else:
-                value = -overlap[session] / math.sqrt(present * distinct[session])
+                value = overlap[session] / math.sqrt(present * distinct[session])
             similarity[c] = value
             priority[c] = value + neighbour_tie_break * (session + 1) / (n_sessions + 1)
         for m in range(present):  # clean for the next prefix
