@@ -73,6 +73,7 @@ def test_recommend_maps_raw_ids_through_the_vocabulary_and_answers_as_the_model_
     assert [r["item"] for r in answer["items"]] == vocab.decode(top[0]).tolist()
     assert np.allclose([r["score"] for r in answer["items"]], scores[0], atol=1e-5)
     assert answer["unknown_items"] == [] and answer["clicks_read"] == 3 and answer["model"] == "dsan"
+    assert client.get("/v1/model").json()["compiled"] is False  # tests/conftest.py sets NEXTCLICK_COMPILED=0
 
 
 def test_a_started_service_keeps_what_it_loaded_out_of_the_garbage_collector_s_full_passes(client):
@@ -459,7 +460,7 @@ def test_a_served_run_ranks_with_the_compiled_top_items_as_the_model_does_withou
     monkeypatch.setenv(base.COMPILED_ENV, "1")  # tests/conftest.py turns the compiled forms off elsewhere
     monkeypatch.setattr(base, "_compiled_top_items", None)  # and back off after this test
     run = load_run(path)
-    assert base._compiled_top_items is not None
+    assert base._compiled_top_items is not None and run.describe()["compiled"] is True
     for batch, (top, scores) in zip(batches, expected):
         found, found_scores = run.top_k.top(batch, 10)
         assert found.tolist() == top.tolist()

@@ -32,7 +32,7 @@ import torch
 
 from nextclick.data.batches import batch_from_prefixes
 from nextclick.data.sessions import Vocab
-from nextclick.models.base import use_compiled
+from nextclick.models.base import compiled_in_use, use_compiled
 from nextclick.serve.index import ApproximateTopK, ExactTopK
 from nextclick.serve.limits import ServeLimits
 
@@ -71,6 +71,7 @@ class ServedRun:
         return {"run": self.path, "model": self.model.name, "n_items": self.model.n_items,
                 "dataset": self.meta.get("dataset"), "index": self.top_k.kind,
                 "click_weights": self.has_click_weights, "serving_overrides": self.meta.get("serving_overrides"),
+                "compiled": compiled_in_use(),  # numba's forms on (base.use_compiled), or numpy's array calls
                 "loaded_at": self.loaded_at}
 
 
