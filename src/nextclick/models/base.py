@@ -138,8 +138,8 @@ def largest_in_rows(values: np.ndarray, k: int, *, ties_to_last: bool = False) -
     return keep | tied
 
 
-# NEXTCLICK_COMPILED=0: no numba-compiled code (DSAN's serving encoder, the compiled top_items) even where
-# numba is installed; tests/conftest.py sets it for all but the tests of the compiled forms
+# NEXTCLICK_COMPILED=0: no numba-compiled code (DSAN's serving encoder, top_items, the session kNN scores)
+# even where numba is installed; tests/conftest.py sets it for all but the tests of the compiled forms
 COMPILED_ENV = "NEXTCLICK_COMPILED"
 _compiled_top_items: Callable | None = None  # models/top_compiled.py's, once use_compiled() ran
 
@@ -147,8 +147,8 @@ _compiled_top_items: Callable | None = None  # models/top_compiled.py's, once us
 def use_compiled() -> bool:
     """From now on in this process, run the numba-compiled forms where numba is installed and
     NEXTCLICK_COMPILED is not 0: `top_items` (models/top_compiled.py: 0.03 against 0.21 ms for one
-    37k-item row) and STAN's scores of a few prefixes (models/knn_compiled.py), each giving the array
-    form's answer. For long-lived processes: loading the compiled code takes about 0.4 s, more than a
+    37k-item row) and SKNN's, V-SKNN's and STAN's scores of a few prefixes (models/knn_compiled.py), each
+    giving the array form's answer. For long-lived processes: loading the compiled code takes about 0.4 s, more than a
     one-shot `nextclick recommend` of a statistical model takes in all (serving calls it). True when on."""
     global _compiled_top_items
     if _compiled_top_items is None and os.environ.get(COMPILED_ENV, "1") != "0":
@@ -163,6 +163,20 @@ def use_compiled() -> bool:
 def compiled_in_use() -> bool:
     """Whether `use_compiled` switched the compiled forms on in this process."""
     return _compiled_top_items is not None
+
+
+def recent_clicks(prefixes: list[np.ndarray], max_length: int, n_items: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The most recent `max_length` clicks of every prefix (item indices, oldest first), concatenated,
+    with how many each keeps and each prefix's whole length (positions count from the session's start):
+    what the compiled encoders read. IndexError for an index outside 0..n_items, which compiled code
+    would read unchecked."""
+    full_lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
+    kept = np.minimum(full_lengths, max_length)
+    parts = [np.asarray(p, dtype=np.int64)[len(p) - n :] for p, n in zip(prefixes, kept)]
+    clicks = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(clicks) and (clicks.min() < 0 or clicks.max() > n_items):
+        raise IndexError(f"item indices must be in 0..{n_items}; got {int(clicks.min())}..{int(clicks.max())}")
+    return clicks, kept, full_lengths
 
 
 def top_items(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

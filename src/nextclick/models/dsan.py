@@ -52,7 +52,7 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.layers import (SELU_ALPHA, SELU_SCALE, alpha_entmax, alpha_entmax_numpy, embed_with_max_norm,
                                      full_precision, inner_product_cross_entropy, length_groups)
-from nextclick.models.base import COMPILED_ENV
+from nextclick.models.base import COMPILED_ENV, recent_clicks
 from nextclick.models.neural import ClickWeights, NeuralModel
 from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
@@ -369,14 +369,9 @@ class NumpyQueryVectors:
     def _recent_clicks(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The most recent `max_length` clicks of every prefix, concatenated, with how many each keeps and
         each prefix's whole length (the clicks' positions count from the session's start)."""
-        full_lengths = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
-        if (full_lengths == 0).any():
+        if any(len(p) == 0 for p in prefixes):
             raise ValueError("a session needs at least one click")
-        kept = np.minimum(full_lengths, self.max_length)
-        clicks = np.concatenate([np.asarray(p, dtype=np.int64)[len(p) - n:] for p, n in zip(prefixes, kept)])
-        if clicks.min() < 0 or clicks.max() > self.n_items:  # the compiled encoder reads its tables unchecked
-            raise IndexError(f"item indices must be in 0..{self.n_items}; got {int(clicks.min())}..{int(clicks.max())}")
-        return clicks, kept, full_lengths
+        return recent_clicks(prefixes, self.max_length, self.n_items)
 
     def _tokens(self, prefixes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(B, L+1) the most recent `max_length` clicks right-aligned (0 = padding) with the target token

@@ -60,7 +60,7 @@ import numpy as np
 from nextclick.data.padded import PaddedPrefixes
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.base import (StatisticalModel, check_k, compiled_in_use, item_ids, largest_in_rows,
-                                  row_pointers, top_items)
+                                  recent_clicks, row_pointers, top_items)
 
 if TYPE_CHECKING:
     import scipy.sparse as sparse
@@ -360,12 +360,8 @@ class SessionKNN(StatisticalModel):
         from nextclick.models import knn_compiled
 
         check_k(k)
-        read = [np.asarray(p, dtype=np.int64)[-self.max_length :] for p in prefixes]
-        flat = np.concatenate(read) if read else np.zeros(0, dtype=np.int64)
-        if len(flat) and (flat.min() < 0 or flat.max() > self.n_items):  # compiled code reads unchecked
-            raise IndexError(f"item indices must be in 0..{self.n_items}; got {int(flat.min())}..{int(flat.max())}")
-        starts = np.zeros(len(read) + 1, dtype=np.int64)
-        np.cumsum([len(p) for p in read], out=starts[1:])
+        clicks, kept, full_lengths = recent_clicks(prefixes, self.max_length, self.n_items)
+        starts = np.concatenate([[0], np.cumsum(kept)])
         lookup, c = self._lookup(), self.config
         if "sessions_of_item_int64" not in lookup:  # the index in the compiled code's dtype, made once
             index = lookup["sessions_of_item"]
@@ -375,7 +371,7 @@ class SessionKNN(StatisticalModel):
                     **self._compiled_settings()}
         kinds = {"sknn": knn_compiled.SKNN, "v-sknn": knn_compiled.VSKNN, "stan": knn_compiled.STAN}
         scores = knn_compiled.session_knn_scores(
-            kinds[settings["kind"]], flat, starts, np.array([len(p) for p in prefixes], dtype=np.int64),
+            kinds[settings["kind"]], clicks, starts, full_lengths,
             *lookup["sessions_of_item_int64"], self.session_indptr, self.session_items, self.session_positions,
             lookup["distinct"], lookup["idf"], lookup["tie_break"], c.neighbours, c.sample_size, NEIGHBOUR_TIE_BREAK,
             float(settings["position_decay"]), float(settings["recency_decay"]),

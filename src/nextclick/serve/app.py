@@ -216,8 +216,8 @@ def create_app(config: ServeConfig, run=None) -> FastAPI:
         if state.get("channel") is not None:
             try:
                 told = await state["channel"].announce()
-            except redis_errors.RedisError:  # this process reloaded; the others could not be told
-                told = None
+            except redis_errors.RedisError:  # this process reloaded; the others could not be told (null)
+                pass
         return {**served.describe(), "processes_told": told}
 
     @app.get("/v1/items", summary="catalogue items for the page: ids (with names from --catalogue) matching a query")
