@@ -64,6 +64,8 @@ report: $(STAMP)
 	  echo "Figures: docs/figures/seed_models_by_length_<dataset>.png."; echo; \
 	  $(BIN)/nextclick report results/*/narm/*/result.json results/*/sr-iem/*/result.json \
 	    --by-length docs/figures/seed_models_by_length.png --every-length; } > docs/results.md
+	# each paper's tables and figures beside the published numbers (docs/reproduction*), from the same files
+	for paper in dsan sriem narm; do $(BIN)/nextclick reproduce $$paper > /dev/null || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs
