@@ -74,3 +74,40 @@ def test_a_training_step_clips_the_global_gradient_norm():
 def test_defaults_are_the_official_settings():
     c = build("stamp", 10).config
     assert (c.embedding_size, c.lr, c.batch_size, c.epochs, c.max_grad_norm, c.max_norm) == (100, 3e-3, 512, 10, 150.0, 1.0)
+
+
+def dsan_small():
+    from nextclick.models.stamp import PRESETS
+    return small(**{**PRESETS["dsan"], "max_norm": 0.5})  # a norm the N(0, 0.5) rows exceed
+
+
+def test_dsan_preset_scores_without_the_mean_and_with_biases():
+    model = dsan_small().eval()
+    with torch.no_grad():
+        for layer in (model.weight_item, model.general, model.current):
+            layer.bias.normal_()  # zero at the start: make them count
+    table = model.embedding.weight.detach()
+    x = clip_by_norm(table[[3, 5, 7]], 0.5)
+    mean, last = x.mean(0), x[-1]
+    a = torch.sigmoid(model.weight_item(x) + model.weight_last(last) + model.weight_mean(mean)) @ model.attention_vector.weight.T
+    memory = (a * x).sum(0)  # no + m_s
+    query = torch.tanh(model.general(memory)) * torch.tanh(model.current(last))
+    scores = model.score(labelled([[3, 5, 7]], [1]))
+    torch.testing.assert_close(scores[0, 1:], (query @ table.T)[1:], rtol=1e-5, atol=1e-6)
+
+
+def test_dsan_preset_renormalises_the_looked_up_rows_of_the_table_while_training_only():
+    model = dsan_small()
+    before = model.embedding.weight.detach().clone()
+    assert (before[[1, 2, 3]].norm(dim=1) > 0.5).all()
+    with torch.no_grad():
+        model.eval().score(labelled([[1, 2, 3]], [4]))
+    torch.testing.assert_close(model.embedding.weight.detach(), before)  # evaluation changes nothing
+    optimizer = model.optimizer()
+    model.train()
+    train_step(model, optimizer, labelled([[1, 2, 3]], [4]), torch.device("cpu"))
+    after = model.embedding.weight.detach()
+    # the rows looked up were cut to the norm before the step moved them (lr 5e-3: a little way)
+    assert (after[[1, 2, 3]].norm(dim=1) < 0.5 + 0.05).all()
+    untouched = [5, 6, 7, 8, 9, 10, 11, 12]  # neither input nor target: Adam's first step moves them by ~lr or not at all
+    assert (after[untouched].norm(dim=1) > 0.5).all()

@@ -24,11 +24,23 @@ Where we differ, and why:
 - Batches: the official batcher groups sessions of equal length and trains their prefixes of length
   1, 2, ... as consecutive batches; we train on the same prefix cases, shuffled like every other model.
 - Selection on validation, not on the test set (the official code keeps the best test epoch).
+
+`--preset dsan` is DSAN's re-implementation (DSAN repository, baselines/STAMP.py; dsan_reference.md
+5.4), the code behind DSAN Table 2's STAMP row: torch's Embedding(max_norm=1.5), which renormalises the
+looked-up rows of the table itself (so the scores see the renormalised rows too) and passes no gradient
+through the scale (`renorm="table"`); m_a = sum_i a_i x_i without the mean (`add_mean=False`); a bias
+inside the attention's sigmoid and on W_A and W_B (`biases=True`, zero at the start: the code leaves the
+attention's bias uninitialised and zeroes the others); Adam lr 5e-3, no gradient clipping, 50 epochs.
+Two things of that code are not copied: evaluation there renormalises the rows of the test prefixes'
+items in place too (evaluation here never changes the model: the looked-up vectors are clipped, the
+table is not), and W_B keeps torch's default init by a copy/paste slip (N(0, 0.05) here, as W_A: a
+standard deviation of 0.058 against 0.05).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -42,6 +54,12 @@ from nextclick.models.repeat import RepeatMode, repeat_decoder
 class STAMPConfig:
     embedding_size: int = 100  # edim = hidden_size = 100 (nn_param.conf stamp_rsc / stamp_cikm)
     max_norm: float | None = 1.0  # embedding_lookup(max_norm=1) in STAMP_rsc.py; STAMP_cikm.py: 1.5
+    # how max_norm applies: "lookup" clips the looked-up vectors (TensorFlow's embedding_lookup, the
+    # official code); "table" renormalises the table's rows in place while training (torch's
+    # Embedding(max_norm), DSAN's re-implementation)
+    renorm: Literal["lookup", "table"] = "lookup"
+    add_mean: bool = True  # m_a = sum_i a_i x_i + m_s, as the official code; False: the paper's and DSAN's m_a
+    biases: bool = False  # the official code has none; DSAN's re-implementation: in the attention and on W_A, W_B
     attention: bool = True  # False: STMP (paper section 4.4), m_a = m_s
     weight_std: float = 0.05  # stddev (nn_param.conf), every weight matrix
     embedding_std: float = 0.002  # emb_stddev (nn_param.conf)
@@ -55,6 +73,12 @@ class STAMPConfig:
     shuffle: bool = True
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
+
+
+PRESETS: dict[str, dict] = {
+    # DSAN's re-implementation (baselines/STAMP.py, dsan_reference.md 5.4): the module docstring
+    "dsan": dict(max_norm=1.5, renorm="table", add_mean=False, biases=True, lr=5e-3, max_grad_norm=None, epochs=50),
+}
 
 
 def clip_by_norm(vectors: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -71,6 +95,7 @@ class STAMP(ItemEmbeddingModel):
     name = "stamp"
     fused_adam = True
     Config = STAMPConfig
+    presets = PRESETS
     citation = "Liu et al., STAMP: Short-Term Attention/Memory Priority Model for Session-based Recommendation, KDD 2018"
 
     def __init__(self, n_items: int, config: STAMPConfig | None = None):
@@ -78,18 +103,20 @@ class STAMP(ItemEmbeddingModel):
         c = self.config
         d = c.embedding_size
         self.embedding = nn.Embedding(n_items + 1, d, padding_idx=0)
-        self.weight_item = nn.Linear(d, d, bias=False)  # W_1 (line_layer_ctx)
+        self.weight_item = nn.Linear(d, d, bias=c.biases)  # W_1 (line_layer_ctx); its bias: DSAN's b_a
         self.weight_last = nn.Linear(d, d, bias=False)  # W_2 (line_layer_asp)
         self.weight_mean = nn.Linear(d, d, bias=False)  # W_3 (line_layer_output)
         self.attention_vector = nn.Linear(d, 1, bias=False)  # w_0 (wline_ca)
-        self.general = nn.Linear(d, d, bias=False)  # W_A (w1)
-        self.current = nn.Linear(d, d, bias=False)  # W_B (w2)
+        self.general = nn.Linear(d, d, bias=c.biases)  # W_A (w1)
+        self.current = nn.Linear(d, d, bias=c.biases)  # W_B (w2)
         with torch.no_grad():
             self.embedding.weight.normal_(0.0, c.embedding_std)
             self.embedding.weight[0].zero_()  # pe_mask: the padding row is always zero
             for layer in (self.weight_item, self.weight_last, self.weight_mean, self.attention_vector,
                           self.general, self.current):
                 layer.weight.normal_(0.0, c.weight_std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
         self.repeat_decoder = repeat_decoder(c, d, d)  # after the model's own init: off leaves it untouched
 
     def _memory(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,6 +124,10 @@ class STAMP(ItemEmbeddingModel):
         the last click m_t (B, d). Packing skips the padding, which on Retailrocket (mean prefix 9, a
         random batch as wide as its longest prefix, ~150) would be 17 times the real work."""
         rows, columns = batch.mask.nonzero(as_tuple=True)  # (n,), row-major: each session's clicks in order
+        if self.config.renorm == "table" and self.training and self.config.max_norm is not None:
+            with torch.no_grad():  # torch's Embedding(max_norm): the rows themselves, before the lookup
+                torch.embedding_renorm_(self.embedding.weight, batch.items[rows, columns].unique(),
+                                        self.config.max_norm, 2.0)
         clicks = clip_by_norm(self.embedding(batch.items[rows, columns]), self.config.max_norm)  # (n, d)
         mean = clicks.new_zeros(len(batch), clicks.shape[1]).index_add(0, rows, clicks)
         mean = mean / batch.lengths.unsqueeze(1).to(clicks.dtype)  # (B, d)
@@ -114,7 +145,8 @@ class STAMP(ItemEmbeddingModel):
         memory = mean
         if self.config.attention:
             weights = self._attention(clicks, rows, mean, last)  # (n,)
-            memory = mean.index_add(0, rows, weights.unsqueeze(1) * clicks)  # m_a = sum_i a_i x_i + m_s (B, d)
+            start = mean if self.config.add_mean else torch.zeros_like(mean)
+            memory = start.index_add(0, rows, weights.unsqueeze(1) * clicks)  # m_a = sum_i a_i x_i (+ m_s) (B, d)
         return torch.tanh(self.general(memory)) * torch.tanh(self.current(last))
 
     def click_weights(self, batch: Batch) -> ClickWeights:
