@@ -10,6 +10,10 @@
 # checkpoint with --resume on the next start; a failed one leaves <name>.failed and is not retried.
 # Progress: logs/queue/queue.log, each job's output in logs/queue/<name>.log, and `nextclick status`.
 # WAIT_PID=<pid> WAIT_NAME=<name>: first wait for a bench already running outside the queue.
+# Only committed files outlive a working session here (runs/, logs/ and the worktrees in /tmp do not): a
+# job still running when the session ends starts again from epoch 0 in the next one, so order the file so
+# that what the session can finish comes first, and recreate logs/queue/<name>.done for the results
+# already committed before restarting the queue on a fresh machine.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
