@@ -103,3 +103,16 @@ def test_dsan_on_the_gpu_encodes_without_length_groups_by_default_and_scores_the
     gpu_scores = on_gpu.score(batch).cpu()
     assert not calls  # one padded group on the GPU
     assert torch.allclose(gpu_scores, on_cpu.score(batch), atol=1e-4) and calls  # length groups on the CPU
+
+
+def test_the_machine_record_names_the_vector_units_speed_depends_on(monkeypatch, tmp_path):
+    import nextclick.runtime as runtime
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 sha_ni\n")
+    real_path = runtime.Path
+    monkeypatch.setattr(runtime, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else real_path(name))
+    assert runtime.cpu_features() == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert runtime.machine_info(threads=1)["cpu_features"] == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    monkeypatch.setattr(runtime, "Path", lambda name: tmp_path / "missing")
+    assert runtime.cpu_features() == []

@@ -1,6 +1,6 @@
 """Mixed precision (`TrainOptions.precision="bf16"`, `--precision bf16`): the forward pass under bf16 autocast,
-float32 weights, gradients and optimizer state, float32 normalisers, float32 evaluation; fp32 stays the
-reference, unchanged by the option."""
+float32 weights, gradients and optimizer state, float32 normalisers, float32 evaluation; "bf16-scores": only
+the blocked losses' products with the catalogue in bf16; fp32 stays the reference, unchanged by the option."""
 
 import argparse
 import json
@@ -39,17 +39,39 @@ def trained(name: str, precision: str | None):
 def test_bf16_training_keeps_float32_weights_and_reaches_the_fp32_accuracy(name):
     split, _, _, pop_valid = synthetic_validation()
     runs = {precision: trained(name, precision) for precision in PRECISIONS}
-    model, result = runs["bf16"]
-    assert all(math.isfinite(epoch["loss"]) for epoch in result.history)
-    for parameter_name, parameter in model.named_parameters():
-        assert parameter.dtype == torch.float32, parameter_name
-        assert parameter.grad is None or parameter.grad.dtype == torch.float32, parameter_name
     tested = {precision: evaluate(m.score, split.test).metrics["HR@20"] for precision, (m, _) in runs.items()}
     valid = {precision: r.best_valid["HR@20"] for precision, (_, r) in runs.items()}
-    # the same model to within bf16's rounding of the forward pass: well under a point apart here
-    assert valid["bf16"] == pytest.approx(valid["fp32"], abs=0.02)
-    assert tested["bf16"] == pytest.approx(tested["fp32"], abs=0.02)
-    assert valid["bf16"] > pop_valid + 0.05 and tested["bf16"] > pop_hit_rate() + 0.05
+    for low in ("bf16", "bf16-scores"):
+        model, result = runs[low]
+        assert all(math.isfinite(epoch["loss"]) for epoch in result.history)
+        for parameter_name, parameter in model.named_parameters():
+            assert parameter.dtype == torch.float32, parameter_name
+            assert parameter.grad is None or parameter.grad.dtype == torch.float32, parameter_name
+        # the same model to within bf16's rounding of the forward pass: well under a point apart here
+        assert valid[low] == pytest.approx(valid["fp32"], abs=0.02), low
+        assert tested[low] == pytest.approx(tested["fp32"], abs=0.02), low
+        assert valid[low] > pop_valid + 0.05 and tested[low] > pop_hit_rate() + 0.05, low
+
+
+def test_a_bf16_scores_step_keeps_the_encoder_in_float32_and_makes_the_catalogue_products_in_bf16(monkeypatch):
+    import nextclick.models.layers as layers
+
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build("dsan", split.n_items, QUICK["dsan"])
+    model.prepare(split.train)
+    seen, tables = [], []
+    model.query.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    score_blocks = layers._score_blocks
+    monkeypatch.setattr(layers, "_score_blocks", lambda queries, table, excluded, low_table=None: (
+        tables.append(None if low_table is None else low_table.dtype), score_blocks(queries, table, excluded, low_table))[1])
+    batch = next(epoch_stream(model, split.train_cases(), TrainOptions(batch_size=64)).batches(0))
+    loss = train_step(model, model.optimizer(), batch, torch.device("cpu"), "bf16-scores")
+    assert seen and set(seen) == {torch.float32}  # no autocast: the encoder's matmuls stay float32
+    assert tables == [torch.bfloat16]  # the loss's products with the catalogue: bf16
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert layers.autocast_dtype("cpu") is None  # and only inside the step
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
 
 
 def test_a_bf16_step_runs_matmuls_in_bf16_and_keeps_weights_gradients_and_optimizer_state_in_float32():
@@ -198,12 +220,15 @@ def test_speed_times_bf16_training_and_names_its_file_by_it(tmp_path, capsys):
     assert "always runs in fp32" in capsys.readouterr().err
 
 
-def test_the_repeat_decoder_refuses_bf16_before_training():
+def test_the_repeat_decoder_refuses_bf16_before_training_and_trains_under_bf16_scores():
     split = synthetic()
     model = build("narm", split.n_items, {**QUICK["narm"], "repeat": "mix"})
     with pytest.raises(ValueError, match="does not support the repeat decoder"):
         train_model(model, split.train_cases(), None, TrainOptions(epochs=1, max_batches=1, quiet=True, device="cpu",
                                                                     precision="bf16"))
+    result = train_model(model, split.train_cases(), None, TrainOptions(epochs=1, max_batches=3, quiet=True,
+                                                                         device="cpu", precision="bf16-scores"))
+    assert all(math.isfinite(epoch["loss"]) for epoch in result.history)
 
 
 def test_the_command_line_offers_the_precisions_the_loop_knows():

@@ -260,9 +260,10 @@ def train(
         refit: after selecting the epoch, train afresh on all training cases for that many epochs.
         max_batches: cap batches per epoch (quick trials).
         device: "auto" (a CUDA GPU when torch sees one), "cpu", "cuda" or "cuda:N".
-        precision: "fp32" (the reference) or "bf16": neural models' forward passes under bfloat16
-            autocast, weights and optimizer state in float32, validation in float32 (`--precision`;
-            faster only where the hardware has bf16 units: docs/scale.md).
+        precision: "fp32" (the reference), "bf16": neural models' forward passes under bfloat16
+            autocast, or "bf16-scores": only the losses' products with the whole catalogue in bfloat16
+            (the fastest on CPUs); weights and optimizer state in float32, validation in float32
+            (`--precision`; faster only where the hardware has bf16 units: docs/scale.md).
         threads: torch threads (default: leave torch's setting as it is). Training also sets the
             process's malloc to keep freed memory for reuse (nextclick.runtime.keep_freed_memory, on
             Linux), as every nextclick command does.

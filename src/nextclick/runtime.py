@@ -84,6 +84,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# the vector units speed depends on: AVX-512 doubles a core's float32 width over AVX2, and bf16 arithmetic
+# (AVX-512 BF16, AMX) is what makes --precision bf16 / bf16-scores pay (docs/scale.md)
+SPEED_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_features() -> list[str]:
+    """Which of SPEED_FEATURES the CPU reports (Linux; empty where /proc/cpuinfo cannot be read): the same
+    model name covers CPUs with and without AVX-512 (this project's 'AMD EPYC' has been both), so a
+    speed figure records them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [feature for feature in SPEED_FEATURES if feature in flags]
+    except OSError:
+        pass
+    return []
+
+
 def memory_bytes() -> int | None:
     """The machine's memory (Linux), None where it cannot be read."""
     try:
@@ -101,6 +120,7 @@ def machine_info(threads: int | None = None, device: torch.device | str = "cpu")
 
     info = {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "threads": threads or torch.get_num_threads(),
         "torch": torch.__version__,

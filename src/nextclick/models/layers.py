@@ -11,15 +11,18 @@
   `inner_product_logsumexp`, its normaliser alone (the repeat decoder's explore side).
 - `session_graphs` and `GatedGraphCell`: SR-GNN's directed session graph and gated graph step (SR-GNN,
   GC-SAN, DANSeR).
-- `full_precision`, `autocast_dtype`: mixed precision (`TrainOptions.precision="bf16"` runs the forward pass
-  under autocast, which makes every matmul's output bf16). Normalisers (entmax, softmax, the losses'
-  log-sum-exp) take bf16 inputs back to float32 through `full_precision`; the blocked losses make their
-  matmuls in the autocast dtype and everything else in float32. In float32 both are no-ops.
+- `full_precision`, `autocast_dtype`, `scores_in`: mixed precision (`TrainOptions.precision="bf16"` runs
+  the forward pass under autocast, which makes every matmul's output bf16; "bf16-scores" runs only the
+  blocked losses' products with the catalogue in bf16, through `scores_in`). Normalisers (entmax,
+  softmax, the losses' log-sum-exp) take bf16 inputs back to float32 through `full_precision`; the
+  blocked losses make their matmuls in the dtype `autocast_dtype` names and everything else in float32.
+  In float32 all are no-ops.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,16 +41,35 @@ def full_precision(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 
 
+# the dtype of the blocked losses' products with the catalogue when autocast is off (`scores_in`)
+_SCORES_DTYPE: ContextVar[torch.dtype | None] = ContextVar("scores_dtype", default=None)
+
+
+@contextmanager
+def scores_in(dtype: torch.dtype):
+    """Inside, the blocked losses (`inner_product_cross_entropy`, `inner_product_logsumexp`) make their
+    products with the whole catalogue in `dtype`, and nothing else changes: precision "bf16-scores". On a
+    CPU with bf16 units those products are where bf16 pays (2.5-3x the float32 matmul on a Zen 4 EPYC),
+    while autocasting an encoder's small matmuls costs more than it saves (oneDNN compiles a kernel for
+    every new shape, and grouped encoders make many): docs/scale.md."""
+    token = _SCORES_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _SCORES_DTYPE.reset(token)
+
+
 def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The dtype autocast gives matmuls on `device_type` now, None when autocast is off there."""
+    """The dtype the blocked losses' matmuls run in on `device_type` now: autocast's when it is on there,
+    else the one `scores_in` set, else None (float32)."""
     try:
         if not torch.is_autocast_enabled(device_type):
-            return None
+            return _SCORES_DTYPE.get()
         return torch.get_autocast_dtype(device_type)
     except TypeError:  # torch < 2.4: one function per device kind
         if device_type == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else _SCORES_DTYPE.get()
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else _SCORES_DTYPE.get()
 
 
 def _autocast_off(device_type: str, low: torch.dtype | None):

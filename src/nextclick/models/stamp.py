@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from nextclick.data.batches import Batch
+from nextclick.models.layers import renorm_rows_
 from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
 from nextclick.models.repeat import RepeatMode, repeat_decoder
 
@@ -125,9 +126,8 @@ class STAMP(ItemEmbeddingModel):
         random batch as wide as its longest prefix, ~150) would be 17 times the real work."""
         rows, columns = batch.mask.nonzero(as_tuple=True)  # (n,), row-major: each session's clicks in order
         if self.config.renorm == "table" and self.training and self.config.max_norm is not None:
-            with torch.no_grad():  # torch's Embedding(max_norm): the rows themselves, before the lookup
-                torch.embedding_renorm_(self.embedding.weight, batch.items[rows, columns].unique(),
-                                        self.config.max_norm, 2.0)
+            # torch's Embedding(max_norm): the rows themselves, before the lookup (its formula, vectorised)
+            renorm_rows_(self.embedding.weight, batch.items[rows, columns], self.config.max_norm)
         clicks = clip_by_norm(self.embedding(batch.items[rows, columns]), self.config.max_norm)  # (n, d)
         mean = clicks.new_zeros(len(batch), clicks.shape[1]).index_add(0, rows, clicks)
         mean = mean / batch.lengths.unsqueeze(1).to(clicks.dtype)  # (B, d)

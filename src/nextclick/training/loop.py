@@ -27,6 +27,7 @@ from nextclick.data.batches import Batch
 from nextclick.data.sessions import Cases
 from nextclick.data.streams import Stream, StreamOptions, shards_by_rank
 from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks
+from nextclick.models.layers import scores_in
 from nextclick.runtime import progress_interval, resolve_device
 from nextclick.training import distributed
 from nextclick.training.distributed import Group
@@ -34,8 +35,9 @@ from nextclick.training.state import (EPOCHS_DIR, clear_training_state, committe
                                       kept_epochs, load_training_state, remove_uncommitted, save_training_state,
                                       training_spent)
 
-# TrainOptions.precision: "fp32", the reference, or "bf16": mixed precision, the forward pass under bf16 autocast
-PRECISIONS = ("fp32", "bf16")
+# TrainOptions.precision: "fp32", the reference; "bf16": mixed precision, the forward pass under bf16 autocast;
+# "bf16-scores": only the losses' products with the whole catalogue in bf16 (models.layers.scores_in)
+PRECISIONS = ("fp32", "bf16", "bf16-scores")
 
 
 @dataclass
@@ -62,8 +64,9 @@ class TrainOptions:
     keep_epochs: bool = False  # also keep every epoch's weights in <checkpoint_dir>/epochs/ (for curves)
     # "auto": the GPU when torch sees one, else the CPU; or any torch device name ("cpu", "cuda:1")
     device: str = "auto"
-    # "fp32" (the reference) or "bf16": each training step's forward pass (scores and loss) under bf16
-    # autocast; weights, gradients, optimizer state, the losses' normalisers and evaluation stay float32
+    # "fp32" (the reference); "bf16": each training step's forward pass (scores and loss) under bf16
+    # autocast; "bf16-scores": only the losses' products with the catalogue in bf16. Weights, gradients,
+    # optimizer state, the losses' normalisers and evaluation stay float32 in both
     precision: str = "fp32"
 
     def __post_init__(self):
@@ -128,15 +131,18 @@ def autocast(device: torch.device, precision: str):
         return nullcontext()
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "bf16-scores":  # the encoder in float32, the catalogue products in bf16
+        return scores_in(torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
 def check_precision(model, precision: str) -> None:
     """Refuse, before the first step, a precision the model cannot train in: the repeat/explore decoder
-    (models/repeat.py) has no float32 guards yet, and under bf16 autocast it fails at its first batch."""
-    if precision != "fp32" and getattr(model.config, "repeat", "off") != "off":
+    (models/repeat.py) has no float32 guards yet, and under bf16 autocast it fails at its first batch
+    (under bf16-scores its own layers stay float32, and only its normaliser's products are bf16)."""
+    if precision == "bf16" and getattr(model.config, "repeat", "off") != "off":
         raise ValueError(f"precision {precision} does not support the repeat decoder yet (repeat="
-                         f"{model.config.repeat}): train it with precision fp32")
+                         f"{model.config.repeat}): train it with precision fp32 or bf16-scores")
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, device: torch.device,
