@@ -1,15 +1,18 @@
-"""nextclick NARM against RecBole 1.2.1's NARM, alternating in one run on this machine (issue 41, item 7).
+"""A nextclick model against RecBole 1.2.1's, alternating in one run on this machine: NARM (issue 41, item 7),
+STAMP, SR-GNN and GC-SAN (issue 34's speed check), `--model`.
 
-Each round times nextclick's NARM (`nextclick speed narm`, the batches training draws, in a child process),
-then RecBole's NARM (a child process run by a separate Python that has RecBole), then RecBole's NARM again
+Each round times nextclick's model (`nextclick speed MODEL`, the batches training draws, in a child process),
+then RecBole's (a child process run by a separate Python that has RecBole), then RecBole's again
 with glibc's malloc keeping freed memory (the policy nextclick's own processes set: without it RecBole's
-(512, N) logits are mapped afresh every step), each for the same number of batches of 512 from the same 433,648 Retailrocket training cases, at RecBole's sizes: embedding 100,
-RecBole's NARM hidden size 128, the last 50 clicks, full-catalogue cross-entropy, Adam, 2 threads. Both
+(512, N) logits are mapped afresh every step), each for the same number of batches of 512 from the same
+433,648 Retailrocket training cases, at matched sizes (MODELS: embedding 100, NARM's hidden size RecBole's
+128, one graph step, one single-head attention block with a 100-wide feed-forward layer), the last 50
+clicks, full-catalogue cross-entropy, Adam, 2 threads. Both
 count training cases per second over the timed batches after 3 warm-up batches, each batch timed from
 fetching it (batch building: nextclick's collate, RecBole's DataLoader) to the end of the optimizer step.
 RecBole's step is its Trainer._train_epoch's (to device, zero_grad, calculate_loss, loss.item(),
 backward, optimizer.step); its time without the batch fetch is recorded too.
-The result goes to results/scale/recbole/retailrocket/narm.json: every round, the medians, their ratios,
+The result goes to results/scale/recbole/retailrocket/<model>.json: every round, the medians, their ratios,
 the machine, the git commit (and which tracked files were uncommitted) and the commands.
 
 RecBole is no dependency of nextclick; set it up in a virtual environment of its own, outside the repo:
@@ -21,7 +24,7 @@ RecBole is no dependency of nextclick; set it up in a virtual environment of its
 (numpy < 2: RecBole 1.2.1's Config aliases np.float_ and friends, gone in numpy 2; pandas and scipy
 are held to releases that still support numpy 1.) Then, from the repository root:
 
-    .venv/bin/python scripts/recbole_side_by_side.py --recbole-python /work/recbole-venv/bin/python
+    .venv/bin/python scripts/recbole_side_by_side.py --recbole-python /work/recbole-venv/bin/python [--model stamp]
 
 The training cases are written once as RecBole atomic files (benchmark files: one row per case with its
 last 50 prefix clicks and its label; `--recbole-data`, outside the repo) from nextclick's own
@@ -49,6 +52,19 @@ RECBOLE_NAME = "retailrocket_nextclick"  # the RecBole dataset name (folder and 
 EMBEDDING_SIZE = 100  # RecBole's sizes, as issue 41 item 7 quotes them
 HIDDEN_SIZE = 128  # RecBole 1.2.1's NARM.yaml hidden_size
 MAX_LENGTH = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
+# each model: RecBole's class, the RecBole settings, and the nextclick settings that give both the same sizes
+# (nextclick's own sizes where RecBole's default differs: embedding 100, not RecBole's 64; no dropout)
+MODELS = {
+    "narm": ("NARM", {"embedding_size": EMBEDDING_SIZE, "hidden_size": HIDDEN_SIZE},
+             {"embedding_size": EMBEDDING_SIZE, "hidden_size": HIDDEN_SIZE, "max_length": MAX_LENGTH}),
+    "stamp": ("STAMP", {"embedding_size": EMBEDDING_SIZE},
+              {"embedding_size": EMBEDDING_SIZE, "max_length": MAX_LENGTH}),
+    "sr-gnn": ("SRGNN", {"embedding_size": EMBEDDING_SIZE, "step": 1},
+               {"hidden_size": EMBEDDING_SIZE, "steps": 1, "max_length": MAX_LENGTH}),
+    "gc-san": ("GCSAN", {"hidden_size": EMBEDDING_SIZE, "inner_size": EMBEDDING_SIZE, "n_layers": 1, "n_heads": 1,
+                         "step": 1, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
+               {"hidden_size": EMBEDDING_SIZE, "steps": 1, "blocks": 1, "dropout": 0.0, "max_length": MAX_LENGTH}),
+}
 BATCH_SIZE = 512
 WARMUP = 3  # nextclick speed's warm-up batches; the RecBole worker takes as many
 QUEUE_PATTERN = "python -m nextclick.cli bench"
@@ -99,24 +115,25 @@ def write_recbole_files(data_dir: str | None, out_root: Path) -> dict:
 
 # --- the RecBole worker (run by the RecBole venv's Python: imports nothing from nextclick) ---
 
-def recbole_worker(data_root: str, batches: int, warmup: int, threads: int, seed: int) -> dict:
+def recbole_worker(model_name: str, data_root: str, batches: int, warmup: int, threads: int, seed: int) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # pandas 2.2 on RecBole 1.2.1's dataset code
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender import NARM
+    from recbole.model import sequential_recommender
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
     import recbole
 
-    config = Config(model="NARM", dataset=RECBOLE_NAME, config_dict={
+    recbole_class, sizes, _ = MODELS[model_name]
+    config = Config(model=recbole_class, dataset=RECBOLE_NAME, config_dict={
         "data_path": data_root, "benchmark_filename": ["train", "valid", "test"],
         "USER_ID_FIELD": "session_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": None,
         "load_col": {"inter": ["session_id", "item_id_list", "item_id"]}, "alias_of_item_id": ["item_id_list"],
-        "MAX_ITEM_LIST_LENGTH": MAX_LENGTH, "embedding_size": EMBEDDING_SIZE, "hidden_size": HIDDEN_SIZE,
+        "MAX_ITEM_LIST_LENGTH": MAX_LENGTH, **sizes,
         "loss_type": "CE", "train_neg_sample_args": None, "train_batch_size": BATCH_SIZE,
         "eval_args": {"split": {"RS": [1.0, 0.0, 0.0]}, "order": "TO", "mode": "full", "group_by": None},
         "use_gpu": False, "device": "cpu", "seed": seed, "reproducibility": True, "show_progress": False,
@@ -132,7 +149,7 @@ def recbole_worker(data_root: str, batches: int, warmup: int, threads: int, seed
     train_data, _, _ = data_preparation(config, dataset)
     load_seconds = time.perf_counter() - started
     init_seed(config["seed"], config["reproducibility"])
-    model = NARM(config, train_data.dataset).to(config["device"])
+    model = getattr(sequential_recommender, recbole_class)(config, train_data.dataset).to(config["device"])
     trainer = Trainer(config, model)  # builds RecBole's optimizer (Adam, lr 0.001)
     optimizer, device = trainer.optimizer, trainer.device
     model.train()
@@ -168,7 +185,8 @@ def recbole_worker(data_root: str, batches: int, warmup: int, threads: int, seed
             "training_cases": len(train_data.dataset), "n_items": int(train_data.dataset.item_num),
             "load_seconds": round(load_seconds, 1), "recbole": recbole.__version__, "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "config": {key: config[key] for key in ("embedding_size", "hidden_size", "n_layers", "dropout_probs",
+            "model": recbole_class,
+            "config": {key: config[key] for key in (*sizes, "embedding_size", "hidden_size", "n_layers", "dropout_probs",
                                                     "loss_type", "MAX_ITEM_LIST_LENGTH", "train_batch_size",
                                                     "learner", "learning_rate", "weight_decay")}}
 
@@ -221,10 +239,11 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_nextclick(batches: int, threads: int, data_dir: str | None, results_dir: Path) -> tuple[dict, list[str]]:
-    command = [sys.executable, "-m", "nextclick.cli", "speed", "narm", "-d", DATASET, "--threads", str(threads),
-               "--set", f"embedding_size={EMBEDDING_SIZE}", "--set", f"hidden_size={HIDDEN_SIZE}",
-               "--set", f"max_length={MAX_LENGTH}", "--batch-size", str(BATCH_SIZE), "--batches", str(batches),
+def run_nextclick(model_name: str, batches: int, threads: int, data_dir: str | None, results_dir: Path
+                  ) -> tuple[dict, list[str]]:
+    settings = [part for key, value in MODELS[model_name][2].items() for part in ("--set", f"{key}={value}")]
+    command = [sys.executable, "-m", "nextclick.cli", "speed", model_name, "-d", DATASET, "--threads", str(threads),
+               *settings, "--batch-size", str(BATCH_SIZE), "--batches", str(batches),
                "--results-dir", str(results_dir)]
     if data_dir:
         command += ["--data-dir", data_dir]
@@ -234,9 +253,10 @@ def run_nextclick(batches: int, threads: int, data_dir: str | None, results_dir:
     return result, command
 
 
-def run_recbole(python: str, data_root: Path, batches: int, threads: int, seed: int, environment: dict[str, str]
-                ) -> tuple[dict, list[str]]:
-    command = [python, str(Path(__file__).resolve()), "--recbole-worker", "--recbole-data", str(data_root),
+def run_recbole(model_name: str, python: str, data_root: Path, batches: int, threads: int, seed: int,
+                environment: dict[str, str]) -> tuple[dict, list[str]]:
+    command = [python, str(Path(__file__).resolve()), "--recbole-worker", "--model", model_name,
+               "--recbole-data", str(data_root),
                "--batches", str(batches), "--threads", str(threads), "--seed", str(seed)]
     printed = subprocess.run(command, cwd=tempfile.gettempdir(), check=True, capture_output=True, text=True,
                              env={**os.environ, **environment}).stdout
@@ -257,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recbole-data", default="/work/recbole-data",
                         help="where the RecBole atomic files are written (outside the repo)")
     parser.add_argument("--data-dir", default=None, help="nextclick's data directory (default: its own)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="narm")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=30, help="timed batches of 512 per model and round")
     parser.add_argument("--threads", type=int, default=2)
@@ -267,12 +288,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="run RecBole only as installed (not also with glibc keeping freed memory)")
     parser.add_argument("--gap", type=float, default=20.0,
                         help="seconds the queue runs between rounds (with --pause-queue)")
-    parser.add_argument("--out", default=str(ROOT / "results/scale/recbole/retailrocket/narm.json"))
+    parser.add_argument("--out", default=None, help="default: results/scale/recbole/retailrocket/<model>.json")
     parser.add_argument("--recbole-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.recbole_worker:  # a child: one RecBole measurement, printed as JSON
-        result = recbole_worker(args.recbole_data, args.batches, WARMUP, args.threads, args.seed)
+        result = recbole_worker(args.model, args.recbole_data, args.batches, WARMUP, args.threads, args.seed)
         print(json.dumps(result))
         return
 
@@ -290,18 +311,18 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     for index in range(args.rounds):
         # the queue (with --pause-queue) is stopped one round at a time and runs between rounds
-        pause = QueuePause("narm-helper (scripts/recbole_side_by_side.py)") if args.pause_queue else None
+        pause = QueuePause(f"{args.model} side by side (scripts/recbole_side_by_side.py)") if args.pause_queue else None
         if pause:
             pause.__enter__()
         try:
             record = {"round": index, "load_average_before": load_average()}
-            ours, commands["nextclick"] = run_nextclick(args.batches, args.threads, args.data_dir,
+            ours, commands["nextclick"] = run_nextclick(args.model, args.batches, args.threads, args.data_dir,
                                                         scratch / f"round-{index}")
             record["nextclick"] = dict(ours["fast_path"])
             for name, environment in variants.items():
                 record[f"load_average_before_{name}"] = load_average()
-                record[name], commands[name] = run_recbole(args.recbole_python, Path(args.recbole_data), args.batches,
-                                                           args.threads, args.seed, environment)
+                record[name], commands[name] = run_recbole(args.model, args.recbole_python, Path(args.recbole_data),
+                                                           args.batches, args.threads, args.seed, environment)
             record["load_average_after"] = load_average()
         finally:
             if pause:
@@ -316,13 +337,14 @@ def main(argv: list[str] | None = None) -> None:
         medians[name] = statistics.median(r[name]["cases_per_second"] for r in rounds)
         medians[f"{name}_steps_only"] = statistics.median(r[name]["step_cases_per_second"] for r in rounds)
     result = {
-        "what": "training cases/s of NARM, nextclick against RecBole 1.2.1, alternating in one run: each round "
+        "what": f"training cases/s of {args.model}, nextclick against RecBole 1.2.1, alternating in one run: each round "
                 f"{args.batches} timed batches of {BATCH_SIZE} (after {WARMUP} warm-up batches) of nextclick, then "
                 "of RecBole as installed, then (recbole_keep_freed_memory) of RecBole with glibc's malloc keeping "
                 "freed memory as nextclick's own process does; each in a child process, timed from fetching the "
                 "batch to the end of the optimizer step (steps_only: RecBole without its batch fetch)",
         "dataset": DATASET,
-        "sizes": {"embedding_size": EMBEDDING_SIZE, "hidden_size": HIDDEN_SIZE, "max_length": MAX_LENGTH,
+        "model": args.model,
+        "sizes": {"recbole": MODELS[args.model][1], "nextclick": MODELS[args.model][2], "max_length": MAX_LENGTH,
                   "batch_size": BATCH_SIZE, "loss": "full-catalogue cross-entropy", "optimizer": "Adam, lr 0.001"},
         "data": data,
         "rounds": rounds,
@@ -340,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         "commands": {name: " ".join(command) for name, command in commands.items()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    out = Path(args.out)
+    out = Path(args.out or ROOT / f"results/scale/recbole/retailrocket/{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"medians {medians}; nextclick / RecBole {result['ratio']}x; wrote {out}")
