@@ -421,6 +421,8 @@ def test_models_presets_prints_the_config_values_each_preset_sets(capsys):
     code, out, _ = run(capsys, "models", "--presets", "danser")
     assert code == 0 and json.loads(out)["one-layer"] == {"layers": 1}
     code, out, _ = run(capsys, "models", "--presets", "stamp")
+    assert code == 0 and json.loads(out)["dsan"]["renorm"] == "table"
+    code, out, _ = run(capsys, "models", "--presets", "narm")
     assert code == 0 and json.loads(out) == {}
 
 
