@@ -50,7 +50,7 @@ def count_renames(monkeypatch) -> list:
 
 
 def without_timings(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("seconds", "cases_per_second", "valid_seconds")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds", "cases_per_second", "valid_seconds")} for r in records]
 
 
 def log_of(directory: Path) -> list[dict]:

@@ -276,7 +276,7 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
         bar = tqdm(total=stream.cases(epoch), desc=f"epoch {epoch}", unit="case",
                    disable=not options.progress or options.quiet or not main, dynamic_ncols=True, leave=False,
                    mininterval=progress_interval())
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         total_loss, seen = 0.0, 0
         for batch in stream.batches(epoch):
             loss = train_step(network, optimizer, batch, device, options.precision)
@@ -285,12 +285,16 @@ def train_model(model, train: Cases, valid: Cases | None, options: TrainOptions 
             bar.update(len(batch))
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)  # refresh would defeat mininterval
         bar.close()
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         if group is not None:  # the epoch's loss and cases over every process's share
             total_loss, seen = distributed.sum_over_processes(group, [total_loss, seen], device)
             seen = int(seen)
+        # cpu_seconds: this process's CPU time over all its threads; unlike the wall seconds it does not grow
+        # while the process is stopped (a paused benchmark queue) or waits for a busy machine, so a wall
+        # figure far above cpu_seconds / threads marks an epoch whose cases/s are not the model's speed
         record = {"epoch": epoch, "loss": total_loss / max(seen, 1), "seconds": round(seconds, 2),
-                  "cases_per_second": round(seen / seconds, 1), "lr": optimizer.param_groups[0]["lr"]}  # this epoch's
+                  "cpu_seconds": round(cpu_seconds, 2), "cases_per_second": round(seen / seconds, 1),
+                  "lr": optimizer.param_groups[0]["lr"]}  # this epoch's
         if scheduler is not None:
             scheduler.step()
         progress["train_seconds"] += seconds
