@@ -9,7 +9,7 @@ from nextclick import checkpoint
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
-from nextclick.models.repeat import RepeatExplore
+from nextclick.models.repeat import RepeatExplore, session_stats
 
 MODELS = ["dsan", "narm", "sr-iem", "stamp", "sr-gnn", "gc-san"]
 MODES = ["mix", "new-only"]
@@ -134,6 +134,44 @@ def test_models_with_the_decoder_keep_the_contract(name, mode, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded.score(batch), before)
     assert "repeat probability" in model.click_weights(batch).scalars
+
+
+def test_session_stats_count_length_distinct_items_and_repeats_at_the_real_clicks():
+    items = torch.tensor([[0, 0, 3, 4, 3], [0, 0, 0, 0, 7], [1, 2, 2, 2, 2]])  # right-aligned, 0 = padding
+    expected = torch.tensor([
+        # log(1 + clicks), distinct / clicks, last click seen before, last two the same, log(1 + largest count)
+        [np.log1p(3), 2 / 3, 1.0, 0.0, np.log1p(2)],
+        [np.log1p(1), 1.0, 0.0, 0.0, np.log1p(1)],
+        [np.log1p(5), 2 / 5, 1.0, 1.0, np.log1p(4)],
+    ], dtype=torch.float32)
+    assert torch.allclose(session_stats(items), expected)
+    assert torch.equal(session_stats(items), session_stats(torch.nn.functional.pad(items, (3, 0))))  # padding adds nothing
+
+
+def test_the_mode_reads_the_session_stats_only_when_asked():
+    queries, table, session, rows, items = decoder_inputs()
+    torch.manual_seed(0)
+    plain = RepeatExplore(6, 6, "mix")
+    torch.manual_seed(0)
+    with_stats = RepeatExplore(6, 6, "mix", mode_stats=True)
+    assert plain.mode_hidden.in_features == 12 and with_stats.mode_hidden.in_features == 12 + 5
+    out = with_stats(queries, table, session, rows, items, torch.tensor([5, 1, 11]), need_scores=True)
+    assert torch.allclose(out.scores.exp().sum(1), torch.ones(3), atol=1e-5)
+    out.loss.backward()
+    assert with_stats.mode_hidden.weight.grad[:, 12:].abs().sum() > 0  # the statistics' columns are trained
+
+
+@pytest.mark.parametrize("name", ["dsan", "sr-iem"])
+def test_models_with_the_mode_statistics_keep_the_contract(name, tmp_path):
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build(name, split.n_items, {"repeat": "mix", "repeat_mode_stats": True})
+    batch = make_batch(split.test, np.arange(16), model.max_length)
+    scores = check_forward_backward(model.train(), batch)
+    assert torch.allclose(scores.exp().sum(1), torch.ones(len(batch)), atol=1e-4)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / name, model.eval(), split.vocab, split.protocol, split.name))[0]
+    with torch.no_grad():
+        assert loaded.config.repeat_mode_stats and torch.equal(loaded.score(batch), model.score(batch))
 
 
 @pytest.mark.parametrize("name", ["narm", "sr-iem"])

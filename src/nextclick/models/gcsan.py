@@ -54,6 +54,7 @@ class GCSANConfig:
     shuffle: bool = True
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
+    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
 
 
 class SelfAttentionBlock(nn.Module):

@@ -14,7 +14,10 @@ every trained model on repeat targets. The decoder lets a model say which kind t
   with e_j the clicked item's row of the model's item table, s the model's session vector, and
   learned vectors for how far the click is from the end and how often its item occurs in the session
   (the two things S-POP-like rules exploit: frequency and recency).
-- p_repeat = sigmoid(u . tanh(W_m [s; sum_j a_j e_j])).
+- p_repeat = sigmoid(u . tanh(W_m [s; sum_j a_j e_j])); with `repeat_mode_stats` the mode also reads
+  how repetitive the session has been so far (`session_stats`: its length, the share of distinct
+  items, whether the last click repeats an earlier one or the click before it, its largest count),
+  which the session vector holds at best implicitly. Off by default (the first design, kept).
 
 Trained on -log P(target) + repeat_mode_weight * BCE(p_repeat, [target in session]); the ranking
 scores are log P(i) (-inf at padding). Where it differs from RepeatNet (Ren et al., AAAI 2019), the
@@ -44,6 +47,7 @@ from nextclick.models.layers import inner_product_logsumexp
 RepeatMode = Literal["off", "mix", "new-only"]  # a model config's `repeat`
 
 MAX_RECENCY = 15  # clicks further back share one recency vector
+N_SESSION_STATS = 5  # the columns of `session_stats`
 MAX_COUNT = 7  # items clicked more often share one count vector
 # the repeat mass of a target off the session is 0; its log is clamped here so that the mixture's
 # gradient stays finite (the explore term carries such a target entirely)
@@ -61,17 +65,18 @@ class RepeatOutput:
 class RepeatExplore(nn.Module):
     """The decoder: see the module docstring. `mode` is "mix" or "new-only"."""
 
-    def __init__(self, session_size: int, click_size: int, mode: str = "mix", mode_weight: float = 1.0):
+    def __init__(self, session_size: int, click_size: int, mode: str = "mix", mode_weight: float = 1.0,
+                 mode_stats: bool = False):
         super().__init__()
         if mode not in ("mix", "new-only"):
             raise ValueError(f"repeat mode must be mix or new-only, not {mode!r}")
-        self.mode, self.mode_weight = mode, mode_weight
+        self.mode, self.mode_weight, self.mode_stats = mode, mode_weight, mode_stats
         self.click = nn.Linear(click_size, click_size, bias=False)  # W_c
         self.session = nn.Linear(session_size, click_size)  # W_s
         self.recency = nn.Embedding(MAX_RECENCY + 1, click_size)
         self.count = nn.Embedding(MAX_COUNT + 1, click_size)
         self.attend = nn.Linear(click_size, 1, bias=False)  # v
-        self.mode_hidden = nn.Linear(session_size + click_size, click_size)  # W_m
+        self.mode_hidden = nn.Linear(session_size + click_size + (N_SESSION_STATS if mode_stats else 0), click_size)  # W_m
         self.mode_out = nn.Linear(click_size, 1)  # u
         with torch.no_grad():  # start from no preference: features enter through the trained layers
             self.recency.weight.zero_()
@@ -104,7 +109,8 @@ class RepeatExplore(nn.Module):
             need_scores = labels is None or not torch.is_grad_enabled()
         weights, clicks, (rows, columns) = self.attention(session, item_table, items)  # (B, L), (c, d)
         context = clicks.new_zeros(len(items), clicks.shape[1]).index_add(0, rows, weights[rows, columns].unsqueeze(1) * clicks)
-        mode_logit = self.mode_out(torch.tanh(self.mode_hidden(torch.cat([session, context], dim=1)))).squeeze(1)
+        mode_inputs = [session, context] + ([session_stats(items).to(context.dtype)] if self.mode_stats else [])
+        mode_logit = self.mode_out(torch.tanh(self.mode_hidden(torch.cat(mode_inputs, dim=1)))).squeeze(1)
         log_repeat, log_explore = F.logsigmoid(mode_logit), F.logsigmoid(-mode_logit)  # (B,)
         excluded = items if self.mode == "new-only" else None  # the session's items (and padding)
         log_p_explore = None
@@ -138,9 +144,31 @@ class RepeatExplore(nn.Module):
         return RepeatOutput(scores, loss, torch.exp(log_repeat), weights)
 
 
+def session_stats(items: torch.Tensor) -> torch.Tensor:
+    """(B, N_SESSION_STATS) float32 of right-aligned prefixes `items` (B, L, 0 = padding), each with at
+    least one click: log(1 + clicks), distinct items / clicks, whether the last click's item was clicked
+    before in the session, whether the last two clicks are the same item, log(1 + the largest number of
+    clicks on one item). Computed at the real clicks only, as `RepeatExplore.attention`."""
+    batch, width = items.shape
+    rows, columns = (items != 0).nonzero(as_tuple=True)
+    real = items[rows, columns]
+    span = int(items.max()) + 1  # a (row, item) pair as one key
+    keys, pair, counts = torch.unique(rows * span + real, return_inverse=True, return_counts=True)
+    clicks = torch.bincount(rows, minlength=batch).clamp_min(1).float()
+    key_rows = keys // span
+    distinct = torch.bincount(key_rows, minlength=batch).float()
+    largest = torch.zeros(batch, dtype=counts.dtype, device=items.device).scatter_reduce(0, key_rows, counts, "amax")
+    last = columns == width - 1
+    last_repeats = torch.zeros(batch, device=items.device).index_put((rows[last],), (counts[pair][last] > 1).float())
+    last_two_same = ((items[:, -1] == items[:, -2]) & (items[:, -2] != 0)).float() if width > 1 else clicks.new_zeros(batch)
+    return torch.stack([clicks.log1p(), distinct / clicks, last_repeats, last_two_same, largest.float().log1p()], dim=1)
+
+
 def repeat_decoder(config, session_size: int, click_size: int) -> RepeatExplore | None:
-    """The decoder a model's config asks for (`repeat`, `repeat_mode_weight`), or None when it is off."""
+    """The decoder a model's config asks for (`repeat`, `repeat_mode_weight`, `repeat_mode_stats`), or None
+    when it is off."""
     mode = getattr(config, "repeat", "off")
     if mode == "off":
         return None
-    return RepeatExplore(session_size, click_size, mode, getattr(config, "repeat_mode_weight", 1.0))
+    return RepeatExplore(session_size, click_size, mode, getattr(config, "repeat_mode_weight", 1.0),
+                         getattr(config, "repeat_mode_stats", False))

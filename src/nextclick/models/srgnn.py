@@ -55,6 +55,7 @@ class SRGNNConfig:
     shuffle: bool = True  # code Data(..., shuffle=True) for training
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
+    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
 
 
 class SRGNN(ItemEmbeddingModel):

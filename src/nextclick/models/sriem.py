@@ -67,6 +67,7 @@ class SRIEMConfig:
     shuffle: bool = True  # the paper does not say; the code does not shuffle (Data(..., shuffle=False))
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
+    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
 
     @classmethod
     def code(cls, **changes) -> "SRIEMConfig":
