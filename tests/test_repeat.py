@@ -56,6 +56,28 @@ def test_the_loss_is_minus_log_of_the_mixture_at_the_target_plus_the_weighted_mo
         assert torch.allclose(out.loss, nll + weight * mode, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_the_explore_weight_adds_the_explore_sides_own_cross_entropy_at_the_targets_it_may_rank(mode):
+    queries, table, session, rows, items = decoder_inputs()
+    labels = torch.tensor([5, 1, 11])  # a repeat, a new item, a repeat
+    explore = queries @ table.T
+    explore[:, 0] = -torch.inf
+    if mode == "new-only":
+        explore = explore.scatter(1, items, -torch.inf)
+    explore_nll = -torch.log_softmax(explore, 1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    if mode == "new-only":
+        explore_nll = torch.where(torch.tensor([False, True, False]), explore_nll, 0.0)  # repeats cannot be explored
+    torch.manual_seed(0)
+    plain = RepeatExplore(6, 6, mode)
+    torch.manual_seed(0)
+    weighted = RepeatExplore(6, 6, mode, explore_weight=0.5)
+    for need_scores in (True, False):  # the loss from the scores, and from the blocked normaliser alone
+        base = plain(queries, table, session, rows, items, labels, need_scores=need_scores).loss
+        out = weighted(queries, table, session, rows, items, labels, need_scores=need_scores)
+        assert torch.allclose(out.loss, base + 0.5 * explore_nll.sum() / 3, atol=1e-5)
+        assert torch.isfinite(out.loss)
+
+
 def test_a_target_off_the_session_gives_finite_gradients_in_new_only_mode():
     queries, table, session, rows, items = decoder_inputs()
     queries.requires_grad_()

@@ -88,6 +88,7 @@ LIMITS: dict[str, Limit] = {
     "blocks": _count(0, 32),  # self-attention blocks (GC-SAN: 1; 0 = the graph states alone)
     "weight": Limit(0.0, 1.0),  # GC-SAN's w, a blend of two states
     "repeat_mode_weight": Limit(0.0, 100.0),  # the repeat decoder's mode loss (models/repeat.py)
+    "repeat_explore_weight": Limit(0.0, 100.0),  # the repeat decoder's explore cross-entropy (models/repeat.py)
     "neighbours": _count(1, 10_000_000),
     "memory_slots": _count(1, 200_000),  # CSRM's memory of recent sessions (official: 10,000 rows)
     "sample_size": _count(0, 1_000_000_000),  # 0 = every session

@@ -82,6 +82,7 @@ class DSANConfig:
     repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
     repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
     repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
+    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 @dataclass

@@ -19,7 +19,10 @@ every trained model on repeat targets. The decoder lets a model say which kind t
   items, whether the last click repeats an earlier one or the click before it, its largest count),
   which the session vector holds at best implicitly. Off by default (the first design, kept).
 
-Trained on -log P(target) + repeat_mode_weight * BCE(p_repeat, [target in session]); the ranking
+Trained on -log P(target) + repeat_mode_weight * BCE(p_repeat, [target in session])
++ repeat_explore_weight * -log P_explore(target) (0 by default; for `new-only`, over new targets only:
+the explore side then also learns from every case what the model alone would, where the mixture
+teaches it only through the cases it explains); the ranking
 scores are log P(i) (-inf at padding). Where it differs from RepeatNet (Ren et al., AAAI 2019), the
 anchor, and why:
 - RepeatNet attends over its GRU's hidden states; we attend over item rows plus recency and count
@@ -66,11 +69,12 @@ class RepeatExplore(nn.Module):
     """The decoder: see the module docstring. `mode` is "mix" or "new-only"."""
 
     def __init__(self, session_size: int, click_size: int, mode: str = "mix", mode_weight: float = 1.0,
-                 mode_stats: bool = False):
+                 mode_stats: bool = False, explore_weight: float = 0.0):
         super().__init__()
         if mode not in ("mix", "new-only"):
             raise ValueError(f"repeat mode must be mix or new-only, not {mode!r}")
         self.mode, self.mode_weight, self.mode_stats = mode, mode_weight, mode_stats
+        self.explore_weight = explore_weight
         self.click = nn.Linear(click_size, click_size, bias=False)  # W_c
         self.session = nn.Linear(session_size, click_size)  # W_s
         self.recency = nn.Embedding(MAX_RECENCY + 1, click_size)
@@ -135,6 +139,9 @@ class RepeatExplore(nn.Module):
             if self.mode_weight > 0:
                 loss = loss + self.mode_weight * F.binary_cross_entropy_with_logits(
                     mode_logit, at_target.any(1).to(mode_logit.dtype))
+            if self.explore_weight > 0:  # the explore side's own cross-entropy (new-only: at new targets)
+                explorable = torch.isfinite(explore_at_target)
+                loss = loss - self.explore_weight * explore_at_target[explorable].sum() / len(labels)
         scores = None
         if need_scores:
             repeat_mass = torch.zeros_like(log_p_explore).scatter_add_(1, items, weights)  # (B, N + 1), padding gets 0
@@ -165,10 +172,10 @@ def session_stats(items: torch.Tensor) -> torch.Tensor:
 
 
 def repeat_decoder(config, session_size: int, click_size: int) -> RepeatExplore | None:
-    """The decoder a model's config asks for (`repeat`, `repeat_mode_weight`, `repeat_mode_stats`), or None
-    when it is off."""
+    """The decoder a model's config asks for (`repeat`, `repeat_mode_weight`, `repeat_mode_stats`,
+    `repeat_explore_weight`), or None when it is off."""
     mode = getattr(config, "repeat", "off")
     if mode == "off":
         return None
     return RepeatExplore(session_size, click_size, mode, getattr(config, "repeat_mode_weight", 1.0),
-                         getattr(config, "repeat_mode_stats", False))
+                         getattr(config, "repeat_mode_stats", False), getattr(config, "repeat_explore_weight", 0.0))
