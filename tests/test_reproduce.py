@@ -40,8 +40,8 @@ def write_result(results_dir, run: RunSpec, ranks: np.ndarray, seconds: float = 
     """A result.json and ranks.npz where bench writes them, with the fields the report reads."""
     folder = run.folder(results_dir)
     test = {"cases": len(ranks), **metrics_from_ranks(ranks)}
-    by_length = {str(n): {"cases": int(len(ranks) / 4), **metrics_from_ranks(part)}
-                 for n, part in zip((2, 3, 4, 5), np.split(ranks, 4))}
+    by_length = {str(n): {"cases": len(part), **metrics_from_ranks(part)}
+                 for n, part in zip((2, 3, 4, 5), np.array_split(ranks, 4))}
     write_ranks(folder / "ranks.npz", ranks)
     atomic.write_json(folder / "result.json", {
         "model": run.model, "run_id": run.identity, "dataset": run.dataset, "seed": run.seed, "test": test,
@@ -211,3 +211,49 @@ def test_the_command_imports_no_torch(tmp_path):
             f"main(['reproduce', 'dsan', '--list', '--results-dir', {str(tmp_path)!r}]); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
+
+
+def synthetic_result(results_dir, model: str, ranks: np.ndarray, seed: int = 1):
+    run = RunSpec(model=model, dataset="synthetic", seed=seed)
+    write_result(results_dir, run, ranks)
+    return run.folder(results_dir)
+
+
+def test_compare_tests_side_a_against_side_b_overall_and_by_repeat_from_the_result_files(tmp_path, capsys):
+    from nextclick.cli import main
+    from nextclick.data.benchmarks import resolve
+
+    test = resolve("synthetic").test
+    generator = np.random.default_rng(0)
+    worse = generator.integers(1, 60, len(test)).astype(np.int32)
+    better = np.where(test.repeats(), 1, worse).astype(np.int32)  # every repeat target first, the rest the same
+    a = [synthetic_result(tmp_path, "dsan", better, seed) for seed in (1, 2)]
+    b = synthetic_result(tmp_path, "pop", worse)
+    out = tmp_path / "compare.json"
+    assert main(["compare", *map(str, a), "--against", str(b / "result.json"), "--by-repeat", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic/dsan/default, synthetic/dsan/seed=2" in printed and "synthetic/pop/default" in printed
+    rows = {(row["group"], row["metric"]): row for row in json.loads(out.read_text())["rows"]}
+    repeats = int(test.repeats().sum())
+    assert rows["repeat targets", "HR@20"]["cases"] == repeats and rows["new targets", "HR@20"]["cases"] == len(test) - repeats
+    assert rows["new targets", "MRR@20"]["mean_difference"] == 0.0 and rows["new targets", "MRR@20"]["p"] == 1.0
+    assert rows["repeat targets", "MRR@20"]["a"] == 1.0 and rows["repeat targets", "MRR@20"]["p"] < 0.01
+    assert rows["all", "HR@20"] == {"group": "all", "cases": len(test), "metric": "HR@20",
+                                    "a": float((better <= 20).mean()), "b": float((worse <= 20).mean()),
+                                    **compare([better], [worse], "HR@20")}
+
+
+def test_compare_refuses_runs_on_other_test_cases_and_folders_without_ranks(tmp_path, capsys):
+    from nextclick.cli import main
+
+    ours = synthetic_result(tmp_path, "dsan", np.ones(10, dtype=np.int32))
+    other = RunSpec(model="pop", dataset="diginetica")
+    write_result(tmp_path, other, np.ones(10, dtype=np.int32))
+    assert main(["compare", str(ours), "--against", str(other.folder(tmp_path))]) == 2
+    assert "different datasets (diginetica, synthetic)" in capsys.readouterr().err
+    shorter = synthetic_result(tmp_path, "pop", np.ones(8, dtype=np.int32))
+    assert main(["compare", str(ours), "--against", str(shorter)]) == 2
+    assert "different numbers of cases ([8, 10])" in capsys.readouterr().err
+    (shorter / "ranks.npz").unlink()
+    assert main(["compare", str(ours), "--against", str(shorter)]) == 2
+    assert "no ranks.npz beside result.json" in capsys.readouterr().err

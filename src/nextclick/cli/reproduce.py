@@ -1,11 +1,13 @@
-"""`nextclick reproduce dsan|sriem|narm`: the seed papers' tables and figures from the result files."""
+"""`nextclick reproduce dsan|sriem|narm`: the seed papers' tables and figures from the result files;
+`nextclick compare`: the paired t-test between any two sets of results."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from nextclick.cli.common import add_device_option, add_threads_option
+from nextclick.cli.common import add_device_option, add_threads_option, int_in
 
 DESCRIPTION = """Every table and figure of a seed paper (DSAN, SR-IEM, NARM), ours beside the published
 numbers: mean ± std over seeds, a mark where a paired t-test against the paper's model is significant,
@@ -38,7 +40,59 @@ def cmd_reproduce(args) -> int:
     return 0
 
 
+COMPARE_DESCRIPTION = """Paired two-sided t-tests of one model's test results against another's on the same test
+cases, from the ranks.npz beside each result.json (the test the DSAN and SR-IEM papers report). Each side
+is one or more result folders (seeds of one configuration): a case's hit and reciprocal rank are averaged
+over a side's seeds first. Nothing is trained or loaded but the result files (and, with --by-repeat, the
+split, to tell repeat targets from new ones).
+
+  nextclick compare results/diginetica/sr-iem/<run with repeat=mix> --against results/diginetica/sr-iem/<run>"""
+
+
+def cmd_compare(args) -> int:
+    from nextclick import atomic
+    from nextclick.reproduce.significance import compare_sides, comparison_markdown, read_ranks
+
+    sides = [[read_ranks(path) for path in paths] for paths in (args.runs, args.against)]
+    datasets = sorted({result["dataset"] for side in sides for result, _ in side})
+    if len(datasets) > 1:
+        raise ValueError(f"the runs are on different datasets ({', '.join(datasets)}): a paired test needs the same test cases")
+    groups = None
+    if args.by_repeat:
+        from nextclick.data.benchmarks import resolve
+
+        test = resolve(datasets[0], args.data_dir).test
+        if len(test) != len(sides[0][0][1]):
+            raise ValueError(f"{datasets[0]} has {len(test):,} test cases here, the results {len(sides[0][0][1]):,}: "
+                             "not the split they were tested on")
+        repeats = test.repeats()
+        groups = {"repeat targets": repeats, "new targets": ~repeats}
+    rows = compare_sides([ranks for _, ranks in sides[0]], [ranks for _, ranks in sides[1]], args.k, groups)
+    labels = [", ".join(_result_folder(path) for path in paths) for paths in (args.runs, args.against)]
+    print(comparison_markdown(rows, *labels))
+    if args.json:
+        atomic.write_json(args.json, {"a": labels[0], "b": labels[1], "k": args.k, "rows": rows})
+    return 0
+
+
+def _result_folder(path: str) -> str:
+    """<dataset>/<model>/<run id> of a result folder or result.json path, as the results layout names it."""
+    folder = Path(path).parent if Path(path).name == "result.json" else Path(path)
+    return "/".join(folder.parts[-3:])
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="paired t-tests of one set of results against another on the same test cases",
+                       description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RESULT", help="side A: result folders (or their result.json), one per seed")
+    p.add_argument("--against", nargs="+", required=True, metavar="RESULT", help="side B, the same way")
+    p.add_argument("--k", type=int_in(1), default=20, help="the cut-off of HR@K and MRR@K (20)")
+    p.add_argument("--by-repeat", action="store_true",
+                   help="also test repeat targets (already clicked in the session) and new ones apart (reads the split)")
+    p.add_argument("--data-dir", default=None, help="with --by-repeat: data directory holding benchmarks/")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the rows to FILE as JSON")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("reproduce", help="a seed paper's tables and figures beside ours (list, render, --run the missing runs)",
                        description=DESCRIPTION)
     p.add_argument("paper", choices=("dsan", "sriem", "narm"), help="the paper")
