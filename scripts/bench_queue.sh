@@ -12,8 +12,9 @@
 # WAIT_PID=<pid> WAIT_NAME=<name>: first wait for a bench already running outside the queue.
 # Only committed files outlive a working session here (runs/, logs/ and the worktrees in /tmp do not): a
 # job still running when the session ends starts again from epoch 0 in the next one, so order the file so
-# that what the session can finish comes first, and recreate logs/queue/<name>.done for the results
-# already committed before restarting the queue on a fresh machine.
+# that what the session can finish comes first. A finished job's name is also appended to
+# scripts/bench_queue.done, which is committed with its results: on a fresh machine the queue skips every
+# name listed there, with no .done files to recreate.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -26,6 +27,7 @@ next_job() {
   while read -r name rest; do
     case "$name" in ''|\#*) continue;; esac
     [ -e "logs/queue/$name.done" ] || [ -e "logs/queue/$name.failed" ] && continue
+    grep -qxF "$name" scripts/bench_queue.done 2>/dev/null && continue
     echo "$name $rest"; return
   done < scripts/bench_queue.txt
 }
@@ -48,5 +50,6 @@ while true; do
       --data-dir "${NEXTCLICK_DATA:-$ROOT/../shared/data}" --results-dir "$ROOT/results" $resume > "logs/queue/$name.log" 2>&1
   rc=$?
   echo "$(date -u +%FT%T) end $name rc=$rc" >> logs/queue/queue.log
-  if [ $rc -eq 0 ]; then touch "logs/queue/$name.done"; else touch "logs/queue/$name.failed"; fi
+  if [ $rc -eq 0 ]; then touch "logs/queue/$name.done"; echo "$name" >> scripts/bench_queue.done
+  else touch "logs/queue/$name.failed"; fi
 done

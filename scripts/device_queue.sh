@@ -65,8 +65,13 @@ collect)
   from=$2
   [ -f "$from/done.txt" ] || { echo "no finished job in $from"; exit 0; }
   tar -xf "$from/results.tar" -C results --skip-old-files  # a result already here is kept
-  while read -r name; do touch "logs/queue/$name.done"; echo "collected $name"; done < "$from/done.txt"
-  echo "commit the new files under results/ (git status results)"
+  mkdir -p logs/queue
+  while read -r name; do
+    touch "logs/queue/$name.done"
+    grep -qxF "$name" scripts/bench_queue.done 2>/dev/null || echo "$name" >> scripts/bench_queue.done
+    echo "collected $name"
+  done < "$from/done.txt"
+  echo "commit the new files under results/ and scripts/bench_queue.done (git status)"
   ;;
 *)
   sed -n '2,16p' "$0"
