@@ -9,7 +9,7 @@ from nextclick import checkpoint
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
-from nextclick.models.repeat import RepeatExplore, session_stats
+from nextclick.models.repeat import RepeatExplore, session_clicks, session_stats
 
 MODELS = ["dsan", "narm", "sr-iem", "stamp", "sr-gnn", "gc-san"]
 MODES = ["mix", "new-only"]
@@ -166,8 +166,9 @@ def test_session_stats_count_length_distinct_items_and_repeats_at_the_real_click
         [np.log1p(1), 1.0, 0.0, 0.0, np.log1p(1)],
         [np.log1p(5), 2 / 5, 1.0, 1.0, np.log1p(4)],
     ], dtype=torch.float32)
-    assert torch.allclose(session_stats(items), expected)
-    assert torch.equal(session_stats(items), session_stats(torch.nn.functional.pad(items, (3, 0))))  # padding adds nothing
+    assert torch.allclose(session_stats(items, session_clicks(items, 13)), expected)
+    padded = torch.nn.functional.pad(items, (3, 0))
+    assert torch.equal(session_stats(items, session_clicks(items, 13)), session_stats(padded, session_clicks(padded, 13)))  # padding adds nothing
 
 
 def test_the_mode_reads_the_session_stats_only_when_asked():

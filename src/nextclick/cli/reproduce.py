@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from nextclick.cli.common import add_device_option, add_threads_option, int_in
 
@@ -54,7 +53,7 @@ def cmd_compare(args) -> int:
     from nextclick.reproduce.significance import compare_sides, comparison_markdown, read_ranks
 
     sides = [[read_ranks(path) for path in paths] for paths in (args.runs, args.against)]
-    datasets = sorted({result["dataset"] for side in sides for result, _ in side})
+    datasets = sorted({result["dataset"] for side in sides for _, result, _ in side})
     if len(datasets) > 1:
         raise ValueError(f"the runs are on different datasets ({', '.join(datasets)}): a paired test needs the same test cases")
     groups = None
@@ -62,23 +61,18 @@ def cmd_compare(args) -> int:
         from nextclick.data.benchmarks import resolve
 
         test = resolve(datasets[0], args.data_dir).test
-        if len(test) != len(sides[0][0][1]):
-            raise ValueError(f"{datasets[0]} has {len(test):,} test cases here, the results {len(sides[0][0][1]):,}: "
+        if len(test) != len(sides[0][0][2]):
+            raise ValueError(f"{datasets[0]} has {len(test):,} test cases here, the results {len(sides[0][0][2]):,}: "
                              "not the split they were tested on")
         repeats = test.repeats()
         groups = {"repeat targets": repeats, "new targets": ~repeats}
-    rows = compare_sides([ranks for _, ranks in sides[0]], [ranks for _, ranks in sides[1]], args.k, groups)
-    labels = [", ".join(_result_folder(path) for path in paths) for paths in (args.runs, args.against)]
+    rows = compare_sides([ranks for _, _, ranks in sides[0]], [ranks for _, _, ranks in sides[1]], args.k, groups)
+    # <dataset>/<model>/<run id>, as the results layout names a run
+    labels = [", ".join("/".join(folder.parts[-3:]) for folder, _, _ in side) for side in sides]
     print(comparison_markdown(rows, *labels))
     if args.json:
         atomic.write_json(args.json, {"a": labels[0], "b": labels[1], "k": args.k, "rows": rows})
     return 0
-
-
-def _result_folder(path: str) -> str:
-    """<dataset>/<model>/<run id> of a result folder or result.json path, as the results layout names it."""
-    folder = Path(path).parent if Path(path).name == "result.json" else Path(path)
-    return "/".join(folder.parts[-3:])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -86,21 +86,18 @@ class RepeatExplore(nn.Module):
             self.recency.weight.zero_()
             self.count.weight.zero_()
 
-    def attention(self, session: torch.Tensor, item_table: torch.Tensor, items: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """a (B, L) over the real clicks of right-aligned `items` (B, L), the clicks' rows of `item_table`
-        (c, d) and their (row, column) positions. Only real clicks are computed: a batch is as wide as
-        its longest prefix (about 150 on Retailrocket, whose mean prefix is 9)."""
-        rows, columns = (items != 0).nonzero(as_tuple=True)  # (c,) each, row-major
-        real = items[rows, columns]
-        clicks = item_table[real]  # (c, d)
-        recency = (items.shape[1] - 1 - columns).clamp(max=MAX_RECENCY)  # right-aligned: 0 = the last click
-        _, pair, counts = torch.unique(rows * item_table.shape[0] + real, return_inverse=True, return_counts=True)
-        features = (self.click(clicks) + self.session(session)[rows] + self.recency(recency)
-                    + self.count(counts[pair].clamp(max=MAX_COUNT)))  # (c, d)
+    def attention(self, session: torch.Tensor, item_table: torch.Tensor, items: torch.Tensor, found: SessionClicks
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """a (B, L) over the real clicks of right-aligned `items` (B, L) (`found`: where they are and how
+        often each one's item occurs), and the clicks' rows of `item_table` (c, d). Only real clicks are
+        computed: a batch is as wide as its longest prefix (about 150 on Retailrocket, whose mean prefix is 9)."""
+        clicks = item_table[found.items]  # (c, d)
+        recency = (items.shape[1] - 1 - found.columns).clamp(max=MAX_RECENCY)  # right-aligned: 0 = the last click
+        features = (self.click(clicks) + self.session(session)[found.rows] + self.recency(recency)
+                    + self.count(found.counts.clamp(max=MAX_COUNT)))  # (c, d)
         logits = torch.full(items.shape, -torch.inf, dtype=features.dtype, device=items.device)
-        logits = logits.index_put((rows, columns), self.attend(torch.tanh(features)).squeeze(1))
-        return torch.softmax(logits, dim=1), clicks, (rows, columns)
+        logits = logits.index_put((found.rows, found.columns), self.attend(torch.tanh(features)).squeeze(1))
+        return torch.softmax(logits, dim=1), clicks
 
     def forward(self, queries: torch.Tensor, table: torch.Tensor, session: torch.Tensor, item_table: torch.Tensor,
                 items: torch.Tensor, labels: torch.Tensor | None = None, need_scores: bool | None = None) -> RepeatOutput:
@@ -111,9 +108,11 @@ class RepeatExplore(nn.Module):
         alone never builds them."""
         if need_scores is None:
             need_scores = labels is None or not torch.is_grad_enabled()
-        weights, clicks, (rows, columns) = self.attention(session, item_table, items)  # (B, L), (c, d)
+        found = session_clicks(items, item_table.shape[0])
+        weights, clicks = self.attention(session, item_table, items, found)  # (B, L), (c, d)
+        rows, columns = found.rows, found.columns
         context = clicks.new_zeros(len(items), clicks.shape[1]).index_add(0, rows, weights[rows, columns].unsqueeze(1) * clicks)
-        mode_inputs = [session, context] + ([session_stats(items).to(context.dtype)] if self.mode_stats else [])
+        mode_inputs = [session, context] + ([session_stats(items, found).to(context.dtype)] if self.mode_stats else [])
         mode_logit = self.mode_out(torch.tanh(self.mode_hidden(torch.cat(mode_inputs, dim=1)))).squeeze(1)
         log_repeat, log_explore = F.logsigmoid(mode_logit), F.logsigmoid(-mode_logit)  # (B,)
         excluded = items if self.mode == "new-only" else None  # the session's items (and padding)
@@ -151,22 +150,38 @@ class RepeatExplore(nn.Module):
         return RepeatOutput(scores, loss, torch.exp(log_repeat), weights)
 
 
-def session_stats(items: torch.Tensor) -> torch.Tensor:
-    """(B, N_SESSION_STATS) float32 of right-aligned prefixes `items` (B, L, 0 = padding), each with at
-    least one click: log(1 + clicks), distinct items / clicks, whether the last click's item was clicked
-    before in the session, whether the last two clicks are the same item, log(1 + the largest number of
-    clicks on one item). Computed at the real clicks only, as `RepeatExplore.attention`."""
-    batch, width = items.shape
+@dataclass(frozen=True)
+class SessionClicks:
+    """The real clicks of right-aligned prefixes (B, L), found once for the attention and the statistics."""
+
+    rows: torch.Tensor  # (c,) each click's prefix, row-major
+    columns: torch.Tensor  # (c,) its column
+    items: torch.Tensor  # (c,) its item
+    counts: torch.Tensor  # (c,) how often its item occurs in its prefix
+    pair_rows: torch.Tensor  # (number of distinct (prefix, item) pairs,) the prefix of each pair
+
+
+def session_clicks(items: torch.Tensor, n_keys: int) -> SessionClicks:
+    """The real clicks of `items` (B, L, right-aligned, 0 = padding) whose ids are below `n_keys` (the item
+    table's rows): a (prefix, item) pair is one key, rows * n_keys + item."""
     rows, columns = (items != 0).nonzero(as_tuple=True)
     real = items[rows, columns]
-    span = int(items.max()) + 1  # a (row, item) pair as one key
-    keys, pair, counts = torch.unique(rows * span + real, return_inverse=True, return_counts=True)
-    clicks = torch.bincount(rows, minlength=batch).clamp_min(1).float()
-    key_rows = keys // span
-    distinct = torch.bincount(key_rows, minlength=batch).float()
-    largest = torch.zeros(batch, dtype=counts.dtype, device=items.device).scatter_reduce(0, key_rows, counts, "amax")
-    last = columns == width - 1
-    last_repeats = torch.zeros(batch, device=items.device).index_put((rows[last],), (counts[pair][last] > 1).float())
+    keys, pair, counts = torch.unique(rows * n_keys + real, return_inverse=True, return_counts=True)
+    return SessionClicks(rows, columns, real, counts[pair], keys // n_keys)
+
+
+def session_stats(items: torch.Tensor, found: SessionClicks) -> torch.Tensor:
+    """(B, N_SESSION_STATS) float32 of right-aligned prefixes `items` (B, L, 0 = padding), each with at
+    least one click, from their real clicks `found`: log(1 + clicks), distinct items / clicks, whether the
+    last click's item was clicked before in the session, whether the last two clicks are the same item,
+    log(1 + the largest number of clicks on one item)."""
+    batch, width = items.shape
+    clicks = torch.bincount(found.rows, minlength=batch).clamp_min(1).float()
+    distinct = torch.bincount(found.pair_rows, minlength=batch).float()
+    largest = torch.zeros(batch, dtype=found.counts.dtype, device=items.device).scatter_reduce(
+        0, found.rows, found.counts, "amax")
+    last = found.columns == width - 1
+    last_repeats = torch.zeros(batch, device=items.device).index_put((found.rows[last],), (found.counts[last] > 1).float())
     last_two_same = ((items[:, -1] == items[:, -2]) & (items[:, -2] != 0)).float() if width > 1 else clicks.new_zeros(batch)
     return torch.stack([clicks.log1p(), distinct / clicks, last_repeats, last_two_same, largest.float().log1p()], dim=1)
 

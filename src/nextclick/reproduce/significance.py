@@ -53,8 +53,8 @@ def compare(ranks_a: Sequence[np.ndarray], ranks_b: Sequence[np.ndarray], metric
     return paired_t(per_case(ranks_a, metric), per_case(ranks_b, metric))
 
 
-def read_ranks(path: str | Path) -> tuple[dict, np.ndarray]:
-    """(result.json, the per-case test ranks) of one bench result: its folder or its result.json."""
+def read_ranks(path: str | Path) -> tuple[Path, dict, np.ndarray]:
+    """(its folder, result.json, the per-case test ranks) of one bench result: its folder or its result.json."""
     folder = Path(path)
     if folder.name == "result.json":
         folder = folder.parent
@@ -63,7 +63,7 @@ def read_ranks(path: str | Path) -> tuple[dict, np.ndarray]:
         raise FileNotFoundError(f"{path}: no result.json there (a bench result folder: results/<dataset>/<model>/<run id>)")
     if not ranks_file.is_file():
         raise FileNotFoundError(f"{folder}: no ranks.npz beside result.json (a paired test needs each case's rank)")
-    return json.loads(result_file.read_text()), np.load(ranks_file)["ranks"]
+    return folder, json.loads(result_file.read_text()), np.load(ranks_file)["ranks"]
 
 
 def compare_sides(a: Sequence[np.ndarray], b: Sequence[np.ndarray], k: int = 20,
