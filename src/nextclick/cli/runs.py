@@ -49,10 +49,12 @@ def cmd_train(args) -> int:
         print(f"training {model.name} on {split.name} ({len(split.train):,} sessions, {split.n_items:,} items)"
               + (f" in {group.world_size} processes" if group else ""))
         print("config:", json.dumps(__import__("dataclasses").asdict(model.config)))
+    finished = False
     try:
         model, record = fit_and_select(model, split, options)
+        finished = True
     finally:
-        distributed.stop()
+        distributed.stop(finished)
     if not main:
         return 0
     checkpoint.save_weights(directory, model)

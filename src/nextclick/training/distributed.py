@@ -26,7 +26,9 @@ One process (no torchrun, or WORLD_SIZE=1) never touches any of this: its result
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -84,10 +86,25 @@ def start(device_name: str = "auto") -> Group | None:
     return current()
 
 
-def stop() -> None:
-    """Leave the process group (at the end of a command that started it)."""
+def stop(finished: bool = True) -> None:
+    """Leave the process group (at the end of a command that started it). A process that `finished`
+    first meets the others at a barrier, so that none closes its connections while another still has a
+    collective call in flight; one leaving on an error does not wait (the others may never come)."""
     if dist.is_available() and dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
+        gc.collect()  # the group's last holders (a DistributedDataParallel wrapper in a reference cycle)
+
+
+def leave(code: int) -> None:
+    """End a torchrun process with `code` without the interpreter's teardown. A CI run saw a process that
+    had trained, left the group and returned 0 abort at exit in gloo's C++ teardown ("terminate called
+    without an active exception", SIGABRT): torchrun then fails the whole command although every file
+    was written. Everything the command writes is written by now; only the streams need flushing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _from_environment() -> Group:
