@@ -101,3 +101,18 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path, capsys):
     # the share of each batch a process takes depends on the process count: one process may not continue
     assert main(["train", *ARGS, "--epochs", "2", "--threads", "1", "-o", str(interrupted), "--resume"]) == 2
     assert "trained by 2 processes" in capsys.readouterr().err
+
+
+def test_more_gpu_processes_than_gpus_is_refused_with_the_fix(monkeypatch):
+    import torch
+
+    from nextclick.training import distributed
+
+    # as on a one-GPU machine under `torchrun --nproc_per_node 2 ... --device cuda` (seen on a lent H200)
+    monkeypatch.setattr(distributed, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    first = distributed.Group(rank=0, world_size=2, local_rank=0, local_world_size=2)
+    assert first.device("cuda") == torch.device("cuda", 0)
+    second = distributed.Group(rank=1, world_size=2, local_rank=1, local_world_size=2)
+    with pytest.raises(ValueError, match=r"2 processes .* 1 GPU.*--nproc_per_node 1.*--device cpu"):
+        second.device("cuda")

@@ -59,6 +59,10 @@ class Group:
         """The device of this process: its own GPU (cuda:LOCAL_RANK) where `name` means a GPU."""
         device = resolve_device(name)
         if device.type == "cuda" and device.index is None:
+            if self.local_rank >= torch.cuda.device_count():  # else CUDA's "invalid device ordinal", mid-start
+                raise ValueError(f"torchrun started {self.local_world_size} processes on this machine but it has "
+                                 f"{torch.cuda.device_count()} GPU(s): one process per GPU (--nproc_per_node "
+                                 f"{torch.cuda.device_count()}), or --device cpu")
             return torch.device("cuda", self.local_rank)
         return device
 
