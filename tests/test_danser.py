@@ -196,3 +196,44 @@ def test_row_normalisation_matches_f_normalize_and_its_gradient_is_exact():
     rows = torch.randn(7, 5, dtype=torch.double, requires_grad=True)
     torch.testing.assert_close(normalise_rows(rows), torch.nn.functional.normalize(rows, dim=1))
     assert torch.autograd.gradcheck(normalise_rows, (rows,))
+
+
+@pytest.mark.parametrize("normalisation", ["session-scale", "popularity", "fixed-scale", "none"])
+def test_the_repeat_decoder_explores_with_the_models_own_scores(normalisation):
+    """With the decoder on and p_repeat pinned near 0, the mixture is the softmax of DANSeR's own scores
+    (the popularity reading's term carried as one more inner-product column)."""
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build("danser", split.n_items, {"repeat": "mix", "normalisation": normalisation})
+    model.prepare(split.train)
+    with torch.no_grad():
+        model.popularity.mul_(3.0)  # a popularity term that matters
+        model.repeat_decoder.mode_out.bias.fill_(-50.0)
+    model.eval()
+    batch = labelled([[3, 4, 3], [5], [6, 7, 8, 9]], [3, 2, 1])
+    with torch.no_grad():
+        mixture = model(batch)[0]
+        own = model._scores(batch, model._read(batch))
+        own[:, 0] = -torch.inf
+    assert torch.allclose(mixture[:, 1:], torch.log_softmax(own, dim=1)[:, 1:], atol=1e-4)
+
+
+def test_the_repeat_decoder_trains_with_hard_negatives_on_the_mixture():
+    split = synthetic()
+    torch.manual_seed(0)
+    model = build("danser", split.n_items, {"repeat": "mix", "hard_negative_weight": 1.0, "warmup_epochs": 0})
+    batch = labelled([[3, 4, 3], [5, 6], [6, 7, 8, 9]], [3, 2, 1])
+    plain = build("danser", split.n_items, {"repeat": "mix", "hard_negative_weight": 0.0})
+    plain.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    with_negatives = model(batch, batch.labels)[1]
+    torch.manual_seed(1)
+    without = plain(batch, batch.labels)[1]
+    assert with_negatives > without  # the hard negatives' term is added (positive)
+    with_negatives.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_the_repeat_decoder_and_the_repeat_reading_are_refused_together():
+    with pytest.raises(ConfigError, match="same question"):
+        build("danser", 30, {"repeat": "mix", "normalisation": "repeat"})

@@ -1,4 +1,4 @@
-"""The repeat/explore decoder (models/repeat.py) alone and on DSAN, NARM and SR-IEM."""
+"""The repeat/explore decoder (models/repeat.py) alone and on every model that offers it."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from nextclick.data.sessions import Cases, Sessions
 from nextclick.models import build
 from nextclick.models.repeat import RepeatExplore, session_clicks, session_stats
 
-MODELS = ["dsan", "narm", "sr-iem", "stamp", "sr-gnn", "gc-san"]
+MODELS = ["dsan", "narm", "sr-iem", "stamp", "sr-gnn", "gc-san", "csrm", "cosan", "danser"]
 MODES = ["mix", "new-only"]
 
 

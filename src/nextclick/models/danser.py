@@ -46,6 +46,11 @@ Where this differs from 5.2, and why:
   epoch and gets the full loss.
 - "Self-attention + target attention as in DSAN" (5.2.3's alternative reading of the dual attention) is
   not built yet.
+
+The repeat/explore decoder (`repeat`, models/repeat.py; off by default) mixes the scores above (any
+reading but "repeat", which is itself an answer to the same question: the two are refused together)
+with a distribution over the session's own clicks; it reads h and the item table. The hard negatives
+then contrast the target with the mixture's highest-scoring items off the session.
 """
 
 from __future__ import annotations
@@ -65,6 +70,7 @@ from nextclick.data.streams import PrefixStream, StreamOptions
 from nextclick.models.config import ConfigError
 from nextclick.models.layers import GatedGraphCell, SessionGraphs, session_graphs
 from nextclick.models.neural import ClickWeights, NeuralModel
+from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
 
 Normalisation = Literal["session-scale", "popularity", "repeat", "fixed-scale", "none"]
 
@@ -96,6 +102,10 @@ class DANSeRConfig:
     batch_size: int = 100
     epochs: int = 30  # we stop early on validation
     shuffle: bool = True
+    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the design above
+    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
+    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
+    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 # the ablations of issue 36 by name: `nextclick bench danser --preset two-stage`
@@ -207,6 +217,9 @@ class DANSeR(NeuralModel):
         if c.min_negatives > c.max_negatives:
             raise ConfigError(f"option 'min_negatives' must be at most max_negatives ({c.max_negatives}); "
                               f"got {c.min_negatives!r}")
+        if c.repeat != "off" and c.normalisation == "repeat":
+            raise ConfigError("option 'repeat' (the repeat/explore decoder) and normalisation=repeat are two "
+                              "answers to the same question: give one of them")
         d = c.hidden_size
         n_fields = c.layers + 1 if c.layer_states == "all" else 1
         self.embedding = nn.Embedding(n_items + 1, d)
@@ -240,6 +253,7 @@ class DANSeR(NeuralModel):
                 self.popularity_weight.fill_(-3.0)  # kappa = softplus(-3) ~ 0.05
             if self.repeat_bonus is not None:
                 self.repeat_bonus.zero_()
+        self.repeat_decoder = repeat_decoder(c, d, d)  # after the model's own init: off leaves it untouched
 
     def prepare(self, train: Sessions) -> None:
         counts = np.bincount(train.items, minlength=self.n_items + 1).astype(np.float32)
@@ -337,14 +351,18 @@ class DANSeR(NeuralModel):
         return scores
 
     def forward(self, batch: Batch, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores = self._scores(batch, self._read(batch))
-        scores[:, 0] = -torch.inf  # padding is no candidate
-        if labels is None:
-            return scores, None
-        loss = F.cross_entropy(scores, labels)
         c = self.config
         warming_up = isinstance(batch, TrainingBatch) and batch.epoch < c.warmup_epochs
-        if c.hard_negative_weight > 0 and not warming_up:
+        hard = labels is not None and c.hard_negative_weight > 0 and not warming_up
+        if self.repeat_decoder is not None:
+            # the hard negatives need every item's score; the decoder's loss alone does not
+            decoded = self._decoded(batch, labels, need_scores=True if hard else None)
+            scores, loss = decoded.scores, decoded.loss
+        else:
+            scores = self._scores(batch, self._read(batch))
+            scores[:, 0] = -torch.inf  # padding is no candidate
+            loss = None if labels is None else F.cross_entropy(scores, labels)
+        if hard:
             excluded = in_session(batch.items, self.n_items, torch.bool)
             excluded.scatter_(1, labels.unsqueeze(1), True)
             excluded[:, 0] = True
@@ -354,6 +372,13 @@ class DANSeR(NeuralModel):
             loss = loss + c.hard_negative_weight * hard_negative_loss(scores, labels, negatives, kept,
                                                                       c.hard_negative_temperature)
         return scores, loss
+
+    def _decoded(self, batch: Batch, labels: torch.Tensor | None = None, need_scores: bool | None = None
+                 ) -> RepeatOutput:
+        """The repeat/explore decoder (config `repeat`) on the model's scores, written as an inner product."""
+        reading = self._read(batch)
+        return self.repeat_decoder(self._inner_query(reading), self._inner_table(), reading.session,
+                                   self.embedding.weight, batch.items, labels, need_scores=need_scores)
 
     # -- inner products (every reading but "repeat", whose bonus depends on the session's items) --
     # Serving and the contract tests ask `hasattr(model, "query_vectors")`. The repeat reading's scores are
@@ -373,17 +398,26 @@ class DANSeR(NeuralModel):
 
     def _query_vectors(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():
-            query = self._query(self._read(batch.to(self.device)))
-            if self.popularity_weight is not None:  # [tau h/|h|, -kappa] . [E_i/|E_i|, log(1 + pop_i)]
-                query = torch.cat([query, (-F.softplus(self.popularity_weight)).expand(len(query), 1)], dim=1)
-            return query
+            return self._inner_query(self._read(batch.to(self.device)))
 
     def _item_vectors(self) -> torch.Tensor:
         with torch.no_grad():
-            table = self._item_table()
-            if self.popularity_weight is not None:
-                table = torch.cat([table, self._log_popularity().unsqueeze(1)], dim=1)
-            return table.detach().clone()
+            return self._inner_table().detach().clone()
+
+    def _inner_query(self, reading: Reading) -> torch.Tensor:
+        """The session side of the scores as an inner product: [tau h/|h|, -kappa] . [E_i/|E_i|, log(1 + pop_i)]
+        in the popularity reading (the extra column), the query alone in the others but "repeat"."""
+        query = self._query(reading)
+        if self.popularity_weight is None:
+            return query
+        return torch.cat([query, (-F.softplus(self.popularity_weight)).expand(len(query), 1)], dim=1)
+
+    def _inner_table(self) -> torch.Tensor:
+        """The item side of that inner product."""
+        table = self._item_table()
+        if self.popularity_weight is None:
+            return table
+        return torch.cat([table, self._log_popularity().unsqueeze(1)], dim=1)
 
     def click_weights(self, batch: Batch) -> ClickWeights:
         """Each click's weight in the session vector, sum_l gamma_l alpha^l_j (sums to 1), with the field
@@ -397,6 +431,7 @@ class DANSeR(NeuralModel):
             scalars = {f"field_weight_{first + l}": w for l, w in enumerate(reading.field_weight)}
             if self.behaviour_scale is not None:
                 scalars["scale"] = self.config.scale * F.softplus(self.behaviour_scale(reading.behaviour)).squeeze(1)
+            scalars.update(self.repeat_scalars(batch))
             return ClickWeights(items=batch.items, weights=weights, scalars=scalars,
                                 name="item-level attention weighted by field-level attention")
 

@@ -144,8 +144,14 @@ class RepeatExplore(nn.Module):
         scores = None
         if need_scores:
             repeat_mass = torch.zeros_like(log_p_explore).scatter_add_(1, items, weights)  # (B, N + 1), padding gets 0
-            scores = torch.logaddexp(log_repeat.unsqueeze(1) + repeat_mass.log(),
-                                     log_explore.unsqueeze(1) + log_p_explore)
+            log_mass = repeat_mass.log()
+            if torch.is_grad_enabled():
+                # scores that are themselves trained on (DANSeR's hard negatives): off the session a huge
+                # negative number, not -inf, as the log of the zero mass, which changes no finite score but
+                # keeps nan out of the gradient (log's 1/0, and logaddexp of -inf and -inf at padding)
+                off = repeat_mass == 0
+                log_mass = torch.where(off, 1.0, repeat_mass).log().masked_fill(off, -1e30)
+            scores = torch.logaddexp(log_repeat.unsqueeze(1) + log_mass, log_explore.unsqueeze(1) + log_p_explore)
             scores[:, 0] = -torch.inf
         return RepeatOutput(scores, loss, torch.exp(log_repeat), weights)
 
