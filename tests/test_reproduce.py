@@ -257,3 +257,43 @@ def test_compare_refuses_runs_on_other_test_cases_and_folders_without_ranks(tmp_
     (shorter / "ranks.npz").unlink()
     assert main(["compare", str(ours), "--against", str(shorter)]) == 2
     assert "no ranks.npz beside result.json" in capsys.readouterr().err
+
+
+TOY_TIME_TABLE = {"name": "toy", "title": "Toy", "proposed": "SR-IEM", "items": [
+    {"id": "table3", "kind": "speed", "title": "Table 3: toy", "datasets": ["synthetic"],
+     "rows": [{"label": "SR-IEM", "model": "sr-iem", "settings": {"variant": "code", "refit": True}},
+              {"label": "SR-GNN", "model": "sr-gnn"}, {"label": "CSRM", "model": "csrm"}],
+     "published_ratio": {"SR-GNN": [2.6, 3.1], "CSRM": [2.6, 4.9]}}]}
+
+
+def test_a_time_table_is_judged_on_its_rows_timed_one_after_the_other(tmp_path):
+    from nextclick.reproduce.timing import measure_item, read_timing
+
+    results = tmp_path / "results"
+    item = TOY_TIME_TABLE["items"][0]
+    [path] = measure_item(TOY_TIME_TABLE, item, results, batches=2, threads=1, progress=lambda line: None)
+    assert path == results / "speed" / "synthetic" / "toy-table3.json"
+    timing = read_timing(results, "toy", "table3", "synthetic")
+    rows = {row["label"]: row for row in timing["rows"]}
+    assert rows["SR-IEM"]["overrides"] == {"variant": "code"}  # refit is a training option, not the step's
+    assert rows["SR-IEM"]["config"]["variant"] == "code"
+    for row in rows.values():  # every prefix of every training session, as the papers train
+        assert row["epoch_cases"] == rows["SR-IEM"]["epoch_cases"] > 0
+        assert row["seconds_per_epoch"] == pytest.approx(row["epoch_cases"] / row["cases_per_second"], abs=0.06)
+    assert timing["machine"]["threads"] == 1
+
+    # judged on that file: the ratio to SR-IEM's estimated epoch against the paper's range
+    timing["rows"] = [{**row, "seconds_per_epoch": s} for row, s in zip(timing["rows"], [10.0, 30.0, 20.0])]
+    atomic.write_json(path, timing)
+    section = render_paper(TOY_TIME_TABLE, results, tmp_path / "docs")[0]
+    assert "| SR-GNN |" in section.markdown and "| 3.0x | 2.6-3.1x | reproduced |" in section.markdown
+    assert "| 2.0x | 2.6-4.9x | short |" in section.markdown
+    assert section.state.startswith("short")
+    assert "From the benchmark runs" in section.markdown  # the runs' own epochs, shown but not judged
+
+
+def test_time_asks_for_a_time_table(tmp_path, capsys):
+    from nextclick.cli import main
+
+    assert main(["reproduce", "dsan", "--table", "2", "--time", "--results-dir", str(tmp_path)]) == 2
+    assert "--time measures time tables, and none was chosen; dsan's: none" in capsys.readouterr().err

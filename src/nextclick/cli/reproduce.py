@@ -33,6 +33,17 @@ def cmd_reproduce(args) -> int:
         code = reproduce.run_missing(missing, args.results_dir, extra)
         if code:
             return code
+    if args.time:
+        from nextclick.reproduce.timing import measure_item
+
+        timed = [item for item in items if item["kind"] == "speed"]
+        if not timed:
+            tables = [item["id"] for item in paper["items"] if item["kind"] == "speed"]
+            raise ValueError(f"--time measures time tables, and none was chosen; {args.paper}'s: "
+                             f"{', '.join(tables) or 'none'}")
+        for item in timed:
+            measure_item(paper, item, args.results_dir, batches=args.batches, threads=args.threads,
+                         data_root=args.data_dir, device=args.device, progress=lambda line: print(line, file=sys.stderr))
     chosen = None if args.table is None and args.figure is None else items
     for path in reproduce.render(args.paper, args.results_dir, args.out, chosen):
         print(f"wrote {path}", file=sys.stderr)
@@ -98,9 +109,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", action="store_true",
                    help="print the plan, then train the missing runs one at a time (`nextclick bench ... --resume`, "
                         "so an interrupted run continues), then render")
+    p.add_argument("--time", action="store_true",
+                   help="time the training epoch of every row of the chosen time tables (SR-IEM's Table 3) one "
+                        "after the other in this process, write results/speed/<dataset>/<paper>-<table>.json, "
+                        "then render (minutes: pause other work on the machine first)")
+    p.add_argument("--batches", type=int_in(1), default=40, help="--time: timed batches per row (40)")
     p.add_argument("--results-dir", default="results", help="where results/<dataset>/<model>/<run id>/ are (results)")
     p.add_argument("--out", default="docs", help="where reproduction/<paper>/ and reproduction.md go (docs)")
-    p.add_argument("--data-dir", default=None, help="--run: data directory holding benchmarks/ (as bench's)")
+    p.add_argument("--data-dir", default=None, help="--run, --time: data directory holding benchmarks/ (as bench's)")
     p.add_argument("--keep-epochs", action="store_true", help="--run: keep every epoch's weights (for `nextclick curve`)")
     add_threads_option(p)
     add_device_option(p)

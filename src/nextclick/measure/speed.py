@@ -136,6 +136,7 @@ def measure_training_speed(
         "config": asdict(model.config),
         # what was asked for (the config may hold values the code resolved, such as DSAN's length groups)
         "requested_config": asdict(configured),
+        "epoch_cases": len(cases),  # training cases of an epoch on the whole training split
         "fast_path": timed(model, batches),
     }
     if reference_batches:

@@ -284,48 +284,93 @@ def by_machine(measure: Measure) -> dict[str, tuple[float, list[int]]]:
 
 
 def speed_section(paper: dict, item: dict, results: Results, out_dir: Path) -> Section:
-    """Seconds per training epoch of each row, and its ratio to the paper's model on the same kind of machine."""
+    """Seconds per training epoch of each row, and its ratio to the paper's model. Judged on the rows
+    timed back to back in one process (reproduce/timing.py) where that file exists; the benchmark runs'
+    own epoch times are shown too, their ratios only between runs on the same kind of machine."""
+    from nextclick.reproduce.timing import command, read_timing
+
     section = Section(item, "")
     lines = []
     ratios = item.get("published_ratio", {})
     for dataset in item["datasets"]:
-        measures = [(row, results.measure(row_runs(row, dataset))) for row in item["rows"]]
-        proposed = next((m for row, m in measures if row["label"] == paper["proposed"]), None)
-        base = by_machine(proposed) if proposed else {}
-        body = []
-        for row, measure in measures:
-            published_range = ratios.get(row["label"])
-            expected = "—" if not published_range else f"{published_range[0]:g}-{published_range[1]:g}x"
-            if row_on(row, dataset).get("model") is None:
-                body.append([row["label"], "not in nextclick", "—", "—", "—", expected, "—"])
-                continue
-            times = by_machine(measure)
-            if not times:
-                body.append([row["label"], "—", measure.seeds(), "—", "—", expected,
-                             "missing" if not measure.results else "no epoch times"])
-                if measure is not proposed:
-                    section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", None, None, 0,
-                                              published_range[0] if published_range else None, "missing"))
-                continue
-            for machine, (seconds, seeds) in times.items():
-                ratio, state, value = "—", "reference" if measure is proposed else "drawn", None
-                if measure is not proposed:
-                    if machine in base:
-                        value = seconds / base[machine][0]
-                        ratio = f"{value:.1f}x"
-                        if published_range:
-                            state = "reproduced" if value >= published_range[0] else "short"
-                    else:
-                        ratio, state = f"no {paper['proposed']} run here", "not comparable (machines differ)"
-                    if published_range:
-                        section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", value, None,
-                                                  len(seeds), published_range[0], state))
-                body.append([row["label"], f"{seconds:,.0f}", ", ".join(map(str, seeds)), machine, ratio, expected, state])
-        lines += [f"### {dataset}", "",
-                  markdown(["model", "s/epoch (median epoch)", "seeds", "computed on",
-                            f"time / {paper['proposed']}'s", "paper's ratio", "state"], body), ""]
+        timing = read_timing(results.results_dir, paper["name"], item["id"], dataset)
+        lines += [f"### {dataset}", ""]
+        if timing is not None:
+            lines += one_run_table(paper, item, timing, ratios, section)
+        else:
+            lines += [f"Not timed in one run yet: `{command(paper['name'], item['id'])}`.", ""]
+        lines += runs_table(paper, item, dataset, results, ratios, section if timing is None else None)
     section.markdown = "\n".join(lines)
     return section
+
+
+def expected_ratio(published_range: list[float] | None) -> str:
+    return "—" if not published_range else f"{published_range[0]:g}-{published_range[1]:g}x"
+
+
+def one_run_table(paper: dict, item: dict, timing: dict, ratios: dict, section: Section) -> list[str]:
+    """The rows timed one after the other in one process: estimated seconds per epoch and their ratios."""
+    rows = {row["label"]: row for row in timing["rows"]}
+    base = rows.get(paper["proposed"])
+    body = []
+    for label, row in rows.items():
+        published_range = ratios.get(label)
+        ratio, state, value = "—", "reference" if row is base else "drawn", None
+        if row is not base and base is not None:
+            value = row["seconds_per_epoch"] / base["seconds_per_epoch"]
+            ratio = f"{value:.1f}x"
+            if published_range:
+                state = "reproduced" if value >= published_range[0] else "short"
+                section.cells.append(Cell(item["id"], timing["dataset"], label, "time ratio", value, None, 1,
+                                          published_range[0], state))
+        body.append([label, f"{row['cases_per_second']:,.0f}", f"{row['epoch_cases']:,}", f"{row['seconds_per_epoch']:,.0f}",
+                     str(row["batch_size"]), ratio, expected_ratio(published_range), state])
+    machine = timing["machine"]
+    where = f"{machine['device'] if machine['device'] != 'cpu' else machine['cpu']}, {machine['threads']} threads"
+    return ([f"Timed in one run ({where}, load {machine['load_average_1m']}, at {str(timing['git_commit'])[:7]}; "
+             f"results/speed/{timing['dataset']}/{paper['name']}-{item['id']}.json): {timing['what']}.", "",
+             markdown(["model", "training cases/s", "cases per epoch", "s/epoch (estimated)", "batch",
+                       f"time / {paper['proposed']}'s", "paper's ratio", "state"], body), ""])
+
+
+def runs_table(paper: dict, item: dict, dataset: str, results: Results, ratios: dict,
+               section: Section | None) -> list[str]:
+    """The benchmark runs' median epochs; judged (cells added to `section`) only when given one."""
+    measures = [(row, results.measure(row_runs(row, dataset))) for row in item["rows"]]
+    proposed = next((m for row, m in measures if row["label"] == paper["proposed"]), None)
+    base = by_machine(proposed) if proposed else {}
+    body = []
+    for row, measure in measures:
+        published_range = ratios.get(row["label"])
+        expected = expected_ratio(published_range)
+        if row_on(row, dataset).get("model") is None:
+            body.append([row["label"], "not in nextclick", "—", "—", "—", expected, "—"])
+            continue
+        times = by_machine(measure)
+        if not times:
+            body.append([row["label"], "—", measure.seeds(), "—", "—", expected,
+                         "missing" if not measure.results else "no epoch times"])
+            if measure is not proposed and section is not None:
+                section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", None, None, 0,
+                                          published_range[0] if published_range else None, "missing"))
+            continue
+        for machine, (seconds, seeds) in times.items():
+            ratio, state, value = "—", "reference" if measure is proposed else "drawn", None
+            if measure is not proposed:
+                if machine in base:
+                    value = seconds / base[machine][0]
+                    ratio = f"{value:.1f}x"
+                    if published_range:
+                        state = "reproduced" if value >= published_range[0] else "short"
+                else:
+                    ratio, state = f"no {paper['proposed']} run here", "not comparable (machines differ)"
+                if published_range and section is not None:
+                    section.cells.append(Cell(item["id"], dataset, row["label"], "time ratio", value, None,
+                                              len(seeds), published_range[0], state))
+            body.append([row["label"], f"{seconds:,.0f}", ", ".join(map(str, seeds)), machine, ratio, expected, state])
+    return ["From the benchmark runs (each run's median epoch, validation excluded):", "",
+            markdown(["model", "s/epoch (median epoch)", "seeds", "computed on",
+                      f"time / {paper['proposed']}'s", "paper's ratio", "state"], body), ""]
 
 
 def by_length_section(paper: dict, item: dict, results: Results, out_dir: Path) -> Section:

@@ -45,10 +45,11 @@ PAPER = {
             "published_ratio": {"SR-GNN": [2.6, 3.1], "CSRM": [2.6, 4.9]},
             "published_note": "SR-GNN takes 2.6-3.1 times and CSRM up to 4.9 times SR-IEM's training time (SR-IEM "
                          "Table 3; model_zoo.md §2.13, §2.17)",
-            "note": "Seconds of the median training epoch of each run (the median, because a long run shares the "
-                    "machine now and then). A ratio is shown only between runs computed on the same kind of "
-                    "machine; different batch sizes and catalogue sizes are part of what is compared, as in the "
-                    "paper.",
+            "note": "Judged on the rows timed one after the other in one process (`nextclick reproduce sriem "
+                    "--table 3 --time`, reproduce/timing.py), each in its row's settings; the benchmark runs' own "
+                    "median epochs are shown below them (the median, because a long run shares the machine now "
+                    "and then; a ratio only between runs on the same kind of machine). Different batch sizes and "
+                    "catalogue sizes are part of what is compared, as in the paper.",
         },
         {
             "id": "figure2", "kind": "by_length", "title": "Figure 2: HR@20 and MRR@20 by session length",
