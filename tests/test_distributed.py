@@ -66,13 +66,18 @@ def weights(run: Path) -> dict:
     return {k: v for k, v in load_file(run / "training" / state["tensors"]).items() if not k.startswith("rng.")}
 
 
-@pytest.mark.services  # three torchruns (seven processes importing torch): 42-79 s on this two-core machine beside other work
-def test_two_processes_train_like_one_and_resume_exactly(tmp_path, capsys):
-    straight, interrupted, alone = tmp_path / "two", tmp_path / "two-resumed", tmp_path / "one"
-    torchrun(*ARGS, "--epochs", "2", "-o", str(straight))
-    assert main(["train", *ARGS, "--epochs", "2", "--threads", "1", "-o", str(alone)]) == 0
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> Path:
+    """Two epochs of NARM in two CPU processes under torchrun (about 10 s: two processes importing torch)."""
+    run = tmp_path_factory.mktemp("distributed") / "two"
+    torchrun(*ARGS, "--epochs", "2", "-o", str(run))
+    return run
 
-    two, one = history(straight), history(alone)
+
+def test_two_processes_train_like_one(two_processes, tmp_path):
+    alone = tmp_path / "one"
+    assert main(["train", *ARGS, "--epochs", "2", "--threads", "1", "-o", str(alone)]) == 0
+    two, one = history(two_processes), history(alone)
     assert [h["epoch"] for h in two] == [0, 1]
     for a, b in zip(two, one):
         # the same steps on the same global batches: the losses agree to float rounding (measured: 1e-8
@@ -82,19 +87,24 @@ def test_two_processes_train_like_one_and_resume_exactly(tmp_path, capsys):
         # whose rank a rounding difference in the scores may move across the cut-off)
         for metric in ("HR@20", "MRR@20"):
             assert a["valid"][metric] == pytest.approx(b["valid"][metric], abs=0.001)
-    state = json.loads((straight / "training" / "state.json").read_text())
+    state = json.loads((two_processes / "training" / "state.json").read_text())
     assert state["world_size"] == 2
-    assert "rng.torch.rank1" in load_file(straight / "training" / state["tensors"])  # each process's own dropout
+    assert "rng.torch.rank1" in load_file(two_processes / "training" / state["tensors"])  # each process's own dropout
 
-    # rank 0 killed right after its first commit, the run continued under torchrun: the same weights and log
+
+@pytest.mark.services  # two more torchruns (five processes importing torch): 30-50 s on two cores
+def test_a_killed_torchrun_resumes_exactly(two_processes, tmp_path, capsys):
+    # rank 0 killed right after its first commit, the run continued under torchrun: the same weights and
+    # log as the uninterrupted run
+    interrupted = tmp_path / "two-resumed"
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_AFTER_FIRST_COMMIT)
     torchrun(*ARGS, "--epochs", "2", "-o", str(interrupted), hook=hook, expect=1)
     assert json.loads((interrupted / "training" / "state.json").read_text())["epoch"] == 0
     torchrun(*ARGS, "--epochs", "2", "-o", str(interrupted), "--resume")
-    assert [h["loss"] for h in history(interrupted)] == [h["loss"] for h in two]
-    resumed, expected = weights(interrupted), weights(straight)
+    assert [h["loss"] for h in history(interrupted)] == [h["loss"] for h in history(two_processes)]
+    resumed, expected = weights(interrupted), weights(two_processes)
     assert resumed.keys() == expected.keys()
     assert all((resumed[k] == expected[k]).all() for k in expected)
 
