@@ -1,15 +1,23 @@
 #!/bin/bash
-# Runs the benchmark queue in scripts/bench_queue.txt one job at a time (two cores: one heavy job), each
-# from a clean worktree of the commit its line names, so every result records a committed revision.
+# Runs the benchmark queue in scripts/bench_queue.txt, each job from a clean worktree of the commit its
+# line names, so every result records a committed revision.
 #
-#   nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &
+#   nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &             # one job at a time, all cores
+#   LANES=2 nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &     # two jobs side by side, a core each
 #
 # A line is `name commit bench-arguments...` ('#' starts a comment). The file is read again before each
 # job, so lines can be added or reordered while the queue runs. A finished job leaves
 # logs/queue/<name>.done and is skipped; an interrupted one (machine restart, kill) continues from its
 # checkpoint with --resume on the next start; a failed one leaves <name>.failed and is not retried.
 # Progress: logs/queue/queue.log, each job's output in logs/queue/<name>.log, and `nextclick status`.
-# WAIT_PID=<pid> WAIT_NAME=<name>: first wait for a bench already running outside the queue.
+# LANES=N runs N jobs at once, each with cores/N threads, every lane taking the next job nobody has
+# claimed (logs/queue/<name>.claim; start one queue at a time, which clears stale claims). On this
+# two-core machine two one-thread jobs finish more work per hour than one two-thread job: a second
+# thread makes one job only 1.18-1.46x faster (docs/scale.md, "Threads"), while a second job on the
+# other core adds nearly a whole one. Each run is slower, and its recorded cases/s are those of a shared
+# machine; speed claims come from `nextclick speed` with the queue paused.
+# WAIT_PID=<pid> WAIT_NAME=<name>: a bench already running outside the queue (or left by a queue that
+# was stopped) is claimed and waited for by every lane, and marked done if it wrote its result.
 # Only committed files outlive a working session here (runs/, logs/ and the worktrees in /tmp do not): a
 # job still running when the session ends starts again from epoch 0 in the next one, so order the file so
 # that what the session can finish comes first. A finished job's name is also appended to
@@ -18,38 +26,58 @@
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+LANES=${LANES:-1}
+THREADS=$(( $(nproc) / LANES )); [ "$THREADS" -lt 1 ] && THREADS=1
 mkdir -p logs/queue
-if [ -n "${WAIT_PID:-}" ]; then
-  while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done
-  grep -q "wrote .*result.json" "logs/queue/$WAIT_NAME.log" && touch "logs/queue/$WAIT_NAME.done"
-fi
-next_job() {
+rm -rf logs/queue/*.claim
+finished() {  # name: mark a job done, here and in the committed list
+  touch "logs/queue/$1.done"
+  grep -qxF "$1" scripts/bench_queue.done 2>/dev/null || echo "$1" >> scripts/bench_queue.done
+}
+next_job() {  # the first line nobody has finished, failed or claimed; claims it (mkdir is atomic)
   while read -r name rest; do
     case "$name" in ''|\#*) continue;; esac
     [ -e "logs/queue/$name.done" ] || [ -e "logs/queue/$name.failed" ] && continue
     grep -qxF "$name" scripts/bench_queue.done 2>/dev/null && continue
+    mkdir "logs/queue/$name.claim" 2>/dev/null || continue
     echo "$name $rest"; return
   done < scripts/bench_queue.txt
 }
-while true; do
-  job=$(next_job)
-  [ -z "$job" ] && break
-  read -r name commit args <<< "$job"
-  tree=/tmp/nextclick-$commit
-  [ -d "$tree/src" ] || git worktree add --detach "$tree" "$commit" > /dev/null 2>&1 || {
-    echo "$(date -u +%FT%T) $name: no worktree for $commit" >> logs/queue/queue.log; touch "logs/queue/$name.failed"; continue; }
-  resume=""
-  [ -e "logs/queue/$name.started" ] && resume="--resume"
-  touch "logs/queue/$name.started"
-  echo "$(date -u +%FT%T) start $name ($commit) $args $resume" >> logs/queue/queue.log
-  # GLIBC_TUNABLES: what runtime.keep_freed_memory sets since 134a1c8 (large buffers reused, not mapped
-  # afresh each step: up to 1.57x faster), for the older commits the queue runs too; no number changes
-  # shellcheck disable=SC2086  # the arguments are split on purpose
-  env PYTHONPATH="$tree/src" GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824 \
-      "$ROOT/.venv/bin/python" -m nextclick.cli bench $args --threads 2 --keep-epochs --quiet \
-      --data-dir "${NEXTCLICK_DATA:-$ROOT/../shared/data}" --results-dir "$ROOT/results" $resume > "logs/queue/$name.log" 2>&1
-  rc=$?
-  echo "$(date -u +%FT%T) end $name rc=$rc" >> logs/queue/queue.log
-  if [ $rc -eq 0 ]; then touch "logs/queue/$name.done"; echo "$name" >> scripts/bench_queue.done
-  else touch "logs/queue/$name.failed"; fi
+lane() {
+  if [ -n "${WAIT_PID:-}" ]; then  # every lane waits (its threads may use every core); the first marks it
+    mkdir -p "logs/queue/$WAIT_NAME.claim"
+    while kill -0 "$WAIT_PID" 2>/dev/null; do sleep 20; done
+    if [ "$1" -eq 1 ]; then
+      grep -q "wrote .*result.json" "logs/queue/$WAIT_NAME.log" && finished "$WAIT_NAME"
+      echo "$(date -u +%FT%T) end $WAIT_NAME (waited for)" >> logs/queue/queue.log
+    fi
+  fi
+  while true; do
+    job=$(next_job)
+    [ -z "$job" ] && break
+    read -r name commit args <<< "$job"
+    tree=/tmp/nextclick-$commit
+    # one lane at a time makes worktrees (git's own locks, and a tree another lane is still checking out)
+    flock logs/queue/worktrees.lock bash -c "[ -d '$tree/src' ] || git worktree add --detach '$tree' '$commit'" \
+        > /dev/null 2>&1 || {
+      echo "$(date -u +%FT%T) $name: no worktree for $commit" >> logs/queue/queue.log; touch "logs/queue/$name.failed"; continue; }
+    resume=""
+    [ -e "logs/queue/$name.started" ] && resume="--resume"
+    touch "logs/queue/$name.started"
+    echo "$(date -u +%FT%T) start $name ($commit, lane $1, $THREADS threads) $args $resume" >> logs/queue/queue.log
+    # GLIBC_TUNABLES: what runtime.keep_freed_memory sets since 134a1c8 (large buffers reused, not mapped
+    # afresh each step: up to 1.57x faster), for the older commits the queue runs too; no number changes
+    # shellcheck disable=SC2086  # the arguments are split on purpose
+    env PYTHONPATH="$tree/src" GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824 \
+        "$ROOT/.venv/bin/python" -m nextclick.cli bench $args --threads "$THREADS" --keep-epochs --quiet \
+        --data-dir "${NEXTCLICK_DATA:-$ROOT/../shared/data}" --results-dir "$ROOT/results" $resume > "logs/queue/$name.log" 2>&1
+    rc=$?
+    echo "$(date -u +%FT%T) end $name rc=$rc" >> logs/queue/queue.log
+    if [ $rc -eq 0 ]; then finished "$name"; else touch "logs/queue/$name.failed"; fi
+  done
+}
+for lane_number in $(seq "$LANES"); do
+  lane "$lane_number" &
+  sleep 2  # the lanes claim their first jobs one after the other
 done
+wait
