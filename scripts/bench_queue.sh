@@ -3,7 +3,7 @@
 # line names, so every result records a committed revision.
 #
 #   nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &             # one job at a time, all cores
-#   LANES=2 nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &     # two jobs side by side, a core each
+#   LANES=4 nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &     # four jobs side by side (more cores)
 #
 # A line is `name commit bench-arguments...` ('#' starts a comment). The file is read again before each
 # job, so lines can be added or reordered while the queue runs. A finished job leaves
@@ -11,11 +11,11 @@
 # checkpoint with --resume on the next start; a failed one leaves <name>.failed and is not retried.
 # Progress: logs/queue/queue.log, each job's output in logs/queue/<name>.log, and `nextclick status`.
 # LANES=N runs N jobs at once, each with cores/N threads, every lane taking the next job nobody has
-# claimed (logs/queue/<name>.claim; start one queue at a time, which clears stale claims). On this
-# two-core machine two one-thread jobs finish more work per hour than one two-thread job: a second
-# thread makes one job only 1.18-1.46x faster (docs/scale.md, "Threads"), while a second job on the
-# other core adds nearly a whole one. Each run is slower, and its recorded cases/s are those of a shared
-# machine; speed claims come from `nextclick speed` with the queue paused.
+# claimed (logs/queue/<name>.claim; start one queue at a time, which clears stale claims). Measured on
+# this two-core machine, two one-thread jobs do 16-34% more work per hour than one two-thread job
+# (docs/scale.md, "Threads"), but the project's rule here is one heavy job at a time: one lane. Each
+# run of several lanes is slower, and its recorded cases/s are those of a shared machine; speed claims
+# come from `nextclick speed` with the queue paused.
 # WAIT_PID=<pid> WAIT_NAME=<name>: a bench already running outside the queue (or left by a queue that
 # was stopped) is claimed and waited for by every lane, and marked done if it wrote its result.
 # Only committed files outlive a working session here (runs/, logs/ and the worktrees in /tmp do not): a
