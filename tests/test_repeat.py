@@ -78,6 +78,48 @@ def test_the_explore_weight_adds_the_explore_sides_own_cross_entropy_at_the_targ
         assert torch.isfinite(out.loss)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_with_explore_own_the_models_scores_learn_from_their_own_cross_entropy_alone(mode):
+    """The mixture's loss reaches the explore side detached: the gradient on the model's queries and
+    item table is that of the weighted explore cross-entropy, the loss value is unchanged, and the
+    repeat side and the mode still learn from the mixture."""
+    queries, table, session, rows, items = decoder_inputs()
+    labels = torch.tensor([5, 1, 11])
+    losses, grads = {}, {}
+    for own in (False, True):
+        torch.manual_seed(0)
+        decoder = RepeatExplore(6, 6, mode, explore_weight=0.5, explore_own=own)
+        q, t = queries.clone().requires_grad_(), table.clone().requires_grad_()
+        for need_scores in (True, False):
+            loss = decoder(q, t, session, rows, items, labels, need_scores=need_scores).loss
+            losses[own, need_scores] = loss.detach()
+            q.grad = t.grad = None
+            decoder.zero_grad()
+            loss.backward()
+            grads[own, need_scores] = (q.grad.clone(), t.grad.clone(), decoder.attend.weight.grad.clone())
+    q, t = queries.clone().requires_grad_(), table.clone().requires_grad_()
+    explore = (q @ t.T).index_fill(1, torch.tensor([0]), -torch.inf)
+    if mode == "new-only":
+        explore = explore.scatter(1, items, -torch.inf)
+    at_target = torch.log_softmax(explore, 1).gather(1, labels.unsqueeze(1)).squeeze(1)
+    (-0.5 * at_target[torch.isfinite(at_target)].sum() / 3).backward()  # the weighted explore cross-entropy alone
+    for need_scores in (True, False):
+        assert torch.allclose(losses[True, need_scores], losses[False, need_scores])
+        own_q, own_t, own_attend = grads[True, need_scores]
+        assert torch.allclose(own_q, q.grad, atol=1e-5) and torch.allclose(own_t, t.grad, atol=1e-5)
+        assert not torch.allclose(own_q, grads[False, need_scores][0])  # the mixture no longer moves them
+        assert own_attend.abs().sum() > 0  # ... but still trains the repeat side
+
+
+def test_explore_own_needs_an_explore_weight():
+    with pytest.raises(ValueError, match="repeat_explore_weight > 0"):
+        RepeatExplore(6, 6, "mix", explore_own=True)
+    from nextclick.models.config import ConfigError
+
+    with pytest.raises(ConfigError, match="repeat_explore_weight > 0"):
+        build("narm", 30, {"repeat": "mix", "repeat_explore_own": True})
+
+
 def test_a_target_off_the_session_gives_finite_gradients_in_new_only_mode():
     queries, table, session, rows, items = decoder_inputs()
     queries.requires_grad_()

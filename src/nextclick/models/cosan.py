@@ -57,10 +57,11 @@ from torch import nn
 from nextclick.data.batches import Batch, make_batch
 from nextclick.data.sessions import Cases, Sessions
 from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
-from nextclick.models.repeat import RepeatMode, repeat_decoder
+from nextclick.models.repeat import repeat_decoder, with_repeat_options
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class CoSANConfig:
     embedding_size: int = 100  # d (train.py's comments; its committed grid tries 200 and 300)
     neighbours: int = 10  # k neighbour sessions per click (train.py: 10 Retailrocket, 5 Diginetica)
@@ -75,10 +76,6 @@ class CoSANConfig:
     batch_size: int = 128
     epochs: int = 30  # we stop early on validation
     shuffle: bool = True
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 PRESETS: dict[str, dict] = {

@@ -80,10 +80,11 @@ from nextclick.data.streams import Stream, StreamOptions
 from nextclick.models.layers import inner_product_cross_entropy
 from nextclick.models.narm import local_attention, official_gaussian_, recurrent_states
 from nextclick.models.neural import ClickWeights, NeuralModel, cross_entropy
-from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
+from nextclick.models.repeat import RepeatOutput, repeat_decoder, with_repeat_options
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class CSRMConfig:
     embedding_size: int = 150  # D: official main.py --dim_proj 150 (its comment: "initial: 50")
     hidden_size: int = 150  # H, each GRU and the memory rows: --hidden_units 150 ("initial: 100")
@@ -102,10 +103,6 @@ class CSRMConfig:
     batch_size: int = 512  # main.py --batch_size 512
     epochs: int = 50  # main.py --epoch 50 (patience 10)
     shuffle: bool = False  # csrm.py get_minibatches_idx(..., shuffle=False), built once: file order
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 class EpochMemoryStream:

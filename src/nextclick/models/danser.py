@@ -70,12 +70,13 @@ from nextclick.data.streams import PrefixStream, StreamOptions
 from nextclick.models.config import ConfigError
 from nextclick.models.layers import GatedGraphCell, SessionGraphs, session_graphs
 from nextclick.models.neural import ClickWeights, NeuralModel
-from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
+from nextclick.models.repeat import RepeatOutput, repeat_decoder, with_repeat_options
 
 Normalisation = Literal["session-scale", "popularity", "repeat", "fixed-scale", "none"]
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class DANSeRConfig:
     hidden_size: int = 100  # d (model_zoo 5.2.1: the field's fair-comparison size, SR-GNN's and DSAN's)
     layers: int = 3  # L gated graph layers, separate weights each (5.2.2: default 3, sweep 1-4; 0 = no GNN)
@@ -102,10 +103,6 @@ class DANSeRConfig:
     batch_size: int = 100
     epochs: int = 30  # we stop early on validation
     shuffle: bool = True
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the design above
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 # the ablations of issue 36 by name: `nextclick bench danser --preset two-stage`

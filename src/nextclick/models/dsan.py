@@ -54,10 +54,11 @@ from nextclick.models.layers import (SELU_ALPHA, SELU_SCALE, alpha_entmax, alpha
                                      full_precision, inner_product_cross_entropy, length_groups)
 from nextclick.models.base import COMPILED_ENV, recent_clicks
 from nextclick.models.neural import ClickWeights, NeuralModel
-from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
+from nextclick.models.repeat import RepeatOutput, repeat_decoder, with_repeat_options
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class DSANConfig:
     embedding_dim: int = 100  # item and position vectors, 100 each (dsan_reference.md 2.2)
     max_norm: float = 1.5  # nn.Embedding max_norm on both tables (2.2)
@@ -79,10 +80,6 @@ class DSANConfig:
     batch_size: int = 512
     epochs: int = 50  # official runs 50 epochs; we stop early on validation
     shuffle: bool = True
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 @dataclass

@@ -31,11 +31,12 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
-from nextclick.models.repeat import RepeatMode, repeat_decoder
+from nextclick.models.repeat import repeat_decoder, with_repeat_options
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class GCSANConfig:
     hidden_size: int = 100  # d (DSAN's runs; SR-GNN's size)
     steps: int = 1  # gated graph steps (paper: one)
@@ -52,10 +53,6 @@ class GCSANConfig:
     batch_size: int = 100  # DSAN's runs, as SR-GNN
     epochs: int = 30  # SR-GNN's budget (DSAN's runs: 20); we stop early on validation
     shuffle: bool = True
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 class SelfAttentionBlock(nn.Module):

@@ -50,7 +50,7 @@ from nextclick.data.batches import Batch
 from nextclick.models.config import MAX_SESSION_LENGTH
 from nextclick.models.layers import full_precision, inner_product_cross_entropy
 from nextclick.models.neural import ClickWeights, NeuralModel, cross_entropy
-from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
+from nextclick.models.repeat import RepeatOutput, repeat_decoder, with_repeat_options
 
 
 def official_gaussian_(weight: torch.Tensor, rows: int) -> None:
@@ -153,6 +153,7 @@ def local_attention(states: torch.Tensor, last: torch.Tensor, lengths: torch.Ten
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class NARMConfig:
     embedding_size: int = 50  # D, NARM section 4.3.2 ("50-dimensional embeddings")
     hidden_size: int = 100  # H, section 4.3.2 ("100 hidden units")
@@ -171,10 +172,6 @@ class NARMConfig:
     batch_size: int = 512  # section 4.3.2
     epochs: int = 30  # official train_gru(max_epochs=30)
     shuffle: bool = True  # official get_minibatches_idx(..., shuffle=True) every epoch
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 class NARM(NeuralModel):

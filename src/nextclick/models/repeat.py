@@ -22,8 +22,10 @@ every trained model on repeat targets. The decoder lets a model say which kind t
 Trained on -log P(target) + repeat_mode_weight * BCE(p_repeat, [target in session])
 + repeat_explore_weight * -log P_explore(target) (0 by default; for `new-only`, over new targets only:
 the explore side then also learns from every case what the model alone would, where the mixture
-teaches it only through the cases it explains); the ranking
-scores are log P(i) (-inf at padding). Where it differs from RepeatNet (Ren et al., AAAI 2019), the
+teaches it only through the cases it explains). With `repeat_explore_own` the mixture's term reaches
+the explore side detached, so the model's own scores learn from their cross-entropy alone, as without
+the decoder, and the mixture trains only the repeat side, the mode and, through them, the session
+vector (it needs repeat_explore_weight > 0). The ranking scores are log P(i) (-inf at padding). Where it differs from RepeatNet (Ren et al., AAAI 2019), the
 anchor, and why:
 - RepeatNet attends over its GRU's hidden states; we attend over item rows plus recency and count
   features, so the decoder needs nothing from a model but its scores, its session vector and its
@@ -39,7 +41,7 @@ anchor, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,27 @@ from torch import nn
 from nextclick.models.layers import inner_product_logsumexp
 
 RepeatMode = Literal["off", "mix", "new-only"]  # a model config's `repeat`
+
+# the decoder's config values, appended to the config of every model that offers it (with_repeat_options):
+# name: (type, default, what it is)
+REPEAT_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "repeat": (RepeatMode, "off", "the repeat/explore decoder; off = the model as published"),
+    "repeat_mode_weight": (float, 1.0, "weight of the decoder's mode loss (RepeatNet's joint objective)"),
+    "repeat_mode_stats": (bool, False, "the decoder's mode also reads the session's repeat statistics"),
+    "repeat_explore_weight": (float, 0.0, "the decoder's explore side also trained on its own cross-entropy"),
+    "repeat_explore_own": (bool, False, "the mixture's loss leaves the explore side to its own cross-entropy"),
+}
+
+
+def with_repeat_options(cls: type) -> type:
+    """Append REPEAT_OPTIONS to a model's config class, after its own fields (applied below @dataclass,
+    so that the dataclass sees them): the models that offer the decoder declare its values once, here."""
+    annotations = dict(cls.__dict__.get("__annotations__", {}))
+    for name, (kind, default, _) in REPEAT_OPTIONS.items():
+        annotations[name] = kind
+        setattr(cls, name, default)
+    cls.__annotations__ = annotations
+    return cls
 
 MAX_RECENCY = 15  # clicks further back share one recency vector
 N_SESSION_STATS = 5  # the columns of `session_stats`
@@ -69,12 +92,15 @@ class RepeatExplore(nn.Module):
     """The decoder: see the module docstring. `mode` is "mix" or "new-only"."""
 
     def __init__(self, session_size: int, click_size: int, mode: str = "mix", mode_weight: float = 1.0,
-                 mode_stats: bool = False, explore_weight: float = 0.0):
+                 mode_stats: bool = False, explore_weight: float = 0.0, explore_own: bool = False):
         super().__init__()
         if mode not in ("mix", "new-only"):
             raise ValueError(f"repeat mode must be mix or new-only, not {mode!r}")
+        if explore_own and explore_weight <= 0:
+            raise ValueError("option 'repeat_explore_own' leaves the explore side to its own cross-entropy: "
+                             "give it a weight (repeat_explore_weight > 0)")
         self.mode, self.mode_weight, self.mode_stats = mode, mode_weight, mode_stats
-        self.explore_weight = explore_weight
+        self.explore_weight, self.explore_own = explore_weight, explore_own
         self.click = nn.Linear(click_size, click_size, bias=False)  # W_c
         self.session = nn.Linear(session_size, click_size)  # W_s
         self.recency = nn.Embedding(MAX_RECENCY + 1, click_size)
@@ -133,7 +159,8 @@ class RepeatExplore(nn.Module):
                 explore_at_target = (queries * table[labels]).sum(1) - inner_product_logsumexp(queries, table, excluded)
                 if excluded is not None:
                     explore_at_target = explore_at_target.masked_fill(at_target.any(1), -torch.inf)
-            log_p = torch.logaddexp(log_repeat + repeat_mass.clamp_min(TINY).log(), log_explore + explore_at_target)
+            mixed_explore = explore_at_target.detach() if self.explore_own else explore_at_target
+            log_p = torch.logaddexp(log_repeat + repeat_mass.clamp_min(TINY).log(), log_explore + mixed_explore)
             loss = -log_p.mean()
             if self.mode_weight > 0:
                 loss = loss + self.mode_weight * F.binary_cross_entropy_with_logits(
@@ -193,10 +220,13 @@ def session_stats(items: torch.Tensor, found: SessionClicks) -> torch.Tensor:
 
 
 def repeat_decoder(config, session_size: int, click_size: int) -> RepeatExplore | None:
-    """The decoder a model's config asks for (`repeat`, `repeat_mode_weight`, `repeat_mode_stats`,
-    `repeat_explore_weight`), or None when it is off."""
-    mode = getattr(config, "repeat", "off")
-    if mode == "off":
+    """The decoder a model's config asks for (its REPEAT_OPTIONS), or None when it is off."""
+    from nextclick.models.config import ConfigError
+
+    if config.repeat == "off":
         return None
-    return RepeatExplore(session_size, click_size, mode, getattr(config, "repeat_mode_weight", 1.0),
-                         getattr(config, "repeat_mode_stats", False), getattr(config, "repeat_explore_weight", 0.0))
+    try:
+        return RepeatExplore(session_size, click_size, config.repeat, config.repeat_mode_weight,
+                             config.repeat_mode_stats, config.repeat_explore_weight, config.repeat_explore_own)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

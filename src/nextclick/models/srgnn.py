@@ -35,11 +35,12 @@ from torch import nn
 
 from nextclick.data.batches import Batch
 from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
-from nextclick.models.repeat import RepeatMode, repeat_decoder
+from nextclick.models.repeat import repeat_decoder, with_repeat_options
 from nextclick.models.layers import GatedGraphCell, node_states
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class SRGNNConfig:
     hidden_size: int = 100  # d (code --hiddenSize 100)
     steps: int = 1  # gated graph steps (code --step 1)
@@ -53,10 +54,6 @@ class SRGNNConfig:
     batch_size: int = 100  # code --batchSize
     epochs: int = 30  # code --epoch
     shuffle: bool = True  # code Data(..., shuffle=True) for training
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 class SRGNN(ItemEmbeddingModel):

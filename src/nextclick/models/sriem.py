@@ -47,10 +47,11 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.layers import full_precision, inner_product_cross_entropy
 from nextclick.models.neural import ClickWeights, NeuralModel
-from nextclick.models.repeat import RepeatMode, RepeatOutput, repeat_decoder
+from nextclick.models.repeat import RepeatOutput, repeat_decoder, with_repeat_options
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class SRIEMConfig:
     variant: Literal["paper", "code"] = "paper"  # paper equations, or the official code's forms
     embedding_size: int = 200  # d, SR-IEM section 3.3 ("d = 200"); code --hiddenSize 200
@@ -65,10 +66,6 @@ class SRIEMConfig:
     batch_size: int = 128  # section 3.3; the code's default is 256
     epochs: int = 30  # code --epoch 30
     shuffle: bool = True  # the paper does not say; the code does not shuffle (Data(..., shuffle=False))
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
     @classmethod
     def code(cls, **changes) -> "SRIEMConfig":

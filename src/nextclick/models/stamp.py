@@ -48,10 +48,11 @@ from torch import nn
 from nextclick.data.batches import Batch
 from nextclick.models.layers import renorm_rows_
 from nextclick.models.neural import ClickWeights, ItemEmbeddingModel
-from nextclick.models.repeat import RepeatMode, repeat_decoder
+from nextclick.models.repeat import repeat_decoder, with_repeat_options
 
 
 @dataclass(frozen=True)
+@with_repeat_options
 class STAMPConfig:
     embedding_size: int = 100  # edim = hidden_size = 100 (nn_param.conf stamp_rsc / stamp_cikm)
     max_norm: float | None = 1.0  # embedding_lookup(max_norm=1) in STAMP_rsc.py; STAMP_cikm.py: 1.5
@@ -72,10 +73,6 @@ class STAMPConfig:
     batch_size: int = 512  # nn_param.conf
     epochs: int = 10  # nepoch (nn_param.conf); we stop early on validation
     shuffle: bool = True
-    repeat: RepeatMode = "off"  # the repeat/explore decoder (models/repeat.py); off = the paper's model
-    repeat_mode_weight: float = 1.0  # weight of the decoder's mode loss (RepeatNet's joint objective)
-    repeat_mode_stats: bool = False  # the decoder's mode also reads the session's repeat statistics
-    repeat_explore_weight: float = 0.0  # the decoder's explore side also trained on its own cross-entropy
 
 
 PRESETS: dict[str, dict] = {
