@@ -98,7 +98,7 @@ def stop(finished: bool = True) -> None:
         if finished and dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
-        gc.collect()  # the group's last holders (a DistributedDataParallel wrapper in a reference cycle)
+        gc.collect()  # anything still holding the group (a reference cycle) is freed now, not in teardown
 
 
 def leave(code: int) -> None:
