@@ -78,6 +78,8 @@ class STAMPConfig:
 PRESETS: dict[str, dict] = {
     # DSAN's re-implementation (baselines/STAMP.py, dsan_reference.md 5.4): the module docstring
     "dsan": dict(max_norm=1.5, renorm="table", add_mean=False, biases=True, lr=5e-3, max_grad_norm=None, epochs=50),
+    # the official code's Diginetica (CIKM Cup 2016) script, STAMP_cikm.py: lookups clipped to 1.5, clip 110
+    "diginetica": dict(max_norm=1.5, max_grad_norm=110.0),
 }
 
 
