@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nextclick.models.config import ConfigError
 from nextclick.models.layers import inner_product_logsumexp
 
 RepeatMode = Literal["off", "mix", "new-only"]  # a model config's `repeat`
@@ -95,9 +96,9 @@ class RepeatExplore(nn.Module):
                  mode_stats: bool = False, explore_weight: float = 0.0, explore_own: bool = False):
         super().__init__()
         if mode not in ("mix", "new-only"):
-            raise ValueError(f"repeat mode must be mix or new-only, not {mode!r}")
+            raise ConfigError(f"repeat mode must be mix or new-only, not {mode!r}")
         if explore_own and explore_weight <= 0:
-            raise ValueError("option 'repeat_explore_own' leaves the explore side to its own cross-entropy: "
+            raise ConfigError("option 'repeat_explore_own' leaves the explore side to its own cross-entropy: "
                              "give it a weight (repeat_explore_weight > 0)")
         self.mode, self.mode_weight, self.mode_stats = mode, mode_weight, mode_stats
         self.explore_weight, self.explore_own = explore_weight, explore_own
@@ -221,12 +222,7 @@ def session_stats(items: torch.Tensor, found: SessionClicks) -> torch.Tensor:
 
 def repeat_decoder(config, session_size: int, click_size: int) -> RepeatExplore | None:
     """The decoder a model's config asks for (its REPEAT_OPTIONS), or None when it is off."""
-    from nextclick.models.config import ConfigError
-
     if config.repeat == "off":
         return None
-    try:
-        return RepeatExplore(session_size, click_size, config.repeat, config.repeat_mode_weight,
-                             config.repeat_mode_stats, config.repeat_explore_weight, config.repeat_explore_own)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    return RepeatExplore(session_size, click_size, config.repeat, config.repeat_mode_weight,
+                         config.repeat_mode_stats, config.repeat_explore_weight, config.repeat_explore_own)

@@ -308,6 +308,13 @@ def expected_ratio(published_range: list[float] | None) -> str:
     return "—" if not published_range else f"{published_range[0]:g}-{published_range[1]:g}x"
 
 
+def judged_ratio(value: float, published_range: list[float] | None) -> tuple[str, str]:
+    """A time ratio as shown, and its state against the paper's range ("drawn" without one)."""
+    if not published_range:
+        return f"{value:.1f}x", "drawn"
+    return f"{value:.1f}x", "reproduced" if value >= published_range[0] else "short"
+
+
 def one_run_table(paper: dict, item: dict, timing: dict, ratios: dict, section: Section) -> list[str]:
     """The rows timed one after the other in one process: estimated seconds per epoch and their ratios."""
     rows = {row["label"]: row for row in timing["rows"]}
@@ -318,9 +325,8 @@ def one_run_table(paper: dict, item: dict, timing: dict, ratios: dict, section: 
         ratio, state, value = "—", "reference" if row is base else "drawn", None
         if row is not base and base is not None:
             value = row["seconds_per_epoch"] / base["seconds_per_epoch"]
-            ratio = f"{value:.1f}x"
+            ratio, state = judged_ratio(value, published_range)
             if published_range:
-                state = "reproduced" if value >= published_range[0] else "short"
                 section.cells.append(Cell(item["id"], timing["dataset"], label, "time ratio", value, None, 1,
                                           published_range[0], state))
         body.append([label, f"{row['cases_per_second']:,.0f}", f"{row['epoch_cases']:,}", f"{row['seconds_per_epoch']:,.0f}",
@@ -359,9 +365,7 @@ def runs_table(paper: dict, item: dict, dataset: str, results: Results, ratios: 
             if measure is not proposed:
                 if machine in base:
                     value = seconds / base[machine][0]
-                    ratio = f"{value:.1f}x"
-                    if published_range:
-                        state = "reproduced" if value >= published_range[0] else "short"
+                    ratio, state = judged_ratio(value, published_range)
                 else:
                     ratio, state = f"no {paper['proposed']} run here", "not comparable (machines differ)"
                 if published_range and section is not None:

@@ -32,12 +32,12 @@ def read_timing(results_dir: str | Path, paper: str, item: str, dataset: str) ->
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def row_overrides(row: dict, dataset: str) -> dict:
-    """The model config a row's runs train with (its preset's values under its own settings), without
-    the training options (refit, epochs, ...), which do not change a step."""
+def row_overrides(row: dict) -> dict:
+    """The model config a row's runs train with on a dataset (`row` as row_on gives it: its preset's
+    values under its own settings), without the training options (refit, epochs, ...), which do not
+    change a step."""
     from nextclick.models import model_class
 
-    row = row_on(row, dataset)
     preset = model_class(row["model"]).presets[row["preset"]] if row.get("preset") else {}
     settings = {k: v for k, v in row.get("settings", {}).items() if k not in FLAGS and k not in SWITCHES}
     return {**preset, **settings}
@@ -54,12 +54,12 @@ def measure_item(paper: dict, item: dict, results_dir: str | Path, *, batches: i
     written = []
     for dataset in item["datasets"]:
         rows = []
-        for row in item["rows"]:
-            if row_on(row, dataset).get("model") is None:
+        for row in (row_on(row, dataset) for row in item["rows"]):
+            if row.get("model") is None:
                 continue
-            overrides = row_overrides(row, dataset)
+            overrides = row_overrides(row)
             progress(f"timing {row['label']} on {dataset} ({batches} batches, {threads} threads)")
-            timed = measure_training_speed(row_on(row, dataset)["model"], dataset, overrides=overrides,
+            timed = measure_training_speed(row["model"], dataset, overrides=overrides,
                                            batches=batches, threads=threads, data_root=data_root, device=device)
             fast = timed["fast_path"]
             rows.append({"label": row["label"], "model": timed["model"], "overrides": overrides,
