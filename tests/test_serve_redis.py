@@ -97,9 +97,27 @@ class Service:
         response = httpx.get(f"{self.url}/v1/sessions/{session}", timeout=10)
         return response.json()["items"] if response.status_code == 200 else None
 
+    def model(self) -> dict:
+        return httpx.get(self.url + "/v1/model", timeout=10).json()
+
+    def worker_pids(self, count: int, timeout: float = 90) -> set[int]:
+        """The pids of `count` workers, asked until each has answered (readyz answered once one was up)."""
+        deadline, seen = time.monotonic() + timeout, set()
+        while len(seen) < count and time.monotonic() < deadline:
+            seen.add(self.model()["worker_pid"])
+        return seen
+
     def stop(self, sig=signal.SIGINT) -> None:
         self.process.send_signal(sig)
         self.process.wait(timeout=20)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +146,12 @@ def test_services_on_one_redis_share_sessions_and_a_killed_one_loses_none(redis_
 def test_workers_of_one_service_see_each_other_s_clicks(redis_url, run):
     service = Service(run, redis_url, "--workers", "2")
 
-    def worker() -> int:
-        return httpx.get(service.url + "/v1/model", timeout=10).json()["worker_pid"]
-
     try:
-        deadline, seen = time.monotonic() + 90, set()
-        while len(seen) < 2 and time.monotonic() < deadline:  # readyz answered once one worker was up
-            seen.add(worker())
+        seen = service.worker_pids(2)
         answered_by = set()
         for item in range(1001, 1031):
             service.click("workers", item)
-            answered_by.add(worker())
+            answered_by.add(service.model()["worker_pid"])
         assert len(seen) == 2 and len(answered_by) == 2  # both workers took part
         assert service.session("workers") == list(range(1001, 1031))
     finally:
@@ -167,10 +180,9 @@ def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_reques
     service = Service(current, redis_url, "--workers", "2")
     body = {"items": [1003, 1001], "k": 5}
 
-    def served_model() -> str:
-        return httpx.get(service.url + "/v1/model", timeout=10).json()["model"]
-
     try:
+        old_workers = service.worker_pids(2)
+        assert len(old_workers) == 2
         statuses, stop = [], threading.Event()
 
         def keep_asking():
@@ -186,12 +198,15 @@ def test_sighup_replaces_every_worker_with_the_new_run_without_dropping_a_reques
         link.symlink_to(save_run(tmp_path / "stan", "stan"))
         link.replace(current)  # the operator moves the link to another run, then sends SIGHUP
         service.process.send_signal(signal.SIGHUP)  # uvicorn starts each new worker before it stops an old one
-        deadline = time.monotonic() + 90
-        while {served_model() for _ in range(10)} != {"stan"} and time.monotonic() < deadline:
+        # done when uvicorn has retired (terminated and reaped) both old workers; until then one old worker
+        # may still answer beside a new one, however many answers in a row came from the new ones
+        deadline = time.monotonic() + 120
+        while any(alive(pid) for pid in old_workers) and time.monotonic() < deadline:
             time.sleep(0.5)
         stop.set()
         asker.join()
-        assert {served_model() for _ in range(20)} == {"stan"}  # every worker now serves the new run
+        assert not any(alive(pid) for pid in old_workers)
+        assert {service.model()["model"] for _ in range(20)} == {"stan"}  # every worker now serves the new run
         assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(map(str, statuses)))
     finally:
         service.stop()
