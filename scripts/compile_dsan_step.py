@@ -17,28 +17,16 @@ import time
 
 import torch
 
-from nextclick.data.benchmarks import resolve
-from nextclick.models import build
-from nextclick.runtime import keep_freed_memory, set_threads
-from nextclick.training.loop import TrainOptions, epoch_stream, train_step
+from nextclick.training.loop import train_step
+from profile_dsan_step import training_setup  # scripts/ is on the path when a script of it runs
 
 
 def main() -> None:
-    set_threads(2)
-    keep_freed_memory()
     mode, precision = sys.argv[1], sys.argv[2]
     overrides = dict(pair.split("=", 1) for pair in sys.argv[3:])
-    split = resolve("retailrocket", None)
-    cases = split.train_cases()
-    torch.manual_seed(1)
-    model = build("dsan", split.n_items, overrides)
-    model.prepare(cases.sessions)
-    optimizer = model.optimizer()
-    model.train()
+    model, optimizer, batches = training_setup(precision, overrides)
     if mode == "compile":
         model._encode_group = torch.compile(model._encode_group, dynamic=True)
-    batches = epoch_stream(model, cases, TrainOptions(batch_size=512, seed=1, progress=False, quiet=True,
-                                                      precision=precision)).batches(0)
     device = torch.device("cpu")
     start = time.perf_counter()
     for _ in range(15):

@@ -19,11 +19,11 @@ from nextclick.runtime import keep_freed_memory, set_threads
 from nextclick.training.loop import TrainOptions, epoch_stream, train_step
 
 
-def main() -> None:
+def training_setup(precision: str, overrides: dict):
+    """DSAN on retailrocket as training starts it (2 threads, glibc's malloc keeping freed memory, seed 1):
+    the model in training mode, its optimizer, and the batches of batch 512 of the first epoch."""
     set_threads(2)
     keep_freed_memory()
-    precision = sys.argv[1] if len(sys.argv) > 1 else "fp32"
-    overrides = dict(pair.split("=", 1) for pair in sys.argv[2:])
     split = resolve("retailrocket", None)
     cases = split.train_cases()
     torch.manual_seed(1)
@@ -33,6 +33,13 @@ def main() -> None:
     model.train()
     batches = epoch_stream(model, cases, TrainOptions(batch_size=512, seed=1, progress=False, quiet=True,
                                                       precision=precision)).batches(0)
+    return model, optimizer, batches
+
+
+def main() -> None:
+    precision = sys.argv[1] if len(sys.argv) > 1 else "fp32"
+    overrides = dict(pair.split("=", 1) for pair in sys.argv[2:])
+    model, optimizer, batches = training_setup(precision, overrides)
     device = torch.device("cpu")
     for _ in range(3):
         train_step(model, optimizer, next(batches), device, precision)
