@@ -93,6 +93,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from nextclick.runs.calibrate import calibrate_run
+
+    result, path = calibrate_run(args.result, checkpoint_dir=args.checkpoint, results_dir=args.results_dir,
+                                 data_root=args.data_dir, threads=args.threads, batch_size=args.batch_size,
+                                 progress=not args.quiet, command=["nextclick", *args.argv])
+    record, test = result["calibration"], result["test"]
+    base = record["base_test"]
+    print(f"validation cross-entropy {record['valid_cross_entropy_before']:.4f} -> {record['valid_cross_entropy_after']:.4f} "
+          f"on {record['cases']:,} cases; weights " + ", ".join(f"{n} {w:+.3f}" for n, w in zip(record["features"], record["weights"])))
+    for k in ("HR@20", "MRR@20"):
+        paired = record["paired_test_against_base"][k]
+        print(f"test {k}: {100 * base[k]:.2f} -> {100 * test[k]:.2f} (paired t-test p = {paired['p']:.2g})")
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_speed(args) -> int:
     from nextclick import atomic
     from nextclick.measure.speed import measure_evaluation_speed, measure_training_speed, speed_path
@@ -271,6 +288,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "is not trained again, even on a machine without its checkpoint (commit or share DIR to "
                         "continue a search elsewhere; with --refit the records alone decide)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("calibrate", help="fit a repeat calibration on a bench run's validation cases, test it once; "
+                                         "writes results/<dataset>/<model>/<run id>,calibration=repeats/",
+                       description="A few weights, fitted on the run's validation cases with the model validation "
+                                   "selected (frozen), move the scores of each session's own items by the session's "
+                                   "click counts, recency and repetitiveness (models/calibration.py, docs/repeat.md). "
+                                   "Needs the run's checkpoint on this machine; recomputes the run's test ranks "
+                                   "first and refuses a checkpoint that does not give its committed ranks.")
+    p.add_argument("result", help="the run's result folder, results/<dataset>/<model>/<run id>")
+    p.add_argument("--checkpoint", default=None,
+                   help="the run's checkpoint directory (default: the one its result.json names)")
+    p.add_argument("--data-dir", default=None,
+                   help="data directory holding benchmarks/ (default: $NEXTCLICK_DATA, else ../shared/data)")
+    p.add_argument("--results-dir", default="results", help="where the calibrated run's folder goes (results/)")
+    p.add_argument("--batch-size", type=int_in(1, 65_536), default=500, help="cases per scoring batch (500)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("speed", help="measure training cases/s on real batches; writes results/speed/<dataset>/<model>/<settings>.json")
     p.add_argument("model", type=model_name, help="model name")

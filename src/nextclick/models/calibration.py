@@ -1,0 +1,159 @@
+"""Repeat calibration: a few weights, fitted after training on held-out validation cases, that move a
+trained model's scores of the session's own items up or down.
+
+Why. A model learns how often a session's next click repeats one of its items on the cases it trains
+on, where it fits them better than it will fit unseen sessions. On held-out cases the balance between
+the session's items and the rest of the catalogue can be off, in either direction, and by how much
+depends on the session (a session of one item clicked again and again repeats; one of distinct items
+rarely does). The largest lever docs/repeat.md found was this choice (an oracle for it lifts
+yoochoose1_64's best MRR@20 from 31.9 to 34); this fits it on data the model has not trained on.
+
+What. For each distinct item j among the last WINDOW clicks of a session, the score s_j becomes
+s_j + w . f_j, with f_j:
+    1, log(clicks on j), [j clicked twice or more],
+    [j's last click is the last click], [... the one before], [... 3rd last], [... 4th last],
+    [... 5th to 10th last], [... earlier],
+    log(clicks in the window), distinct items / clicks in the window.
+Every other item keeps its score. w (FEATURES numbers) minimises the cross-entropy of the softmax of the
+new scores on validation cases (L-BFGS; the model frozen), so w = 0, the model unchanged, is where the
+fit starts, and the fit can only lower validation's cross-entropy. The softmax's normaliser needs only
+each case's log-sum-exp of the model's scores and its session items' scores, so the fit costs one pass of
+the model over validation and then seconds.
+
+This reads like RepeatNet's repeat/explore mode with the modes' probabilities per session set by the
+session's statistics, but fitted on held-out cases after training instead of learned jointly (see
+docs/repeat.md, "Repeat calibration"). It applies to any model's scores, with or without the decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+WINDOW = 50  # clicks read for the features: every published split's median prefix is far shorter
+FEATURES = ("constant", "log_count", "clicked_twice", "last", "second_last", "third_last", "fourth_last",
+            "fifth_to_tenth_last", "earlier", "log_window_clicks", "distinct_share")
+
+
+def repeat_features(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-aligned clicks (B, L), 0 = padding -> (items, distinct, features) over the last WINDOW
+    clicks: items (B, W) those clicks, distinct (B, W) True at each item's most recent click (one place
+    per distinct item), features (B, W, len(FEATURES)), zero where `distinct` is False."""
+    items = torch.nn.functional.pad(items[:, -WINDOW:], (max(0, WINDOW - items.shape[1]), 0))
+    batch, width = items.shape
+    real = items != 0
+    same = (items.unsqueeze(2) == items.unsqueeze(1)) & real.unsqueeze(1) & real.unsqueeze(2)  # (B, W, W)
+    later = torch.ones(width, width, dtype=torch.bool, device=items.device).triu(1)
+    distinct = real & ~(same & later).any(dim=2)  # no later click of the same item
+    count = same.sum(dim=2).clamp(min=1).float()
+    back = (width - 1 - torch.arange(width, device=items.device)).expand(batch, width)  # 0 = the last click
+    clicks = real.sum(dim=1, keepdim=True).clamp(min=1).float().expand(batch, width)
+    distinct_items = distinct.sum(dim=1, keepdim=True).float().expand(batch, width)
+    columns = [torch.ones_like(count), count.log(), (count >= 2).float(),
+               *[(back == k).float() for k in range(4)], ((back >= 4) & (back < 10)).float(), (back >= 10).float(),
+               clicks.log(), distinct_items / clicks]
+    features = torch.stack(columns, dim=2) * distinct.unsqueeze(2)
+    return items, distinct, features
+
+
+@dataclass(frozen=True)
+class RepeatCalibration:
+    """The fitted weights, one per name in FEATURES."""
+
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(FEATURES) or not all(np.isfinite(self.weights)):
+            raise ValueError(f"a repeat calibration has {len(FEATURES)} finite weights ({', '.join(FEATURES)}); "
+                             f"got {list(self.weights)}")
+
+    def apply(self, scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """scores (B, n_items + 1) of the sessions whose right-aligned clicks are `items` (B, L) -> the
+        calibrated scores (a new tensor; padding's column untouched)."""
+        window, distinct, features = repeat_features(items.to(scores.device))
+        bonus = (features @ torch.tensor(self.weights, dtype=scores.dtype, device=scores.device)) * distinct
+        return scores.clone().scatter_add_(1, window, bonus.to(scores.dtype))
+
+    def to_dict(self) -> dict:
+        return {"features": list(FEATURES), "weights": [round(w, 6) for w in self.weights], "window": WINDOW}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RepeatCalibration:
+        if list(data.get("features", [])) != list(FEATURES):
+            raise ValueError(f"this repeat calibration names features {data.get('features')}; this version of "
+                             f"nextclick computes {list(FEATURES)}")
+        return cls(tuple(float(w) for w in data["weights"]))
+
+
+@dataclass
+class _ValidationTerms:
+    """What the fit needs of each validation case: the log-sum-exp of the model's scores over the
+    catalogue, the target's score, and per distinct session item its score, features and whether it is
+    the target."""
+
+    log_normaliser: torch.Tensor  # (C,)
+    target_score: torch.Tensor  # (C,)
+    item_scores: torch.Tensor  # (C, W), -inf where no distinct item
+    features: torch.Tensor  # (C, W, F)
+    is_target: torch.Tensor  # (C, W) bool
+
+
+def _terms(score, batches) -> _ValidationTerms:
+    parts = []
+    for batch in batches:
+        scores = score(batch).float()
+        scores = torch.cat([torch.full_like(scores[:, :1], -torch.inf), scores[:, 1:]], dim=1)  # padding never counts
+        window, distinct, features = repeat_features(batch.items.to(scores.device))
+        labels = batch.labels.to(scores.device)
+        parts.append((torch.logsumexp(scores, dim=1), scores.gather(1, labels.unsqueeze(1)).squeeze(1),
+                      scores.gather(1, window).masked_fill(~distinct, -torch.inf), features,
+                      distinct & (window == labels.unsqueeze(1))))
+    return _ValidationTerms(*(torch.cat(columns) for columns in zip(*parts)))
+
+
+def _cross_entropy(terms: _ValidationTerms, weights: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the calibrated scores: the normaliser changes only by the session items'
+    share of the softmax, each scaled by exp(bonus)."""
+    bonus = terms.features @ weights  # (C, W), 0 where no distinct item (its features are 0)
+    share = torch.exp(terms.item_scores - terms.log_normaliser.unsqueeze(1))  # 0 where -inf
+    # 1 + sum(share * (e^b - 1)) >= 1 - sum(share) > 0 unless the session's items hold all the mass
+    log_normaliser = terms.log_normaliser + torch.log(torch.clamp(1 + (share * torch.expm1(bonus)).sum(dim=1), min=1e-300))
+    target = terms.target_score + (bonus * terms.is_target).sum(dim=1)
+    return (log_normaliser - target).mean()
+
+
+def fit_repeat_calibration(score, batches, max_iterations: int = 200) -> tuple[RepeatCalibration, dict]:
+    """Fit the weights on validation `batches` (Batch objects with labels) scored by `score` (a frozen
+    model's `score`); returns the calibration and a record of the fit (cases, cross-entropy before and
+    after). L-BFGS from w = 0 in float64 over the collected terms."""
+    with torch.inference_mode():
+        terms = _terms(score, batches)
+    terms = _ValidationTerms(*(t.clone().double() if t.is_floating_point() else t.clone()
+                               for t in (terms.log_normaliser, terms.target_score, terms.item_scores,
+                                         terms.features, terms.is_target)))
+    known = torch.isfinite(terms.target_score)  # a target the model gives -inf cannot be fitted
+    terms = _ValidationTerms(*(t[known] for t in (terms.log_normaliser, terms.target_score, terms.item_scores,
+                                                  terms.features, terms.is_target)))
+    if not len(terms.target_score):
+        raise ValueError("no validation case with a finite target score to fit a repeat calibration on")
+    weights = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights], max_iter=max_iterations, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = _cross_entropy(terms, weights)
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        before = float(_cross_entropy(terms, weights))
+    optimizer.step(closure)
+    with torch.no_grad():
+        after = float(_cross_entropy(terms, weights))
+    if not np.isfinite(after) or after > before:  # never worse than the model as it is
+        weights, after = torch.zeros_like(weights), before
+    calibration = RepeatCalibration(tuple(float(w) for w in weights.detach()))
+    return calibration, {"cases": int(known.sum()), "cases_skipped": int((~known).sum()),
+                         "valid_cross_entropy_before": round(before, 6), "valid_cross_entropy_after": round(after, 6)}

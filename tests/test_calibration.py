@@ -1,0 +1,160 @@
+"""Repeat calibration (models/calibration.py) and `nextclick calibrate` (runs/calibrate.py)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nextclick.data.batches import Batch
+from nextclick.models.calibration import FEATURES, WINDOW, RepeatCalibration, fit_repeat_calibration, repeat_features
+
+
+def batch(rows: list[list[int]], labels: list[int]) -> Batch:
+    width = max(len(r) for r in rows)
+    items = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    lengths = torch.tensor([len(r) for r in rows])
+    return Batch(items=items, lengths=lengths, labels=torch.tensor(labels), full_lengths=lengths)
+
+
+def test_features_mark_each_distinct_item_once_at_its_most_recent_click_with_its_counts_and_recency():
+    window, distinct, features = repeat_features(batch([[5, 7, 5, 9]], [1]).items)
+    assert window.shape == (1, WINDOW) and features.shape == (1, WINDOW, len(FEATURES))
+    places = {int(window[0, j]): j for j in range(WINDOW) if distinct[0, j]}
+    assert sorted(places) == [5, 7, 9] and distinct.sum() == 3  # padding and the earlier 5 are not places
+    f = {item: dict(zip(FEATURES, features[0, j].tolist())) for item, j in places.items()}
+    assert f[5]["log_count"] == pytest.approx(math.log(2)) and f[5]["clicked_twice"] == 1 and f[5]["second_last"] == 1
+    assert f[9]["last"] == 1 and f[9]["log_count"] == 0 and f[9]["clicked_twice"] == 0
+    assert f[7]["third_last"] == 1
+    for item in (5, 7, 9):
+        assert f[item]["constant"] == 1
+        assert f[item]["log_window_clicks"] == pytest.approx(math.log(4))
+        assert f[item]["distinct_share"] == pytest.approx(3 / 4)
+    assert features[0][~distinct[0]].abs().sum() == 0
+
+
+def test_features_read_only_the_last_window_of_clicks():
+    long = list(range(1, WINDOW + 11))  # 60 distinct items: the first 10 fall outside
+    window, distinct, features = repeat_features(batch([long], [1]).items)
+    assert set(window[0][distinct[0]].tolist()) == set(long[-WINDOW:])
+    earlier = FEATURES.index("earlier")
+    assert features[0, 0, earlier] == 1 and features[0, -11, earlier] == 1  # the 11th last click is 'earlier'
+    assert features[0, -10, earlier] == 0 and features[0, -10, FEATURES.index("fifth_to_tenth_last")] == 1
+
+
+def test_the_calibration_moves_only_the_sessions_own_items_and_zero_weights_change_nothing():
+    b = batch([[2, 3, 2], [4]], [1, 1])
+    scores = torch.randn(2, 8)
+    scores[:, 0] = -torch.inf
+    assert torch.equal(RepeatCalibration((0.0,) * len(FEATURES)).apply(scores, b.items), scores)
+    constant = RepeatCalibration((1.5,) + (0.0,) * (len(FEATURES) - 1))  # +1.5 to every session item
+    calibrated = constant.apply(scores, b.items)
+    expected = torch.zeros(2, 7)
+    expected[0, [1, 2]] = 1.5  # items 2 and 3 (columns 1.. are items 1..)
+    expected[1, 3] = 1.5
+    assert torch.allclose(calibrated[:, 1:] - scores[:, 1:], expected)
+    assert torch.equal(calibrated[:, 0], scores[:, 0])  # padding's column stays -inf
+
+
+def test_weights_round_trip_through_json_and_a_wrong_feature_list_is_refused():
+    calibration = RepeatCalibration(tuple(float(i) / 10 for i in range(len(FEATURES))))
+    assert RepeatCalibration.from_dict(json.loads(json.dumps(calibration.to_dict()))) == calibration
+    with pytest.raises(ValueError, match="features"):
+        RepeatCalibration.from_dict({**calibration.to_dict(), "features": ["constant"]})
+    with pytest.raises(ValueError, match="finite"):
+        RepeatCalibration((math.nan,) * len(FEATURES))
+
+
+def test_the_fit_learns_a_bonus_for_repeats_a_model_underrates_and_lowers_the_cross_entropy():
+    # a "model" that scores every item equally, on sessions whose next click is always their last item
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(1, 50, (5,), generator=generator).tolist() for _ in range(200)]
+    batches = [batch(rows[i:i + 50], [r[-1] for r in rows[i:i + 50]]) for i in range(0, 200, 50)]
+
+    def flat(b):
+        scores = torch.zeros(len(b), 51)
+        scores[:, 0] = -torch.inf
+        return scores
+
+    calibration, record = fit_repeat_calibration(flat, batches)
+    assert record["cases"] == 200 and record["valid_cross_entropy_before"] == pytest.approx(math.log(50), abs=1e-6)
+    assert record["valid_cross_entropy_after"] < 0.5 * record["valid_cross_entropy_before"]
+    weights = dict(zip(FEATURES, calibration.weights))
+    assert weights["constant"] + weights["last"] > 3  # the last click now outscores the catalogue by far
+    assert weights["last"] > weights["second_last"]
+
+
+def test_the_fit_never_ends_worse_than_no_calibration():
+    # targets never in the session: the best bonus is a large negative one, never a positive
+    rows = [[1, 2, 3]] * 20
+    batches = [batch(rows, [10] * 20)]
+
+    def flat(b):
+        scores = torch.zeros(len(b), 11)
+        scores[:, 0] = -torch.inf
+        return scores
+
+    _, record = fit_repeat_calibration(flat, batches)
+    assert record["valid_cross_entropy_after"] <= record["valid_cross_entropy_before"]
+
+
+@pytest.fixture(scope="module")
+def refit_run(tmp_path_factory):
+    from nextclick.runs.bench import run_bench
+    from nextclick.training.loop import TrainOptions
+
+    root = tmp_path_factory.mktemp("calibrate")
+    options = TrainOptions(epochs=2, refit=True, progress=False, quiet=True, checkpoint_dir=str(root / "runs" / "narm"))
+    result, path = run_bench("narm", None, overrides={"hidden_size": "16", "embedding_size": "8"}, options=options,
+                             results_dir=root / "results", threads=1, command=["test"])
+    return root, result, path.parent
+
+
+def test_calibrate_tests_a_refit_run_once_against_its_committed_ranks_and_writes_a_run_of_its_own(refit_run):
+    from nextclick.runs.calibrate import calibrate_run
+    from nextclick.runs.identity import run_id
+
+    root, base, folder = refit_run
+    before = sorted(p.name for p in (root / "runs" / "narm").iterdir())
+    result, path = calibrate_run(folder, results_dir=root / "results", threads=1, command=["test"])
+    assert path.parent.name == result["run_id"] == run_id(result["settings"]) != base["run_id"]
+    assert result["settings"] == {**base["settings"], "calibration": "repeats"}
+    record = result["calibration"]
+    assert record["fitted_with"] == "selection/" and record["base_run"] == base["run_id"]
+    assert record["cases"] == base["valid_cases"]
+    assert record["valid_cross_entropy_after"] <= record["valid_cross_entropy_before"]
+    assert set(record["paired_test_against_base"]) == {"HR@20", "MRR@20"}
+    ranks = np.load(path.parent / "ranks.npz")["ranks"]
+    assert len(ranks) == result["test"]["cases"] == base["test"]["cases"]
+    assert result["test"]["HR@20"] == pytest.approx(float(np.mean(ranks <= 20)), abs=1e-6)
+    assert RepeatCalibration.from_dict(record).weights == tuple(record["weights"])
+    assert sorted(p.name for p in (root / "runs" / "narm").iterdir()) == before  # the checkpoint is left as it was
+
+
+def test_calibrate_refuses_a_checkpoint_that_does_not_give_the_committed_ranks(refit_run, tmp_path):
+    import shutil
+
+    from nextclick.runs.calibrate import calibrate_run
+
+    root, _, folder = refit_run
+    copy = tmp_path / "result"
+    shutil.copytree(folder, copy)
+    ranks = np.load(copy / "ranks.npz")["ranks"]
+    np.savez_compressed(copy / "ranks.npz", ranks=ranks + 1)  # as if another model's
+    with pytest.raises(ValueError, match="does not reproduce"):
+        calibrate_run(copy, results_dir=tmp_path / "results", threads=1)
+
+
+def test_calibrate_refuses_statistical_models_calibrated_runs_and_missing_checkpoints(refit_run, tmp_path):
+    from nextclick.runs.calibrate import calibrate_run
+
+    root, base, folder = refit_run
+    for change, message in (({"model": "s-pop"}, "statistical"), ({"calibration": {"base_run": "x"}}, "calibrated run"),
+                            ({"train_options": {**base["train_options"], "checkpoint_dir": str(tmp_path / "none")}},
+                             "not on this machine")):
+        bad = tmp_path / message.replace(" ", "_")
+        bad.mkdir()
+        (bad / "result.json").write_text(json.dumps({**base, **change}))
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            calibrate_run(bad, results_dir=tmp_path / "results", threads=1)
