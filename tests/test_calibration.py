@@ -99,6 +99,25 @@ def test_the_fit_never_ends_worse_than_no_calibration():
     assert record["valid_cross_entropy_after"] <= record["valid_cross_entropy_before"]
 
 
+def test_the_fit_finds_the_temperature_held_out_data_wants_for_an_overconfident_model():
+    # item 1 scores 4 above the other ten items, but is the target only half the time: the softmax that
+    # fits wants a gap of log(10) = 2.3, a temperature of about 0.58; the sessions' items are never targets
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.where(torch.rand(400, generator=generator) < 0.5, 1, torch.randint(2, 12, (400,), generator=generator))
+    batches = [batch([[20, 21]] * 100, labels[i:i + 100].tolist()) for i in range(0, 400, 100)]
+
+    def sharp(b):
+        scores = torch.zeros(len(b), 22)
+        scores[:, 0] = -torch.inf
+        scores[:, 1] = 4.0
+        return scores
+
+    calibration, record = fit_repeat_calibration(sharp, batches)
+    assert record["temperature"] in (0.5, 0.7)
+    assert record["valid_cross_entropy_after"] < record["valid_cross_entropy_before"]
+    assert set(record["valid_cross_entropy_by_temperature"]) == {"0.25", "0.35", "0.5", "0.7", "1.0", "1.4", "2.0", "2.8", "4.0"}
+
+
 @pytest.fixture(scope="module")
 def refit_run(tmp_path_factory):
     from nextclick.runs.bench import run_bench
@@ -124,6 +143,8 @@ def test_calibrate_tests_a_refit_run_once_against_its_committed_ranks_and_writes
     assert record["fitted_with"] == "selection/" and record["base_run"] == base["run_id"]
     assert record["cases"] == base["valid_cases"]
     assert record["valid_cross_entropy_after"] <= record["valid_cross_entropy_before"]
+    assert record["valid_plain"]["HR@20"] == pytest.approx(base["valid"]["HR@20"], abs=1e-6)  # the selected model
+    assert set(record["valid_calibrated"]) == set(record["valid_plain"])
     assert set(record["paired_test_against_base"]) == {"HR@20", "MRR@20"}
     ranks = np.load(path.parent / "ranks.npz")["ranks"]
     assert len(ranks) == result["test"]["cases"] == base["test"]["cases"]

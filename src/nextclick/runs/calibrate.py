@@ -74,6 +74,10 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
 
     calibration, fit = fit_repeat_calibration(selected.score, iterate_batches(valid_cases, batch_size, selected.max_length))
     ks = tuple(options.get("ks", (5, 10, 20)))
+    valid = {name: evaluate(scorer, valid_cases, ks=ks, batch_size=batch_size, max_length=selected.max_length,
+                            progress=progress, description=f"validation, {name}").metrics
+             for name, scorer in (("plain", selected.score),
+                                  ("calibrated", lambda batch: calibration.apply(selected.score(batch), batch.items)))}
     plain = evaluate(final.score, split.test, ks=ks, batch_size=batch_size, max_length=final.max_length,
                      progress=progress, description="test, as committed")
     committed = np.load(folder / RANKS_FILE)["ranks"]
@@ -87,7 +91,9 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
 
     settings = {**base["settings"], "calibration": "repeats"}
     identity = run_id(settings)
-    record = {**fit, **calibration.to_dict(), "base_run": base["run_id"], "base_test": base["test"],
+    record = {**fit, **calibration.to_dict(),
+              "valid_plain": {k: round(v, 6) for k, v in valid["plain"].items()},
+              "valid_calibrated": {k: round(v, 6) for k, v in valid["calibrated"].items()}, "base_run": base["run_id"], "base_test": base["test"],
               "fitted_with": "selection/" if selection_dir != directory else "the run's model",
               "paired_test_against_base": paired_test(calibrated.ranks, plain.ranks)}
     result = {
