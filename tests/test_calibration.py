@@ -179,3 +179,51 @@ def test_calibrate_refuses_statistical_models_calibrated_runs_and_missing_checkp
         (bad / "result.json").write_text(json.dumps({**base, **change}))
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             calibrate_run(bad, results_dir=tmp_path / "results", threads=1)
+
+
+def test_a_saved_calibration_is_what_load_recommend_and_serving_rank_with(refit_run, tmp_path):
+    import shutil
+
+    from nextclick import checkpoint
+    from nextclick.data.batches import make_batch
+    from nextclick.data.benchmarks import resolve
+    from nextclick.runs.calibrate import calibrate_run
+    from nextclick.serve.scoring import load_run
+
+    root, base, folder = refit_run
+    directory = tmp_path / "run"
+    shutil.copytree(root / "runs" / "narm", directory)
+    result, _ = calibrate_run(folder, checkpoint_dir=directory, results_dir=tmp_path / "results", threads=1, save=True)
+    assert (directory / checkpoint.CALIBRATION_FILE).is_file()
+    model, _, _ = checkpoint.load(directory)
+    plain, _, _ = checkpoint.load(directory, calibrated=False)
+    assert model.calibration == RepeatCalibration.from_dict(result["calibration"]) and plain.calibration is None
+    assert plain.inner_product and not model.inner_product  # serving may not rank it by query vectors alone
+    test = resolve(base["dataset"]).test
+    cases = make_batch(test, np.arange(40), model.max_length)
+    assert torch.allclose(model.score(cases), model.calibration.apply(plain.score(cases), cases.items))
+    prefixes = [test.prefix(c) for c in range(40)]
+    items, _ = model.recommend(prefixes, k=5)
+    assert np.array_equal(items, torch.topk(model.score(cases)[:, 1:], 5).indices.numpy() + 1)
+    served = load_run(directory)
+    assert served.model.calibration == model.calibration
+    assert np.array_equal(served.top_k.top(prefixes, 5)[0], items)
+
+
+def test_a_saved_calibration_is_refused_once_the_weights_change(refit_run, tmp_path):
+    import shutil
+
+    from nextclick import checkpoint
+    from nextclick.runs.calibrate import calibrate_run
+
+    root, _, folder = refit_run
+    directory = tmp_path / "run"
+    shutil.copytree(root / "runs" / "narm", directory)
+    calibrate_run(folder, checkpoint_dir=directory, results_dir=tmp_path / "results", threads=1, save=True)
+    model, _, _ = checkpoint.load(directory, calibrated=False)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    checkpoint.save_weights(directory, model)  # trained again, say
+    with pytest.raises(checkpoint.CheckpointError, match="fitted for other weights"):
+        checkpoint.load(directory)
+    assert checkpoint.load(directory, calibrated=False)[0].calibration is None

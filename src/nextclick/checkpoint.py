@@ -19,6 +19,8 @@ imported only for a neural model's weights (and the trainer's state), so that lo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -121,9 +123,13 @@ def save(directory: Path, model: Recommender, vocab: Vocab, protocol: Protocol, 
     return directory
 
 
-def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None) -> tuple[Recommender, Vocab, dict]:
+def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None,
+         calibrated: bool = True) -> tuple[Recommender, Vocab, dict]:
     """(model with weights, vocab, config.json contents) from a checkpoint directory; `weights` names
     another weights file of the same model (an epoch kept by `keep_epochs`) instead of model.safetensors.
+    A repeat calibration saved beside the weights (CALIBRATION_FILE, `nextclick calibrate --save`) is
+    attached to the model unless `calibrated` is False or `weights` names another file; it must have been
+    fitted for these very weights (their SHA-256), else the load is refused.
 
     Everything is checked before anything is allocated: config.json's types, n_items against MAX_ITEMS,
     the config against its limits (nextclick.models.config), and the shapes in the safetensors headers
@@ -155,7 +161,43 @@ def load(directory: str | os.PathLike, weights: str | os.PathLike | None = None)
         raise CheckpointError(f"{weights_path} does not fit {meta['model']}: {_first_line(error)}") from None
     if getattr(model, "neural", False):
         model.eval()
+    if calibrated and weights is None and (directory / CALIBRATION_FILE).is_file():
+        model.calibration = read_calibration(directory)
     return model, vocab, meta
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def weights_digest(directory: Path) -> str:
+    """SHA-256 of the checkpoint's model.safetensors: what a saved calibration was fitted for."""
+    digest = hashlib.sha256()
+    with open(Path(directory) / "model.safetensors", "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_calibration(directory: Path, calibration, run: str) -> Path:
+    """Write `calibration` (models.calibration.RepeatCalibration) beside the checkpoint's weights."""
+    path = Path(directory) / CALIBRATION_FILE
+    atomic.write_json(path, {"run": run, "weights_sha256": weights_digest(directory), **calibration.to_dict()})
+    return path
+
+
+def read_calibration(directory: Path):
+    from nextclick.models.calibration import RepeatCalibration
+
+    path = Path(directory) / CALIBRATION_FILE
+    try:
+        saved = json.loads(path.read_text())
+        calibration = RepeatCalibration.from_dict(saved)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"cannot read {path}: {_first_line(error)}") from None
+    if saved.get("weights_sha256") != weights_digest(directory):
+        raise CheckpointError(f"{path} was fitted for other weights than {Path(directory) / 'model.safetensors'} "
+                              "(trained again since?): run `nextclick calibrate --save` again, or delete it")
+    return calibration
 
 
 def _read_meta(config_path: Path, directory: Path) -> dict:

@@ -98,7 +98,7 @@ def cmd_calibrate(args) -> int:
 
     result, path = calibrate_run(args.result, checkpoint_dir=args.checkpoint, results_dir=args.results_dir,
                                  data_root=args.data_dir, threads=args.threads, batch_size=args.batch_size,
-                                 progress=not args.quiet, command=["nextclick", *args.argv])
+                                 progress=not args.quiet, command=["nextclick", *args.argv], save=args.save)
     record, test = result["calibration"], result["test"]
     base = record["base_test"]
     print(f"validation cross-entropy {record['valid_cross_entropy_before']:.4f} -> {record['valid_cross_entropy_after']:.4f} "
@@ -106,6 +106,8 @@ def cmd_calibrate(args) -> int:
     for k in ("HR@20", "MRR@20"):
         paired = record["paired_test_against_base"][k]
         print(f"test {k}: {100 * base[k]:.2f} -> {100 * test[k]:.2f} (paired t-test p = {paired['p']:.2g})")
+    if "saved_to" in record:
+        print(f"saved {record['saved_to']}: recommend, evaluate, explain and serve now rank this run calibrated")
     print(f"wrote {path}")
     return 0
 
@@ -303,6 +305,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="data directory holding benchmarks/ (default: $NEXTCLICK_DATA, else ../shared/data)")
     p.add_argument("--results-dir", default="results", help="where the calibrated run's folder goes (results/)")
     p.add_argument("--batch-size", type=int_in(1, 65_536), default=500, help="cases per scoring batch (500)")
+    p.add_argument("--save", action="store_true",
+                   help="also write the weights beside the checkpoint (calibration.json), so that recommend, evaluate, "
+                        "explain and serve rank that run calibrated (without it the checkpoint is left as it was)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_option(p)
     p.set_defaults(func=cmd_calibrate)

@@ -91,8 +91,10 @@ class Recommender:
     def inner_product(self) -> bool:
         """Whether score(batch)[:, 1:] == query_vectors(batch) @ item_vectors()[1:].T (serving's
         approximate index needs it). The repeat decoder's mixture is not an inner product: with it on,
-        query_vectors give the explore side's query only."""
-        return hasattr(self, "query_vectors") and getattr(self.config, "repeat", "off") == "off"
+        query_vectors give the explore side's query only; nor is a repeat calibration's bonus on the
+        session's items (models/calibration.py)."""
+        return (hasattr(self, "query_vectors") and getattr(self.config, "repeat", "off") == "off"
+                and getattr(self, "calibration", None) is None)
 
     def prepare(self, train: Sessions) -> None:
         """Build what training needs from the training sessions (popularity for negatives, item graphs,

@@ -19,6 +19,7 @@ from nextclick.data.batches import Batch, batch_from_prefixes, make_batch
 from nextclick.data.sessions import Cases
 from nextclick.data.streams import PrefixStream, Stream, StreamOptions
 from nextclick.models.base import Recommender, check_k
+from nextclick.models.calibration import RepeatCalibration
 from nextclick.models.config import check_config
 from nextclick.models.layers import inner_product_cross_entropy
 from nextclick.models.repeat import RepeatOutput
@@ -104,9 +105,15 @@ class NeuralModel(nn.Module, Recommender):
         finally:
             self.train(was_training)
 
+    # a repeat calibration fitted after training (`nextclick calibrate --save`, models/calibration.py), which
+    # `checkpoint.load` attaches: every ranking goes through `score`, so each applies it
+    calibration: RepeatCalibration | None = None
+
     def score(self, batch: Batch) -> torch.Tensor:
         with self.evaluating():
-            return self(batch.to(self.device))[0]
+            batch = batch.to(self.device)
+            scores = self(batch)[0]
+            return scores if self.calibration is None else self.calibration.apply(scores, batch.items)
 
     def recommend(self, prefixes: list[np.ndarray], k: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (indices, scores) per session prefix by torch.topk over the scores, padding excluded."""

@@ -12,8 +12,9 @@ from the checkpoint and must equal its committed ranks.npz: the calibration is c
 model it calibrates (a paired t-test against it is in the result).
 
 Writes results/<dataset>/<model>/<run id + calibration=repeats>/ (result.json, with the weights, and
-ranks.npz). The checkpoint is left as it was: `recommend`, `serve` and `evaluate` do not apply a
-calibration yet.
+ranks.npz). With `save` (--save) the weights also go beside the checkpoint (checkpoint.CALIBRATION_FILE,
+tied to its weights by their SHA-256), and from then on `recommend`, `evaluate`, `explain`, `serve` and
+the Python API's `load` rank that run calibrated; without it the checkpoint is left as it was.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def read_result(folder: Path) -> dict:
 
 def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = None, results_dir: str | Path = "results",
                   data_root: str | None = None, threads: int | None = None, batch_size: int = 500,
-                  progress: bool = False, command: list[str] | None = None) -> tuple[dict, Path]:
+                  progress: bool = False, command: list[str] | None = None, save: bool = False) -> tuple[dict, Path]:
     """Fit, test and write as the module says; returns (the new result, its path)."""
     wall_start = time.perf_counter()
     threads = set_threads(threads)
@@ -64,9 +65,9 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     directory = Path(checkpoint_dir or options["checkpoint_dir"])
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(f"the run's checkpoint is not on this machine ({directory}); give it with --checkpoint")
-    final, _, meta = checkpoint.load(directory)
+    final, _, meta = checkpoint.load(directory, calibrated=False)  # the model as trained, whatever was saved before
     selection_dir = directory / "selection" if options.get("refit") else directory
-    selected = checkpoint.load(selection_dir)[0] if selection_dir != directory else final
+    selected = checkpoint.load(selection_dir, calibrated=False)[0] if selection_dir != directory else final
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
         raise ValueError(f"{directory} holds a model of {split.name}, the result is on {base['dataset']}")
@@ -109,6 +110,8 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         "git_commit": git_commit(),
         "command": shlex.join(command if command is not None else sys.argv),
     }
+    if save:
+        record["saved_to"] = str(checkpoint.save_calibration(directory, calibration, identity))
     out = run_dir(results_dir, split.name, base["model"], identity)
     write_ranks(out / RANKS_FILE, calibrated.ranks)
     path = out / RESULT_FILE

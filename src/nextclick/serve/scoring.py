@@ -131,6 +131,7 @@ def with_config(model, overrides: dict):
         raise ValueError(f"--set {changed}: the run's weights do not fit that config ({str(error).splitlines()[0]})") from None
     if served.neural:
         served.eval()
+        served.calibration = model.calibration  # a saved repeat calibration goes with the weights
     return served
 
 
