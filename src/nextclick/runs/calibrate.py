@@ -58,6 +58,7 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
                   progress: bool = False, command: list[str] | None = None, save: bool = False) -> tuple[dict, Path]:
     """Fit, test and write as the module says; returns (the new result, its path)."""
     wall_start = time.perf_counter()
+    commit = git_commit()  # the code this process imported
     threads = set_threads(threads)
     folder = Path(folder)
     base = read_result(folder)
@@ -107,7 +108,7 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         "calibration": record,
         "wall_seconds": round(time.perf_counter() - wall_start, 2),  # the calibration's own; training: base
         "machine": machine_info(threads, str(final.device)),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "command": shlex.join(command if command is not None else sys.argv),
     }
     if save:
