@@ -5,7 +5,8 @@
 #   nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &             # one job at a time, all cores
 #   LANES=4 nohup scripts/bench_queue.sh > logs/queue.out 2>&1 &     # four jobs side by side (more cores)
 #
-# A line is `name commit bench-arguments...` ('#' starts a comment). The file is read again before each
+# A line is `name commit bench-arguments...` ('#' starts a comment), or `name commit calibrate RESULT`
+# for `nextclick calibrate` on a run an earlier line finished. The file is read again before each
 # job, so lines can be added or reordered while the queue runs. A finished job leaves
 # logs/queue/<name>.done and is skipped; an interrupted one (machine restart, kill) continues from its
 # checkpoint with --resume on the next start; a failed one leaves <name>.failed and is not retried.
@@ -67,9 +68,12 @@ lane() {
     echo "$(date -u +%FT%T) start $name ($commit, lane $1, $THREADS threads) $args $resume" >> logs/queue/queue.log
     # GLIBC_TUNABLES: what runtime.keep_freed_memory sets since 134a1c8 (large buffers reused, not mapped
     # afresh each step: up to 1.57x faster), for the older commits the queue runs too; no number changes
+    # a line whose arguments start with `calibrate` runs `nextclick calibrate RESULT` (a finished run's
+    # result folder, its checkpoint under runs/) instead of a bench; it has nothing to resume
+    verb=(bench --keep-epochs); [ "${args%% *}" = calibrate ] && { verb=(); resume=""; }
     # shellcheck disable=SC2086  # the arguments are split on purpose
     env PYTHONPATH="$tree/src" GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824 \
-        "$ROOT/.venv/bin/python" -m nextclick.cli bench $args --threads "$THREADS" --keep-epochs --quiet \
+        "$ROOT/.venv/bin/python" -m nextclick.cli "${verb[@]}" $args --threads "$THREADS" --quiet \
         --data-dir "${NEXTCLICK_DATA:-$ROOT/../shared/data}" --results-dir "$ROOT/results" $resume > "logs/queue/$name.log" 2>&1
     rc=$?
     echo "$(date -u +%FT%T) end $name rc=$rc" >> logs/queue/queue.log
