@@ -81,7 +81,7 @@ class RepeatCalibration:
         return scores.clone().scatter_add_(1, window, bonus.to(scores.dtype))
 
     def to_dict(self) -> dict:
-        return {"features": list(FEATURES), "weights": [round(w, 6) for w in self.weights], "window": WINDOW}
+        return {"features": list(FEATURES), "weights": list(self.weights), "window": WINDOW}  # exact: JSON keeps every digit
 
     @classmethod
     def from_dict(cls, data: dict) -> RepeatCalibration:
