@@ -206,7 +206,7 @@ def test_a_saved_calibration_is_what_load_recommend_and_serving_rank_with(refit_
     items, _ = model.recommend(prefixes, k=5)
     assert np.array_equal(items, torch.topk(model.score(cases)[:, 1:], 5).indices.numpy() + 1)
     served = load_run(directory)
-    assert served.model.calibration == model.calibration
+    assert served.model.calibration == model.calibration and served.describe()["calibrated"]
     assert np.array_equal(served.top_k.top(prefixes, 5)[0], items)
 
 

@@ -21,12 +21,14 @@ def cmd_evaluate(args) -> int:
     split = api.split_for(run, args.dataset, args.data_dir)
     result = api.evaluate_run(run, split, batch_size=args.batch_size, progress=not args.quiet)
     summary = result.summary()
+    summary["calibrated"] = getattr(run.model, "calibration", None) is not None
     if args.by_length:
         summary["by_length"] = result.by_length()
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
-        print(f"{run.model.name} on {split.name} test ({summary['cases']:,} cases):")
+        calibrated = ", with its repeat calibration (calibration.json)" if summary["calibrated"] else ""
+        print(f"{run.model.name} on {split.name} test ({summary['cases']:,} cases{calibrated}):")
         print("  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items()))
         if args.by_length:
             print("\n".join(length_table(summary["by_length"])))

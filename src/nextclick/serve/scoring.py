@@ -72,6 +72,7 @@ class ServedRun:
                 "dataset": self.meta.get("dataset"), "index": self.top_k.kind,
                 "click_weights": self.has_click_weights, "serving_overrides": self.meta.get("serving_overrides"),
                 "compiled": compiled_in_use(),  # numba's forms on (base.use_compiled), or numpy's array calls
+                "calibrated": getattr(self.model, "calibration", None) is not None,  # calibration.json (docs/repeat.md)
                 "loaded_at": self.loaded_at}
 
 
