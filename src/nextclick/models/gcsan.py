@@ -102,7 +102,9 @@ class GCSAN(ItemEmbeddingModel):
     def _encode(self, batch: Batch, keep_weights: bool = False):
         """s (B, d) [and the last block's attention (B, L, L)]."""
         hidden, graphs = node_states(batch.items, self.embedding, self.cell, self.config.steps)  # (n, d)
-        graph_states = hidden[graphs.click_node]  # (B, L, d); padding positions are masked as keys
+        # (B, L, d); padding positions are masked as keys. index_select, not hidden[click_node]: its backward
+        # (index_add_) took 0.5 against 3.6 ms for a (100, 150) gather (forward and backward, 2 threads)
+        graph_states = hidden.index_select(0, graphs.click_node.reshape(-1)).view(*graphs.click_node.shape, -1)
         states, weights = graph_states, None
         for index, block in enumerate(self.blocks):
             # the session vector reads the last click's row only: the last block computes just that row
