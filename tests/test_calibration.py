@@ -227,3 +227,20 @@ def test_a_saved_calibration_is_refused_once_the_weights_change(refit_run, tmp_p
     with pytest.raises(checkpoint.CheckpointError, match="fitted for other weights"):
         checkpoint.load(directory)
     assert checkpoint.load(directory, calibrated=False)[0].calibration is None
+
+
+def test_bench_with_calibrate_writes_the_run_and_its_calibrated_run(tmp_path, capsys):
+    from nextclick.cli import main
+
+    assert main(["bench", "stamp", "--epochs", "1", "--threads", "1", "--quiet", "--results-dir", str(tmp_path / "results"),
+                 "-o", str(tmp_path / "run"), "--set", "embedding_size=8", "--calibrate"]) == 0
+    folders = sorted(p.name for p in (tmp_path / "results" / "synthetic" / "stamp").iterdir())
+    assert folders == ["calibration=repeats,embedding_size=8,epochs=1", "embedding_size=8,epochs=1"]
+    assert "validation cross-entropy" in capsys.readouterr().out
+
+
+def test_bench_refuses_calibrate_for_a_statistical_model_before_fitting(tmp_path, capsys):
+    from nextclick.cli import main
+
+    assert main(["bench", "s-pop", "--results-dir", str(tmp_path), "--calibrate"]) == 2
+    assert "statistical" in capsys.readouterr().err and not any(tmp_path.iterdir())

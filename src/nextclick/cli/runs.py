@@ -66,10 +66,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from nextclick.models import model_class
     from nextclick.runs.bench import run_bench
     from nextclick.runs.search import parse_grid, parse_grid_part
 
     part = parse_grid_part(args.grid_part)
+    if args.calibrate and not model_class(args.model).neural:
+        raise ValueError(f"--calibrate: {args.model} is a statistical model, whose scores are counts and similarities "
+                         "that a repeat calibration does not apply to")
     result, path = run_bench(
         args.model, args.dataset, overrides=model_overrides(args), options=train_options(args),
         results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
@@ -90,6 +94,14 @@ def cmd_bench(args) -> int:
           + "  ".join(f"{k} {test[k]:.4f}" for k in test if k.startswith(("HR@", "MRR@"))))
     print(f"machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}, device {machine['device']}")
     print(f"wrote {path}")
+    if args.calibrate:  # the run just written, calibrated as `nextclick calibrate` would
+        from nextclick.runs.calibrate import calibrate_run
+
+        calibrated, calibrated_path = calibrate_run(
+            path.parent, checkpoint_dir=result["train_options"]["checkpoint_dir"], results_dir=args.results_dir,
+            data_root=args.data_dir, threads=args.threads, progress=not args.quiet,
+            command=["nextclick", *args.argv])
+        _print_calibration(calibrated, calibrated_path)
     return 0
 
 
@@ -99,6 +111,11 @@ def cmd_calibrate(args) -> int:
     result, path = calibrate_run(args.result, checkpoint_dir=args.checkpoint, results_dir=args.results_dir,
                                  data_root=args.data_dir, threads=args.threads, batch_size=args.batch_size,
                                  progress=not args.quiet, command=["nextclick", *args.argv], save=args.save)
+    _print_calibration(result, path)
+    return 0
+
+
+def _print_calibration(result: dict, path) -> None:
     record, test = result["calibration"], result["test"]
     base = record["base_test"]
     print(f"validation cross-entropy {record['valid_cross_entropy_before']:.4f} -> {record['valid_cross_entropy_after']:.4f} "
@@ -109,7 +126,6 @@ def cmd_calibrate(args) -> int:
     if "saved_to" in record:
         print(f"saved {record['saved_to']}: recommend, evaluate, explain and serve now rank this run calibrated")
     print(f"wrote {path}")
-    return 0
 
 
 def cmd_speed(args) -> int:
@@ -289,6 +305,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "it trained under, a few KB) in DIR/<candidate>.json; with --resume a candidate recorded there "
                         "is not trained again, even on a machine without its checkpoint (commit or share DIR to "
                         "continue a search elsewhere; with --refit the records alone decide)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="neural models: after the test, also fit a repeat calibration on the run's validation cases "
+                        "and test it, as `nextclick calibrate` does (a second result folder, its id plus "
+                        "calibration=repeats; docs/repeat.md)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("calibrate", help="fit a repeat calibration on a bench run's validation cases, test it once; "
