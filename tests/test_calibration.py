@@ -19,7 +19,9 @@ def batch(rows: list[list[int]], labels: list[int]) -> Batch:
 
 
 def test_features_mark_each_distinct_item_once_at_its_most_recent_click_with_its_counts_and_recency():
-    window, distinct, features = repeat_features(batch([[5, 7, 5, 9]], [1]).items)
+    scores = torch.zeros(1, 11)
+    scores[0, 7] = math.log(4)  # item 7 four times as likely as each of the other nine: p = 4 / 13
+    window, distinct, features = repeat_features(batch([[5, 7, 5, 9]], [1]).items, scores)
     assert window.shape == (1, WINDOW) and features.shape == (1, WINDOW, len(FEATURES))
     places = {int(window[0, j]): j for j in range(WINDOW) if distinct[0, j]}
     assert sorted(places) == [5, 7, 9] and distinct.sum() == 3  # padding and the earlier 5 are not places
@@ -31,12 +33,14 @@ def test_features_mark_each_distinct_item_once_at_its_most_recent_click_with_its
         assert f[item]["constant"] == 1
         assert f[item]["log_window_clicks"] == pytest.approx(math.log(4))
         assert f[item]["distinct_share"] == pytest.approx(3 / 4)
+        assert f[item]["top_log_probability"] == pytest.approx(math.log(4 / 13), abs=1e-6)  # the session's, not the item's
+        assert f[item]["top_log_probability_x_distinct_share"] == pytest.approx(3 / 4 * math.log(4 / 13), abs=1e-6)
     assert features[0][~distinct[0]].abs().sum() == 0
 
 
 def test_features_read_only_the_last_window_of_clicks():
     long = list(range(1, WINDOW + 11))  # 60 distinct items: the first 10 fall outside
-    window, distinct, features = repeat_features(batch([long], [1]).items)
+    window, distinct, features = repeat_features(batch([long], [1]).items, torch.zeros(1, WINDOW + 11))
     assert set(window[0][distinct[0]].tolist()) == set(long[-WINDOW:])
     earlier = FEATURES.index("earlier")
     assert features[0, 0, earlier] == 1 and features[0, -11, earlier] == 1  # the 11th last click is 'earlier'

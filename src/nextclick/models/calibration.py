@@ -13,7 +13,9 @@ s_j + w . f_j, with f_j:
     1, log(clicks on j), [j clicked twice or more],
     [j's last click is the last click], [... the one before], [... 3rd last], [... 4th last],
     [... 5th to 10th last], [... earlier],
-    log(clicks in the window), distinct items / clicks in the window.
+    log(clicks in the window), distinct items / clicks in the window,
+    the model's log-probability of its top item (its softmax over the catalogue), alone and times the
+    share of distinct items (the session's, the same for each of its items).
 Every other item keeps its score. w (FEATURES numbers) is fitted on validation cases (the model frozen)
 to minimise the cross-entropy of softmax(T s + w . f) for a temperature T from TEMPERATURES, the best
 pair kept as w / T (the same ranking with the model's own scores). The temperature matters: a model
@@ -38,13 +40,18 @@ import torch
 
 WINDOW = 50  # clicks read for the features: every published split's median prefix is far shorter
 FEATURES = ("constant", "log_count", "clicked_twice", "last", "second_last", "third_last", "fourth_last",
-            "fifth_to_tenth_last", "earlier", "log_window_clicks", "distinct_share")
+            "fifth_to_tenth_last", "earlier", "log_window_clicks", "distinct_share",
+            "top_log_probability", "top_log_probability_x_distinct_share")
 
 
-def repeat_features(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-aligned clicks (B, L), 0 = padding -> (items, distinct, features) over the last WINDOW
-    clicks: items (B, W) those clicks, distinct (B, W) True at each item's most recent click (one place
-    per distinct item), features (B, W, len(FEATURES)), zero where `distinct` is False."""
+def repeat_features(items: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-aligned clicks (B, L), 0 = padding, and the model's scores (B, n_items + 1) of those sessions
+    -> (items, distinct, features) over the last WINDOW clicks: items (B, W) those clicks, distinct (B, W)
+    True at each item's most recent click (one place per distinct item), features (B, W, len(FEATURES)),
+    zero where `distinct` is False. The last two features are the session's, not the item's: how sure the
+    model is of its first choice (the log-probability its softmax gives its top item, padding excluded),
+    alone and times the share of distinct items: a session whose model is sure of a new item wants its
+    own items moved less."""
     items = torch.nn.functional.pad(items[:, -WINDOW:], (max(0, WINDOW - items.shape[1]), 0))
     batch, width = items.shape
     real = items != 0
@@ -55,9 +62,12 @@ def repeat_features(items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     back = (width - 1 - torch.arange(width, device=items.device)).expand(batch, width)  # 0 = the last click
     clicks = real.sum(dim=1, keepdim=True).clamp(min=1).float().expand(batch, width)
     distinct_items = distinct.sum(dim=1, keepdim=True).float().expand(batch, width)
+    candidates = scores.float()[:, 1:]
+    top = (candidates.max(dim=1).values - torch.logsumexp(candidates, dim=1)).unsqueeze(1).expand(batch, width)
+    share = distinct_items / clicks
     columns = [torch.ones_like(count), count.log(), (count >= 2).float(),
                *[(back == k).float() for k in range(4)], ((back >= 4) & (back < 10)).float(), (back >= 10).float(),
-               clicks.log(), distinct_items / clicks]
+               clicks.log(), share, top, top * share]
     features = torch.stack(columns, dim=2) * distinct.unsqueeze(2)
     return items, distinct, features
 
@@ -76,7 +86,7 @@ class RepeatCalibration:
     def apply(self, scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """scores (B, n_items + 1) of the sessions whose right-aligned clicks are `items` (B, L) -> the
         calibrated scores (a new tensor; padding's column untouched)."""
-        window, distinct, features = repeat_features(items.to(scores.device))
+        window, distinct, features = repeat_features(items.to(scores.device), scores)
         bonus = (features @ torch.tensor(self.weights, dtype=scores.dtype, device=scores.device)) * distinct
         return scores.clone().scatter_add_(1, window, bonus.to(scores.dtype))
 
@@ -114,7 +124,7 @@ def _terms(score, batches) -> _ValidationTerms:
     parts = []
     for batch in batches:
         scores = score(batch).float()
-        window, distinct, features = repeat_features(batch.items.to(scores.device))
+        window, distinct, features = repeat_features(batch.items.to(scores.device), scores)
         labels = batch.labels.to(scores.device)
         rest = scores.clone()
         rest[:, 0] = -torch.inf  # padding never counts
