@@ -18,6 +18,12 @@ def batch(rows: list[list[int]], labels: list[int]) -> Batch:
     return Batch(items=items, lengths=lengths, labels=torch.tensor(labels), full_lengths=lengths)
 
 
+def batch_from_indices(rows: list[list[int]]) -> Batch:
+    from nextclick.data.batches import batch_from_prefixes
+
+    return batch_from_prefixes([np.array(r) for r in rows])
+
+
 def test_features_mark_each_distinct_item_once_at_its_most_recent_click_with_its_counts_and_recency():
     scores = torch.zeros(1, 11)
     scores[0, 7] = math.log(4)  # item 7 four times as likely as each of the other nine: p = 4 / 13
@@ -212,6 +218,18 @@ def test_a_saved_calibration_is_what_load_recommend_and_serving_rank_with(refit_
     served = load_run(directory)
     assert served.model.calibration == model.calibration and served.describe()["calibrated"]
     assert np.array_equal(served.top_k.top(prefixes, 5)[0], items)
+
+    from nextclick.explain import explain
+
+    vocab = checkpoint.load(directory)[1]
+    session = [int(i) for i in vocab.decode(np.array([3, 5, 3]))]
+    shown = explain(model, vocab, session, k=3)
+    assert set(shown.calibration_bonus) == set(session)  # one bonus per distinct item, by external id
+    padded = batch_from_indices([[3, 5, 3]])
+    expected = model.calibration.apply(plain.score(padded), padded.items) - plain.score(padded)
+    for item, bonus in shown.calibration_bonus.items():
+        assert bonus == pytest.approx(float(expected[0, int(vocab.encode(np.array([item]))[0])]), abs=1e-5)
+    assert "calibration_bonus" in shown.to_dict() and explain(plain, vocab, session).calibration_bonus is None
 
 
 def test_a_saved_calibration_is_refused_once_the_weights_change(refit_run, tmp_path):

@@ -34,6 +34,8 @@ class Explanation:
     extra: list[str]  # labels of the rows and columns of `pairs` after the clicks
     scalars: dict[str, float]
     recommendations: list[dict]
+    # a calibrated run's score bonus for each distinct item of the session (models/calibration.py), else None
+    calibration_bonus: dict[int, float] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -47,6 +49,8 @@ class Explanation:
             "pairs": np.round(self.pairs, 6).tolist() if self.pairs is not None else None,
             **{name: round(value, 6) for name, value in self.scalars.items()},
             "recommendations": self.recommendations,
+            **({"calibration_bonus": {str(i): round(b, 6) for i, b in self.calibration_bonus.items()}}
+               if self.calibration_bonus is not None else {}),
         }
 
 
@@ -75,6 +79,12 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
         rows = np.concatenate([kept, len(items) + np.arange(len(read.extra))])
         pairs = read.pairs[0].cpu().numpy()[np.ix_(rows, rows)]
     top, scores = model.recommend([indices], k=k)
+    bonus = None
+    if getattr(model, "calibration", None) is not None:  # what the saved repeat calibration adds per session item
+        batch = batch_from_prefixes([indices], model.max_length)
+        with model.evaluating():
+            raw = model(batch.to(model.device))[0]  # the model's own scores, which the features read
+        bonus = {int(vocab.decode(np.array([i]))[0]): b for i, b in model.calibration.bonuses(raw, batch.items)[0].items()}
     return Explanation(
         model=model.name,
         items=[int(i) for i in vocab.decode(items[kept])],
@@ -85,6 +95,7 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
         extra=list(read.extra),
         scalars={name: float(value[0]) for name, value in read.scalars.items()},
         recommendations=[{"item": int(i), "score": float(s)} for i, s in zip(vocab.decode(top[0]), scores[0])],
+        calibration_bonus=bonus,
     )
 
 

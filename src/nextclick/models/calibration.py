@@ -90,6 +90,14 @@ class RepeatCalibration:
         bonus = (features @ torch.tensor(self.weights, dtype=scores.dtype, device=scores.device)) * distinct
         return scores.clone().scatter_add_(1, window, bonus.to(scores.dtype))
 
+    def bonuses(self, scores: torch.Tensor, items: torch.Tensor) -> list[dict[int, float]]:
+        """What `apply` adds, per session: {item index: bonus} for each distinct item of its window (what
+        `nextclick explain` shows of a calibrated run)."""
+        window, distinct, features = repeat_features(items.to(scores.device), scores)
+        bonus = features @ torch.tensor(self.weights, dtype=features.dtype, device=features.device)
+        return [{int(window[row, j]): float(bonus[row, j]) for j in distinct[row].nonzero().flatten().tolist()}
+                for row in range(len(window))]
+
     def to_dict(self) -> dict:
         return {"features": list(FEATURES), "weights": list(self.weights), "window": WINDOW}  # exact: JSON keeps every digit
 
