@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from nextclick.data.benchmarks import resolve
+from nextclick.data.sessions import Split
 from nextclick.models import build, model_class
 from nextclick.models.config import config_from_overrides
 from nextclick.runs.identity import run_id, run_settings
@@ -46,7 +47,7 @@ def operator_calls(run: Callable[[], object]) -> int:
 
 def measure_training_speed(
     model_name: str,
-    dataset: str | None,
+    dataset: str | Split | None,
     *,
     overrides: dict[str, Any] | None = None,
     batches: int = 30,
@@ -74,7 +75,7 @@ def measure_training_speed(
             raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
     threads = set_threads(threads)
     device = resolve_device(device)
-    split = resolve(dataset, data_root)
+    split = dataset if isinstance(dataset, Split) else resolve(dataset, data_root)  # a Split: read once by the caller
     cases = split.train_cases()
     configured = config_from_overrides(model_class(model_name).Config, overrides)
     batch_size = batch_size or getattr(configured, "batch_size", DEFAULT_BATCH_SIZE)  # as training's default

@@ -50,17 +50,20 @@ def measure_item(paper: dict, item: dict, results_dir: str | Path, *, batches: i
     from nextclick.measure.speed import measure_training_speed, provenance
     from nextclick.runtime import resolve_device, set_threads
 
+    from nextclick.data.benchmarks import resolve
+
     threads = set_threads(threads)
     written = []
     for dataset in item["datasets"]:
+        split = resolve(dataset, data_root)  # once per dataset, not once per row
         rows = []
         for row in (row_on(row, dataset) for row in item["rows"]):
             if row.get("model") is None:
                 continue
             overrides = row_overrides(row)
             progress(f"timing {row['label']} on {dataset} ({batches} batches, {threads} threads)")
-            timed = measure_training_speed(row["model"], dataset, overrides=overrides,
-                                           batches=batches, threads=threads, data_root=data_root, device=device)
+            timed = measure_training_speed(row["model"], split, overrides=overrides,
+                                           batches=batches, threads=threads, device=device)
             fast = timed["fast_path"]
             rows.append({"label": row["label"], "model": timed["model"], "overrides": overrides,
                          "batch_size": timed["batch_size"], "cases_per_second": fast["cases_per_second"],
