@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nextclick.data.batches import Batch
-from nextclick.models.calibration import FEATURES, WINDOW, RepeatCalibration, fit_repeat_calibration, repeat_features
+from nextclick.models.calibration import FEATURES, WINDOW, RepeatCalibration, repeat_features
+from nextclick.runs.calibrate import fit_repeat_calibration
 
 
 def batch(rows: list[list[int]], labels: list[int]) -> Batch:

@@ -84,7 +84,8 @@ def explain(model, vocab: Vocab, external_items: list[int], k: int = 10) -> Expl
         batch = batch_from_prefixes([indices], model.max_length)
         with model.evaluating():
             raw = model(batch.to(model.device))[0]  # the model's own scores, which the features read
-        bonus = {int(vocab.decode(np.array([i]))[0]): b for i, b in model.calibration.bonuses(raw, batch.items)[0].items()}
+        by_index = model.calibration.bonuses(raw, batch.items)[0]
+        bonus = dict(zip(vocab.decode(np.array(list(by_index))).tolist(), by_index.values()))
     return Explanation(
         model=model.name,
         items=[int(i) for i in vocab.decode(items[kept])],

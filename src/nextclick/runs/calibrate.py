@@ -1,5 +1,6 @@
-"""`nextclick calibrate RESULT`: fit a repeat calibration (models/calibration.py) on a finished bench
-run's validation cases and test the calibrated model once, as a run of its own.
+"""`nextclick calibrate RESULT`: fit a repeat calibration (models/calibration.py: its features and how it
+moves scores) on a finished bench run's validation cases (`fit_repeat_calibration`, here) and test the
+calibrated model once, as a run of its own.
 
     nextclick calibrate results/yoochoose1_64/sr-iem/<run id>
 
@@ -23,21 +24,118 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nextclick import atomic, checkpoint
 from nextclick.data.batches import iterate_batches
 from nextclick.data.benchmarks import resolve
-from nextclick.evaluate import evaluate, paired_test
+from nextclick.evaluate import DEFAULT_KS, evaluate, metrics_from_ranks, paired_test, ranks_from_scores
 from nextclick.models import model_class
-from nextclick.models.calibration import fit_repeat_calibration
+from nextclick.models.calibration import FEATURES, RepeatCalibration, repeat_features
 from nextclick.runs.bench import write_ranks
 from nextclick.runs.identity import RANKS_FILE, RESULT_FILE, run_dir, run_id
+from nextclick.runs.select import VALID_FRACTION
 from nextclick.runtime import git_commit, machine_info, set_threads
 
-VALID_FRACTION = 0.1  # runs.select.fit_and_select's
+TEMPERATURES = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # steps of sqrt(2) around the model's own scale
+
+
+@dataclass
+class _ValidationTerms:
+    """What the fit needs of each validation case: at each of TEMPERATURES the log-sum-exp of the
+    model's scaled scores over the items that get no bonus (the catalogue less the session's window),
+    the target's score, and per distinct session item its score, features and whether it is the target."""
+
+    ranks: torch.Tensor  # (C,) the target's rank under the model's own scores (evaluate.ranks_from_scores)
+    rest_log_normaliser: torch.Tensor  # (C, len(TEMPERATURES))
+    target_score: torch.Tensor  # (C,)
+    item_scores: torch.Tensor  # (C, W), -inf where no distinct item
+    features: torch.Tensor  # (C, W, F)
+    is_target: torch.Tensor  # (C, W) bool
+
+    def map(self, change) -> _ValidationTerms:
+        return _ValidationTerms(*(change(getattr(self, name)) for name in self.__dataclass_fields__))
+
+
+def _terms(score, batches) -> _ValidationTerms:
+    parts = []
+    for batch in batches:
+        scores = score(batch).float()
+        window, distinct, features = repeat_features(batch.items.to(scores.device), scores)
+        labels = batch.labels.to(scores.device)
+        rest = scores.clone()
+        rest[:, 0] = -torch.inf  # padding never counts
+        rest.scatter_(1, window, -torch.inf)  # the window's items (padding's 0 included) are summed apart
+        parts.append((ranks_from_scores(scores, labels),
+                      torch.stack([torch.logsumexp(t * rest, dim=1) for t in TEMPERATURES], dim=1),
+                      scores.gather(1, labels.unsqueeze(1)).squeeze(1),
+                      scores.gather(1, window).masked_fill(~distinct, -torch.inf), features,
+                      distinct & (window == labels.unsqueeze(1))))
+    return _ValidationTerms(*(torch.cat(columns) for columns in zip(*parts)))
+
+
+def _cross_entropy(terms: _ValidationTerms, temperature: int, weights: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the softmax of T * s + w . f (T = TEMPERATURES[temperature]): the
+    normaliser is the log-sum-exp of the rest of the catalogue's and the session items' terms, each
+    computed apart, so no mass is ever subtracted (no cancellation however much the session holds)."""
+    scale = TEMPERATURES[temperature]
+    logits = (scale * terms.item_scores + terms.features @ weights)  # (C, W), -inf where no distinct item
+    log_normaliser = torch.logsumexp(torch.cat([terms.rest_log_normaliser[:, temperature:temperature + 1], logits],
+                                               dim=1), dim=1)
+    in_window = terms.is_target.any(dim=1)
+    target = torch.where(in_window, logits.masked_fill(~terms.is_target, 0.0).sum(dim=1), scale * terms.target_score)
+    return (log_normaliser - target).mean()
+
+
+def fit_repeat_calibration(score, batches, max_iterations: int = 200,
+                           ks: tuple[int, ...] = DEFAULT_KS) -> tuple[RepeatCalibration, dict]:
+    """Fit on validation `batches` (Batch objects with labels) scored by `score` (a frozen model's
+    `score`); returns the calibration and a record of the fit (cases, cross-entropy before and after, the
+    temperature chosen, and `valid_plain`: HR/MRR@ks of the model as it is on every one of those cases,
+    from the same pass). For each of TEMPERATURES, w minimises the cross-entropy of softmax(T s + w . f)
+    (L-BFGS from w = 0, float64); the pair with the lowest cross-entropy is kept as w / T, which ranks
+    every session as T s + w . f does. The temperature lets the bonus be measured against scores on the
+    scale held-out data wants (a model trained to sharp or flat scores), not on the training scale."""
+    with torch.inference_mode():
+        terms = _terms(score, batches)
+    terms = terms.map(lambda t: t.clone().double() if t.is_floating_point() else t.clone())  # out of inference mode
+    valid_plain = {k: round(v, 6) for k, v in metrics_from_ranks(terms.ranks.numpy(), ks).items()}
+    known = torch.isfinite(terms.target_score)  # a target the model gives -inf cannot be fitted
+    terms = terms.map(lambda t: t[known])
+    if not len(terms.target_score):
+        raise ValueError("no validation case with a finite target score to fit a repeat calibration on")
+    plain = TEMPERATURES.index(1.0)
+    with torch.no_grad():
+        before = float(_cross_entropy(terms, plain, torch.zeros(len(FEATURES), dtype=torch.float64)))
+    fits = {}
+    for temperature, scale in enumerate(TEMPERATURES):
+        weights = torch.zeros(len(FEATURES), dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weights], max_iter=max_iterations, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = _cross_entropy(terms, temperature, weights)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            loss = float(_cross_entropy(terms, temperature, weights))
+        if np.isfinite(loss) and torch.isfinite(weights).all():
+            fits[scale] = (loss, weights.detach() / scale)
+    scale = min(fits, key=lambda t: fits[t][0]) if fits else 1.0
+    after, weights = fits.get(scale, (before, None))
+    if after > before or weights is None:  # never worse than the model as it is
+        scale, after, weights = 1.0, before, torch.zeros(len(FEATURES), dtype=torch.float64)
+    calibration = RepeatCalibration(tuple(float(w) for w in weights))
+    return calibration, {"cases": int(known.sum()), "cases_skipped": int((~known).sum()),
+                         "valid_cross_entropy_before": round(before, 6), "valid_cross_entropy_after": round(after, 6),
+                         "temperature": scale, "valid_plain": valid_plain,
+                         "valid_cross_entropy_by_temperature": {str(t): round(fit[0], 6) for t, fit in fits.items()}}
 
 
 def read_result(folder: Path) -> dict:
@@ -74,12 +172,16 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         raise ValueError(f"{directory} holds a model of {split.name}, the result is on {base['dataset']}")
     _, valid_cases = split.carve(options["validation"], VALID_FRACTION, seed=options["seed"])
 
-    calibration, fit = fit_repeat_calibration(selected.score, iterate_batches(valid_cases, batch_size, selected.max_length))
-    ks = tuple(options.get("ks", (5, 10, 20)))
-    valid = {name: evaluate(scorer, valid_cases, ks=ks, batch_size=batch_size, max_length=selected.max_length,
-                            progress=progress, description=f"validation, {name}").metrics
-             for name, scorer in (("plain", selected.score),
-                                  ("calibrated", lambda batch: calibration.apply(selected.score(batch), batch.items)))}
+    ks = tuple(options.get("ks", DEFAULT_KS))
+    calibration, fit = fit_repeat_calibration(selected.score, iterate_batches(valid_cases, batch_size, selected.max_length),
+                                              ks=ks)  # with the plain model's validation metrics, from the same pass
+
+    def calibrated_score(model):
+        return lambda batch: calibration.apply(model.score(batch), batch.items)
+
+    valid_calibrated = evaluate(calibrated_score(selected), valid_cases, ks=ks, batch_size=batch_size,
+                                max_length=selected.max_length, progress=progress,
+                                description="validation, calibrated").metrics
     plain = evaluate(final.score, split.test, ks=ks, batch_size=batch_size, max_length=final.max_length,
                      progress=progress, description="test, as committed")
     committed = np.load(folder / RANKS_FILE)["ranks"]
@@ -87,17 +189,19 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         raise ValueError(f"the checkpoint in {directory} does not reproduce {folder / RANKS_FILE} "
                          f"({int((plain.ranks != committed).sum())} of {len(committed)} ranks differ): it is not the "
                          "model of that result, so a calibration of it would not be compared with that result")
-    calibrated = evaluate(lambda batch: calibration.apply(final.score(batch), batch.items), split.test, ks=ks,
+    calibrated = evaluate(calibrated_score(final), split.test, ks=ks,
                           batch_size=batch_size, max_length=final.max_length, progress=progress,
                           description="test, calibrated")
 
     settings = {**base["settings"], "calibration": "repeats"}
     identity = run_id(settings)
     record = {**fit, **calibration.to_dict(),
-              "valid_plain": {k: round(v, 6) for k, v in valid["plain"].items()},
-              "valid_calibrated": {k: round(v, 6) for k, v in valid["calibrated"].items()}, "base_run": base["run_id"], "base_test": base["test"],
+              "valid_calibrated": {k: round(v, 6) for k, v in valid_calibrated.items()},
+              "base_run": base["run_id"], "base_test": base["test"],
               "fitted_with": "selection/" if selection_dir != directory else "the run's model",
               "paired_test_against_base": paired_test(calibrated.ranks, plain.ranks)}
+    if save:
+        record["saved_to"] = str(checkpoint.save_calibration(directory, calibration, identity))
     result = {
         **base,
         "run_id": identity,
@@ -111,8 +215,6 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         "git_commit": commit,
         "command": shlex.join(command if command is not None else sys.argv),
     }
-    if save:
-        record["saved_to"] = str(checkpoint.save_calibration(directory, calibration, identity))
     out = run_dir(results_dir, split.name, base["model"], identity)
     write_ranks(out / RANKS_FILE, calibrated.ranks)
     path = out / RESULT_FILE

@@ -38,8 +38,11 @@ def validation_subset(cases: Cases, max_cases: int = VALIDATION_SUBSET, seed: in
     return cases.select(chosen)
 
 
+VALID_FRACTION = 0.1  # the share of training carved for validation (every carve of Split.carve)
+
+
 def fit_and_select(model: Recommender, split: Split, options: TrainOptions,
-                   valid_fraction: float = 0.1) -> tuple[Recommender, dict]:
+                   valid_fraction: float = VALID_FRACTION) -> tuple[Recommender, dict]:
     """Train with validation-based selection; returns the model to test and a record of the fit."""
     fit_cases, valid_cases = split.carve(options.validation, valid_fraction, seed=options.seed)
     record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
