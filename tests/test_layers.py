@@ -64,3 +64,32 @@ def test_blocked_logsumexp_equals_logsumexp_of_the_scores_left_out_items_exclude
     (result * upstream).sum().backward()
     assert torch.allclose(result, expected, atol=1e-6)
     assert torch.allclose(q2.grad, q.grad, atol=1e-6) and torch.allclose(t2.grad, t.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 5.0, 20.0])
+def test_bisection_entmax_gives_entmax_bisects_bits_and_gradients_in_fewer_halvings(monkeypatch, scale):
+    from entmax import entmax_bisect
+
+    halvings = []
+    p = layers._ExactBisectEntmax._p.__func__
+    monkeypatch.setattr(layers._ExactBisectEntmax, "_p",
+                        classmethod(lambda cls, X, alpha: halvings.append(1) or p(cls, X, alpha)))
+    torch.manual_seed(0)
+    x = torch.randn(32, 4, 12) * scale
+    masked = torch.rand(x.shape) < 0.3
+    masked[..., 0] = False
+    masked[0, 0, :] = True  # a row with nothing to attend: NaN in both, all 50 halvings
+    alpha = 1 + torch.rand(32, 4, 1)
+    outputs = []
+    for normaliser in (lambda s, a: entmax_bisect(s, a, dim=-1), lambda s, a: layers.alpha_entmax(s, a)):
+        xs, a = x.clone().requires_grad_(), alpha.clone().requires_grad_()
+        y = normaliser(xs.masked_fill(masked, -torch.inf), a)
+        (y.nan_to_num() * torch.linspace(-1, 1, 12)).sum().backward()
+        outputs.append([t.nan_to_num(7.0) for t in (y, xs.grad, a.grad)])
+    for reference, ours in zip(*outputs):
+        assert torch.equal(reference, ours)
+    assert len(halvings) == 50  # the NaN row keeps it going
+
+    halvings.clear()
+    layers.alpha_entmax(x.masked_fill(masked, -torch.inf)[1:], alpha[1:])
+    assert len(halvings) < 45

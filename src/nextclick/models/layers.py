@@ -1,7 +1,8 @@
 """Layers shared by several models, each written once.
 
 - `alpha_entmax`: sparse attention normaliser (Peters et al., ACL 2019), the bisection algorithm of the
-  `entmax` package with a per-row alpha, as DSAN's official code uses it (dsan_reference.md 2.4).
+  `entmax` package with a per-row alpha, as DSAN's official code uses it (dsan_reference.md 2.4), stopped
+  once further halvings can no longer change the answer (`_ExactBisectEntmax`: the same output bits).
   alpha = 1 is softmax, alpha = 2 is sparsemax; in between, weights can be exactly zero.
   `alpha_entmax_numpy`: its Newton form in numpy, for one session at a time (serving).
 - `cosine_scores`: L2-normalised session x item scores times a fixed scale (DSAN w_k, NISER).
@@ -29,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from entmax import entmax_bisect
 from entmax.root_finding import EntmaxBisectFunction
 
 
@@ -105,6 +105,39 @@ def length_groups(lengths: torch.Tensor) -> list[torch.Tensor]:
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.softmax(full_precision(scores).masked_fill(~mask, -torch.inf), dim=dim)
+
+
+class _ExactBisectEntmax(EntmaxBisectFunction):
+    """`entmax.entmax_bisect` (50 halvings, as DSAN's official code calls it) with the same output bits,
+    stopped once a halving leaves every row's threshold where it was. From then on the reference's loop
+    cannot move: each later step adds a smaller `dm` to the same `tau_lo`, and float rounding is monotone,
+    so `tau_lo + dm` rounds to `tau_lo` again, gives the same `p_m` and keeps `tau_lo`. The loop below is
+    the package's own forward, operation for operation (entmax 1.3, root_finding.py), plus that test; float32
+    thresholds stop after 27-41 halvings. A row with a NaN threshold (all entries -inf) never compares
+    equal, so it runs all 50, as the reference does. tests/test_layers.py checks outputs and gradients
+    bit for bit against `entmax_bisect`."""
+
+    @classmethod
+    def forward(cls, ctx, X, alpha, dim=-1, n_iter=50):
+        alpha = alpha.expand(*[1 if i == dim % X.dim() else size for i, size in enumerate(X.shape)])
+        ctx.alpha, ctx.dim = alpha, dim
+        max_val, _ = X.max(dim=dim, keepdim=True)
+        X = X * (alpha - 1)
+        max_val = max_val * (alpha - 1)
+        tau_lo = max_val - cls._gp(1, alpha)
+        tau_hi = max_val - cls._gp(1 / X.shape[dim], alpha)
+        dm = tau_hi - tau_lo
+        for _ in range(n_iter):
+            dm /= 2
+            tau_m = tau_lo + dm
+            p_m = cls._p(X - tau_m, alpha)
+            if torch.equal(tau_m, tau_lo):  # every later halving gives this same p_m
+                break
+            f_m = p_m.sum(dim) - 1
+            tau_lo = torch.where((f_m >= 0).unsqueeze(dim), tau_m, tau_lo)
+        p_m /= p_m.sum(dim=dim).unsqueeze(dim=dim)
+        ctx.save_for_backward(p_m)
+        return p_m
 
 
 class _FastEntmax(torch.autograd.Function):
@@ -201,7 +234,7 @@ def alpha_entmax(scores: torch.Tensor, alpha: torch.Tensor | float, dim: int = -
     alpha = alpha.expand(*shape)
     if fast:
         return _FastEntmax.apply(scores, alpha, dim)
-    return entmax_bisect(scores, alpha, dim=dim)
+    return _ExactBisectEntmax.apply(scores, alpha, dim)
 
 
 # rows of scores per block: ~4M floats (16 MB) stays in a 32 MB L3 cache between the matmul, the softmax
