@@ -59,7 +59,7 @@ def main() -> None:
                 and len(e.input_shapes[0]) == 2 and e.input_shapes[0][1] > 30_000) / 1e6
     print(f"8 steps, {precision}, {overrides or 'defaults'}: self CPU {sum(e.self_cpu_time_total for e in events) / 1e6:.2f} s")
     print(f"  loss {whole('_InnerProductCrossEntropy'):.2f} s, entmax by bisection "
-          f"{whole('EntmaxBisectFunction', 'EntmaxBisectFunctionBackward'):.2f} s, Newton entmax "
+          f"{whole('_ExactBisectEntmax', '_ExactBisectEntmaxBackward', 'EntmaxBisectFunction', 'EntmaxBisectFunctionBackward'):.2f} s, Newton entmax "
           f"{whole('_FastEntmax', '_FastEntmaxBackward'):.2f} s, dropout masks {own('aten::bernoulli_'):.2f} s, "
           f"Adam {whole('Optimizer.step#Adam.step'):.2f} s, score-block casts {casts:.2f} s")
 
