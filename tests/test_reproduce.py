@@ -75,7 +75,39 @@ def test_runs_are_found_by_their_id_and_missing_ones_listed_with_their_command(t
     assert "nextclick bench dsan -d retailrocket --epochs 30 --refit --seed 3" in text
     assert "missing  retailrocket/s-pop/default\n      nextclick bench s-pop -d retailrocket" in text
     assert "missing  retailrocket/dsan/alpha=2,epochs=30,refit=true" in text
-    assert text.rstrip().endswith("7 runs needed: 3 present, 4 missing (results folder: %s)" % toy_results)
+    assert "7 runs needed: 3 present, 4 missing (results folder: %s)\n" % toy_results in text
+    assert text.rstrip().splitlines()[-1].startswith("missing runs: ")
+
+
+def test_a_missing_run_is_given_the_median_training_time_of_committed_cpu_runs_of_its_model_dataset_and_refit(tmp_path):
+    results = tmp_path / "results"
+    dsan = row_runs(TOY["items"][0]["rows"][2], "retailrocket")  # refit runs, seeds 1-3
+    for run, hours, device in ((dsan[0], 2.0, "cpu"), (dsan[1], 4.0, "cpu"),
+                               (RunSpec("dsan", "retailrocket", (("alpha", 1.0), ("epochs", 30), ("refit", True))), 0.1, "cuda")):
+        write_result(results, run, ranks_with_hit_rate(0.6, run.seed))
+        path = run.result_path(results)
+        result = json.loads(path.read_text())
+        # a resumed run: its wall time is the last process's; its epochs, validation passes and refit are summed
+        result.update(wall_seconds=60.0, settings=dict(run.settings), machine={"device": device, "threads": 2},
+                      history=[{"epoch": 0, "seconds": hours * 1800 - 100, "valid_seconds": 100.0}],
+                      refit={"train_seconds": hours * 1800})
+        path.write_text(json.dumps(result))
+    calibrated = RunSpec("dsan", "retailrocket", (("calibration", "repeats"), ("epochs", 30), ("refit", True)))
+    write_result(results, calibrated, ranks_with_hit_rate(0.6, 1))  # a calibration's wall time is not training's
+    path = calibrated.result_path(results)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "wall_seconds": 60.0, "calibration": {},
+                                "settings": {"refit": True}}))
+    text = listing(TOY, TOY["items"], results)
+    # seed 3 and alpha=2 (alpha=1 ran on a GPU, which gives no CPU time): the median of the two CPU refit runs
+    assert "--seed 3\n      about 3.0 h on a CPU (median of 2 committed CPU runs)" in text
+    assert "nextclick bench pop -d retailrocket\n      no committed CPU run like it" in text
+    assert text.rstrip().endswith("missing runs: 6.0 h of CPU time at the pace of the committed runs like them "
+                                  "(2 with no such run to estimate from)")
+    # without a refit run like it, a refit run is estimated at twice the runs without
+    for run in dsan[:2]:
+        path = run.result_path(results)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "settings": {"epochs": 30}}))
+    assert "about 6.0 h on a CPU (median of 2 committed CPU runs without refit, doubled)" in listing(TOY, TOY["items"], results)
 
 
 def test_table_shows_mean_and_std_over_seeds_beside_the_published_number_and_the_t_test_mark(toy_results, tmp_path):

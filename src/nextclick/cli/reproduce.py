@@ -12,7 +12,8 @@ DESCRIPTION = """Every table and figure of a seed paper (DSAN, SR-IEM, NARM), ou
 numbers: mean ± std over seeds, a mark where a paired t-test against the paper's model is significant,
 and the state of each (reproduced / within noise / short). Without --run nothing is trained: the runs
 present in the results folder are drawn (markdown and PNG under <out>/reproduction/<paper>/, the states
-of all three papers in <out>/reproduction.md) and each missing run is listed with its bench command."""
+of all three papers in <out>/reproduction.md) and each missing run is listed with its bench command and
+its likely CPU time (the median of the committed CPU runs of its model on its dataset)."""
 
 
 def cmd_reproduce(args) -> int:

@@ -6,8 +6,11 @@ that the command starts writes it, and where this module looks. Nothing here imp
 
 from __future__ import annotations
 
+import json
 import shlex
+import statistics
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -147,8 +150,83 @@ def missing_runs(runs: list[RunSpec], results_dir: str | Path) -> list[RunSpec]:
     return [run for run in runs if not run.result_path(results_dir).is_file()]
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a missing run is likely to take: the median training time of `runs` committed CPU runs like it,
+    doubled where those ran without the refit the run has (`from_other_refit`: a refit trains twice)."""
+
+    seconds: float
+    runs: int
+    from_other_refit: bool = False
+
+    def __str__(self) -> str:
+        like = f"{self.runs} committed CPU run{'s' * (self.runs > 1)}"
+        return (f"about {_duration(self.seconds)} on a CPU (median of {like}"
+                f"{' without refit, doubled' if self.from_other_refit else ''})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+
+
+def _training_seconds(result: dict) -> float:
+    """A run's epochs, validation passes and refit epochs, summed from its records (a resumed run's wall
+    time is only its last process's)."""
+    history = result.get("history") or []
+    seconds = sum(entry.get("seconds", 0.0) + entry.get("valid_seconds", 0.0) for entry in history)
+    seconds = seconds or result.get("train_seconds") or result.get("wall_seconds") or 0.0
+    refit = result.get("refit")
+    return float(seconds + (refit.get("train_seconds", 0.0) if isinstance(refit, dict) else 0.0))
+
+
+@lru_cache(maxsize=None)
+def _cpu_times(results_dir: str, dataset: str, model: str) -> tuple[tuple[bool, float], ...]:
+    """(refit, training seconds) of every committed CPU training run of `model` on `dataset`: calibrations
+    (trained by another run) and runs on a GPU left out."""
+    found = []
+    for path in sorted(Path(results_dir, dataset, model).glob(f"*/{RESULT_FILE}")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        seconds = _training_seconds(result)
+        if "calibration" in result or result.get("machine", {}).get("device") != "cpu" or not seconds:
+            continue
+        found.append((bool(result.get("settings", {}).get("refit")), seconds))
+    return tuple(found)
+
+
+def run_cost(run: RunSpec, results_dir: str | Path) -> Cost | None:
+    """The median training time of the committed CPU runs of the same model on the same dataset with the
+    same refit choice; without one, of those with the other choice, doubled or halved; None where there is
+    no CPU run of the model on the dataset. Other settings are not matched: an estimate to plan by, at the
+    pace this machine's runs had (their threads, the work beside them)."""
+    refit = bool(dict(run.settings).get("refit"))
+    times = _cpu_times(str(results_dir), run.dataset, run.model)
+    same = [seconds for was_refit, seconds in times if was_refit == refit]
+    if same:
+        return Cost(statistics.median(same), len(same))
+    other = [seconds for was_refit, seconds in times if was_refit != refit]
+    if other and refit:
+        return Cost(2 * statistics.median(other), len(other), from_other_refit=True)
+    return None
+
+
+def cost_summary(runs: list[RunSpec], results_dir: str | Path) -> str:
+    """One line: the missing runs' estimated CPU time in all, and how many have no estimate."""
+    costs = [run_cost(run, results_dir) for run in runs]
+    known = [cost.seconds for cost in costs if cost is not None]
+    unknown = len(costs) - len(known)
+    if not known:
+        return f"missing runs: no committed CPU run like any of the {unknown} to estimate their time from"
+    text = f"missing runs: {_duration(sum(known))} of CPU time at the pace of the committed runs like them"
+    return text + (f" ({unknown} with no such run to estimate from)" if unknown else "")
+
+
 def listing(paper: dict, items: list[dict], results_dir: str | Path) -> str:
-    """What each item needs, present or missing, with the bench command of each missing run."""
+    """What each item needs, present or missing, with the bench command and an estimated CPU time
+    (`run_cost`) of each missing run."""
+    _cpu_times.cache_clear()  # results land between calls
     lines = [paper["title"], ""]
     for item in items:
         lines.append(f"{item['id']}: {item['title']}")
@@ -166,9 +244,13 @@ def listing(paper: dict, items: list[dict], results_dir: str | Path) -> str:
             lines.append(f"  {'present' if present else 'missing'}  {run.name}")
             if not present:
                 lines.append(f"      {run.command()}")
+                cost = run_cost(run, results_dir)
+                lines.append(f"      {cost if cost else 'no committed CPU run like it to estimate its time from'}")
         lines.append("")
     runs = paper_runs(paper, items)
     missing = missing_runs(runs, results_dir)
     lines.append(f"{len(runs)} runs needed: {len(runs) - len(missing)} present, {len(missing)} missing "
                  f"(results folder: {results_dir})")
+    if missing:
+        lines.append(cost_summary(missing, results_dir))
     return "\n".join(lines)
