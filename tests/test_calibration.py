@@ -192,6 +192,30 @@ def test_calibrate_refuses_statistical_models_calibrated_runs_and_missing_checkp
             calibrate_run(bad, results_dir=tmp_path / "results", threads=1)
 
 
+def test_a_refit_that_reused_a_finished_runs_selection_is_calibrated_with_that_runs_selected_model(tmp_path):
+    from nextclick.runs.bench import run_bench
+    from nextclick.runs.calibrate import calibrate_run
+    from nextclick.training.loop import TrainOptions
+
+    small = {"hidden_size": "16", "embedding_size": "8"}
+
+    def bench(name, **options):
+        options = TrainOptions(epochs=2, progress=False, quiet=True, checkpoint_dir=str(tmp_path / "runs" / name), **options)
+        return run_bench("narm", None, overrides=small, options=options, results_dir=tmp_path / name, threads=1,
+                         command=["test"], **({"selection_from": plain.parent} if name == "reused" else {}))[1]
+
+    plain = bench("plain")
+    reused = bench("reused", refit=True)
+    result, _ = calibrate_run(reused.parent, results_dir=tmp_path / "calibrated", threads=1, command=["test"])
+    record = result["calibration"]
+    assert record["fitted_with"] == str(tmp_path / "runs" / "plain")  # the model validation selected
+    base = json.loads(plain.read_text())
+    assert record["valid_plain"]["HR@20"] == pytest.approx(base["valid"]["HR@20"], abs=1e-6)
+    (tmp_path / "runs" / "plain" / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="reused the selection of .* not on this machine"):
+        calibrate_run(reused.parent, results_dir=tmp_path / "calibrated", threads=1)
+
+
 def test_a_saved_calibration_is_what_load_recommend_and_serving_rank_with(refit_run, tmp_path):
     import shutil
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from nextclick.cli import main
@@ -191,6 +192,39 @@ def test_refit_trains_the_selected_number_of_epochs_on_all_training_cases(tmp_pa
     assert code == 0 and json.loads((run_dir / "refit" / "test_curve.json").read_text())["selected_on_validation"] is None
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json", "-q")  # the tested checkpoint is the refit one
     assert code == 0 and json.loads(out)["HR@20"] == pytest.approx(result["test"]["HR@20"])
+
+
+def test_a_refit_can_reuse_a_finished_runs_selection_and_trains_as_a_refit_that_selected_again(
+        tmp_path, capsys, monkeypatch, tiny_model):
+    monkeypatch.chdir(tmp_path)
+    tiny = ("bench", "tiny", "--epochs", "3", "-q", "--threads", "1")
+    assert run(capsys, *tiny, "--results-dir", "plain")[0] == 0
+    [plain] = (tmp_path / "plain" / "synthetic" / "tiny").glob("*")
+    base = result_of(tmp_path / "plain", "tiny")
+    assert run(capsys, *tiny, "--refit", "--results-dir", "whole", "-o", "runs/whole")[0] == 0
+    code, _, _ = run(capsys, *tiny, "--refit", "--selection-from", str(plain), "--results-dir", "reused", "-o", "runs/reused")
+    assert code == 0
+    whole, reused = result_of(tmp_path / "whole", "tiny"), result_of(tmp_path / "reused", "tiny")
+    assert whole["selected_epoch"] == base["selected_epoch"] == reused["selected_epoch"]
+    assert reused["history"] == base["history"] and reused["valid"] == base["valid"]
+    assert reused["selection_from"] == {"run": base["run_id"], "result": str(plain), "git_commit": base["git_commit"],
+                                        "checkpoint_dir": base["train_options"]["checkpoint_dir"]}
+    assert reused["run_id"] == whole["run_id"] == "epochs=3,refit=true"
+    assert reused["refit"]["epochs"] == base["selected_epoch"] + 1
+    timing = ("seconds", "cases_per_second")  # the same refit, from the same seed: the same ranks
+    assert {k: v for k, v in reused["test"].items() if k not in timing} == {k: v for k, v in whole["test"].items() if k not in timing}
+    ranks = [np.load(tmp_path / part / "synthetic" / "tiny" / "epochs=3,refit=true" / "ranks.npz")["ranks"] for part in ("whole", "reused")]
+    assert np.array_equal(*ranks)
+    assert not (tmp_path / "runs" / "reused" / "selection").exists()
+
+    # a run of another seed, config or budget is not this run's selection; neither is a run without --refit
+    for extra, named in ((("--seed", "2"), "train_options.seed (1, here 2)"),
+                         (("--set", "embedding_size=4"), "config.embedding_size (8, here 4)"),
+                         (("--epochs", "4"), "train_options.epochs (3, here 4)")):
+        code, _, err = run(capsys, *tiny, "--refit", "--selection-from", str(plain), *extra, "--results-dir", "x", "--force")
+        assert code == 2 and named in err, err
+    code, _, err = run(capsys, *tiny, "--selection-from", str(plain), "--results-dir", "x")
+    assert code == 2 and "add --refit" in err
 
 
 SMALL_NARM = ("--epochs", "2", "-q", "--threads", "1", "--set", "hidden_size=16", "--set", "embedding_size=8")

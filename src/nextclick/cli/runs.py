@@ -79,6 +79,7 @@ def cmd_bench(args) -> int:
         results_dir=args.results_dir, data_root=args.data_dir, threads=args.threads,
         command=["nextclick", *args.argv], grid=parse_grid(args.grid), grid_part=part,
         grid_workers=args.grid_workers, worker_argv=args.argv, grid_records=args.grid_records, force=args.force,
+        selection_from=args.selection_from,
     )
     if result is None:
         print(f"grid part {part[0]}/{part[1]} trained under {path / 'grid'}; once every part is done, the same "
@@ -305,6 +306,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "it trained under, a few KB) in DIR/<candidate>.json; with --resume a candidate recorded there "
                         "is not trained again, even on a machine without its checkpoint (commit or share DIR to "
                         "continue a search elsewhere; with --refit the records alone decide)")
+    p.add_argument("--selection-from", default=None, metavar="RESULT",
+                   help="with --refit: take the epochs validation chose from RESULT, the result folder of a finished "
+                        "bench run of the same model, config, seed, validation and epoch budget, instead of training "
+                        "that selection again (refused, naming the difference, if RESULT differs); only the refit "
+                        "trains, and the result records where its selection came from")
     p.add_argument("--calibrate", action="store_true",
                    help="neural models: after the test, also fit a repeat calibration on the run's validation cases "
                         "and test it, as `nextclick calibrate` does (a second result folder, its id plus "

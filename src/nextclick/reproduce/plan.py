@@ -182,7 +182,7 @@ def _training_seconds(result: dict) -> float:
 @lru_cache(maxsize=None)
 def _cpu_times(results_dir: str, dataset: str, model: str) -> tuple[tuple[bool, float], ...]:
     """(refit, training seconds) of every committed CPU training run of `model` on `dataset`: calibrations
-    (trained by another run) and runs on a GPU left out."""
+    and refits that reused another run's selection (each trained only a part) and runs on a GPU left out."""
     found = []
     for path in sorted(Path(results_dir, dataset, model).glob(f"*/{RESULT_FILE}")):
         try:
@@ -190,7 +190,8 @@ def _cpu_times(results_dir: str, dataset: str, model: str) -> tuple[tuple[bool, 
         except (OSError, ValueError):
             continue
         seconds = _training_seconds(result)
-        if "calibration" in result or result.get("machine", {}).get("device") != "cpu" or not seconds:
+        partial = "calibration" in result or "selection_from" in result
+        if partial or result.get("machine", {}).get("device") != "cpu" or not seconds:
             continue
         found.append((bool(result.get("settings", {}).get("refit")), seconds))
     return tuple(found)

@@ -66,6 +66,7 @@ def run_bench(
     worker_argv: list[str] | None = None,
     grid_records: str | Path | None = None,
     force: bool = False,
+    selection_from: str | Path | None = None,
 ) -> tuple[dict | None, Path]:
     """Train, select on validation, test once; write the result file and return (result, its path).
     With `grid`, the hyper-parameters are searched first (grid_select); with `grid_part`, only that
@@ -73,6 +74,9 @@ def run_bench(
     many processes running the bench command line `worker_argv` train the candidates first
     (train_grid_in_workers), and this one picks and tests. `grid_records`: a folder that keeps each
     finished candidate's record as well (grid_select), so a search resumes where only that folder survives.
+    `selection_from`: with options.refit, the result folder of a finished run of the same configuration
+    whose validation-selected epoch count the refit takes instead of training the selection again
+    (runs.select.reused_selection, which refuses a run that differs).
 
     The result goes to results/<dataset>/<model>/<run id>/result.json (+ ranks.npz), the run id made of
     the settings that differ from the defaults (runs.identity); checkpoints to runs/<dataset>/<model>/<run id>
@@ -104,6 +108,10 @@ def run_bench(
                              "--grid-workers and --grid-records do not apply")
     if grid_part is not None and not grid:
         raise ValueError("--grid-part shares a --grid search; give the --grid too")
+    if selection_from is not None and (grid or not options.refit or not cls.neural):
+        raise ValueError("--selection-from gives a neural model's --refit the epochs a finished run chose; "
+                         + ("it does not combine with --grid" if grid else "add --refit" if cls.neural
+                            else f"{model_name} is statistical and selects no epochs"))
     if grid_workers < 1:
         raise ValueError(f"--grid-workers must be at least 1, got {grid_workers}")
     if grid_workers > 1 and not grid:
@@ -144,7 +152,7 @@ def run_bench(
     else:
         model = build(model_name, split.n_items, overrides)
         checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference, meta_extra)
-        model, fit_record = fit_and_select(model, split, options)
+        model, fit_record = fit_and_select(model, split, options, selection_from=selection_from)
     checkpoint.save_weights(directory, model)
     test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
                                      max_length=model.max_length, progress=options.progress and not options.quiet,

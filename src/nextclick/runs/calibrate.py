@@ -151,6 +151,15 @@ def read_result(folder: Path) -> dict:
     return result
 
 
+def checkpoint_dir_of(selection_from: dict) -> str:
+    """The checkpoint of the run whose selection a refit reused (what `nextclick calibrate` fits with)."""
+    directory = selection_from.get("checkpoint_dir")
+    if not directory or not (Path(directory) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"this refit reused the selection of {selection_from['result']}, whose validation-"
+                                f"selected model ({directory}) is not on this machine: calibrate needs it")
+    return directory
+
+
 def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = None, results_dir: str | Path = "results",
                   data_root: str | None = None, threads: int | None = None, batch_size: int = 500,
                   progress: bool = False, command: list[str] | None = None, save: bool = False) -> tuple[dict, Path]:
@@ -166,6 +175,8 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         raise FileNotFoundError(f"the run's checkpoint is not on this machine ({directory}); give it with --checkpoint")
     final, _, meta = checkpoint.load(directory, calibrated=False)  # the model as trained, whatever was saved before
     selection_dir = directory / "selection" if options.get("refit") else directory
+    if "selection_from" in base:  # a refit that reused a finished run's selection: that run's model was selected
+        selection_dir = Path(checkpoint_dir_of(base["selection_from"]))
     selected = checkpoint.load(selection_dir, calibrated=False)[0] if selection_dir != directory else final
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
@@ -198,7 +209,8 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     record = {**fit, **calibration.to_dict(),
               "valid_calibrated": {k: round(v, 6) for k, v in valid_calibrated.items()},
               "base_run": base["run_id"], "base_test": base["test"],
-              "fitted_with": "selection/" if selection_dir != directory else "the run's model",
+              "fitted_with": (str(selection_dir) if "selection_from" in base else "selection/")
+              if selection_dir != directory else "the run's model",
               "paired_test_against_base": paired_test(calibrated.ranks, plain.ranks)}
     if save:
         record["saved_to"] = str(checkpoint.save_calibration(directory, calibration, identity))

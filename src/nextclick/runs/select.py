@@ -11,6 +11,7 @@ The test set is never looked at here.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -41,9 +42,69 @@ def validation_subset(cases: Cases, max_cases: int = VALIDATION_SUBSET, seed: in
 VALID_FRACTION = 0.1  # the share of training carved for validation (every carve of Split.carve)
 
 
+# what a finished run's selection must share with a refit that reuses it (its result's train_options)
+SELECTION_OPTIONS = ("epochs", "patience", "batch_size", "seed", "select_metric", "validation", "length_buckets",
+                     "max_batches", "precision")
+# the parts of a result that record its selection, which a refit reusing it copies
+SELECTION_RECORD = ("fit_cases", "valid_cases", "validation", "selected_epoch", "epochs_run", "valid", "history",
+                    "train_seconds", "seconds_per_epoch", "train_cases_per_second")
+
+
+def reused_selection(model: Recommender, split: Split, options: TrainOptions, result_folder: str | Path) -> dict:
+    """The selection record of a finished bench run (its result folder) that trained `model`'s config on
+    `split` with the same selection options, for a refit that would otherwise train that selection again:
+    same config, seed, validation carve, epoch budget, patience, batches and precision give the same
+    validation curve, up to the nondeterminism of threads (a run and its twin chose the same epoch here).
+    Refuses, naming what differs, anything else. The record says where it came from (`selection_from`:
+    the run, its commit, its checkpoint, which `nextclick calibrate` reads as the selected model)."""
+    path = Path(result_folder)
+    path = path if path.name == "result.json" else path / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no result.json at {path.parent}: --selection-from takes the result folder of a "
+                                "finished `nextclick bench` run")
+    base = json.loads(path.read_text())
+    if "calibration" in base:
+        raise ValueError(f"{path.parent} is a calibration of {base['calibration']['base_run']}; give that run")
+    if "selected_epoch" not in base:
+        raise ValueError(f"{path.parent} selected no epoch on validation ({base.get('model')} is not a neural run)")
+    wanted = {"model": model.name, "dataset": split.name,
+              "config": json.loads(json.dumps(asdict(model.config))),  # as JSON stores it: tuples are lists
+              **{f"train_options.{name}": getattr(options, name) for name in SELECTION_OPTIONS}}
+    held = {"model": base.get("model"), "dataset": base.get("dataset"), "config": base.get("config"),
+            **{f"train_options.{name}": base.get("train_options", {}).get(name, "fp32" if name == "precision" else None)
+               for name in SELECTION_OPTIONS}}
+    differ = [name for name in wanted if wanted[name] != held[name]]
+    if "config" in differ:
+        differ.remove("config")
+        differ += [f"config.{key}" for key in wanted["config"] if wanted["config"][key] != (held["config"] or {}).get(key)]
+    if differ:
+        raise ValueError(f"{path.parent} is not this run's selection: it differs in "
+                         + ", ".join(f"{name} ({held_value(held, name)!r}, here {held_value(wanted, name)!r})"
+                                     for name in differ))
+    record = {key: base[key] for key in SELECTION_RECORD if key in base}
+    record["selection_from"] = {"run": base["run_id"], "result": str(path.parent), "git_commit": base.get("git_commit"),
+                                "checkpoint_dir": base.get("train_options", {}).get("checkpoint_dir")}
+    return record
+
+
+def held_value(values: dict, name: str):
+    if name.startswith("config."):
+        return (values["config"] or {}).get(name.removeprefix("config."))
+    return values[name]
+
+
 def fit_and_select(model: Recommender, split: Split, options: TrainOptions,
-                   valid_fraction: float = VALID_FRACTION) -> tuple[Recommender, dict]:
-    """Train with validation-based selection; returns the model to test and a record of the fit."""
+                   valid_fraction: float = VALID_FRACTION, selection_from: str | Path | None = None
+                   ) -> tuple[Recommender, dict]:
+    """Train with validation-based selection; returns the model to test and a record of the fit. With
+    `selection_from` (options.refit only) the selection is a finished run's (`reused_selection`) and
+    only the refit trains."""
+    if selection_from is not None:
+        if not (model.neural and options.refit):
+            raise ValueError("a finished run's selection (--selection-from) is reused by a neural model's --refit only")
+        record = reused_selection(model, split, options, selection_from)
+        model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
+        return model, record
     fit_cases, valid_cases = split.carve(options.validation, valid_fraction, seed=options.seed)
     record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
                               "validation": options.validation}
