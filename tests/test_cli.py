@@ -226,6 +226,15 @@ def test_a_refit_can_reuse_a_finished_runs_selection_and_trains_as_a_refit_that_
     code, _, err = run(capsys, *tiny, "--selection-from", str(plain), "--results-dir", "x")
     assert code == 2 and "add --refit" in err
 
+    # a run benched before an option existed: the option's default is what its code did
+    result = json.loads((plain / "result.json").read_text())
+    del result["config"]["dropout"]
+    (plain / "result.json").write_text(json.dumps(result))
+    assert run(capsys, *tiny, "--refit", "--selection-from", str(plain), "--results-dir", "y", "-o", "runs/y")[0] == 0
+    code, _, err = run(capsys, *tiny, "--refit", "--selection-from", str(plain), "--set", "dropout=0.5",
+                       "--results-dir", "z", "-o", "runs/z")
+    assert code == 2 and "config.dropout (0.0, here 0.5)" in err
+
 
 SMALL_NARM = ("--epochs", "2", "-q", "--threads", "1", "--set", "hidden_size=16", "--set", "embedding_size=8")
 TINY = ("tiny", "-q", "--threads", "1", "--max-batches", "40")

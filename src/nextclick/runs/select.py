@@ -55,6 +55,7 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
     `split` with the same selection options, for a refit that would otherwise train that selection again:
     same config, seed, validation carve, epoch budget, patience, batches and precision give the same
     validation curve, up to the nondeterminism of threads (a run and its twin chose the same epoch here).
+    A config value the run's result lacks (an option added since) counts as that option's default.
     Refuses, naming what differs, anything else. The record says where it came from (`selection_from`:
     the run, its commit, its checkpoint, which `nextclick calibrate` reads as the selected model)."""
     path = Path(result_folder)
@@ -67,16 +68,19 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
         raise ValueError(f"{path.parent} is a calibration of {base['calibration']['base_run']}; give that run")
     if "selected_epoch" not in base:
         raise ValueError(f"{path.parent} selected no epoch on validation ({base.get('model')} is not a neural run)")
-    wanted = {"model": model.name, "dataset": split.name,
-              "config": json.loads(json.dumps(asdict(model.config))),  # as JSON stores it: tuples are lists
+    as_stored = lambda config: json.loads(json.dumps(asdict(config)))  # as JSON stores it: tuples are lists
+    wanted = {"model": model.name, "dataset": split.name, "config": as_stored(model.config),
               **{f"train_options.{name}": getattr(options, name) for name in SELECTION_OPTIONS}}
-    held = {"model": base.get("model"), "dataset": base.get("dataset"), "config": base.get("config"),
+    # a value the run's code did not have yet is that option's default (its code ran as the default does)
+    held_config = {**as_stored(type(model.config)()), **(base.get("config") or {})}
+    held = {"model": base.get("model"), "dataset": base.get("dataset"), "config": held_config,
             **{f"train_options.{name}": base.get("train_options", {}).get(name, "fp32" if name == "precision" else None)
                for name in SELECTION_OPTIONS}}
     differ = [name for name in wanted if wanted[name] != held[name]]
     if "config" in differ:
         differ.remove("config")
-        differ += [f"config.{key}" for key in wanted["config"] if wanted["config"][key] != (held["config"] or {}).get(key)]
+        differ += [f"config.{key}" for key in {**held["config"], **wanted["config"]}
+                   if wanted["config"].get(key) != held["config"].get(key)]
     if differ:
         raise ValueError(f"{path.parent} is not this run's selection: it differs in "
                          + ", ".join(f"{name} ({held_value(held, name)!r}, here {held_value(wanted, name)!r})"
@@ -89,7 +93,7 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
 
 def held_value(values: dict, name: str):
     if name.startswith("config."):
-        return (values["config"] or {}).get(name.removeprefix("config."))
+        return values["config"].get(name.removeprefix("config."))
     return values[name]
 
 
