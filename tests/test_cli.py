@@ -235,6 +235,11 @@ def test_a_refit_can_reuse_a_finished_runs_selection_and_trains_as_a_refit_that_
                        "--results-dir", "z", "-o", "runs/z")
     assert code == 2 and "config.dropout (0.0, here 0.5)" in err
 
+    # a refit whose twin without --refit is in the results folder says so (and selects again, as asked)
+    code, _, err = run(capsys, *tiny, "--refit", "--results-dir", "plain", "-o", "runs/hinted")
+    assert code == 0 and "`--selection-from plain/synthetic/tiny/epochs=3` would reuse its selection" in err
+    assert (tmp_path / "runs" / "hinted" / "selection").is_dir()
+
 
 SMALL_NARM = ("--epochs", "2", "-q", "--threads", "1", "--set", "hidden_size=16", "--set", "embedding_size=8")
 TINY = ("tiny", "-q", "--threads", "1", "--max-batches", "40")

@@ -127,6 +127,11 @@ def run_bench(
                              "to continue that search, or give another --grid-records folder")
     if grid_workers > 1 and worker_argv is None:
         raise ValueError("grid_workers needs the bench command line the workers run (worker_argv)")
+    if options.refit and selection_from is None and cls.neural and not grid:
+        twin = run_dir(results_dir, split.name, cls.name, run_id({k: v for k, v in settings.items() if k != "refit"}))
+        if (twin / RESULT_FILE).is_file():  # its settings but refit are these: only the refit need train
+            print(f"note: {twin} holds this configuration's run without --refit; `--selection-from {twin}` would "
+                  "reuse its selection and train only the refit", file=sys.stderr)
     if options.checkpoint_dir is None:
         options = replace(options, checkpoint_dir=str(default_checkpoint_dir(split.name, cls.name, identity)))
     directory = Path(options.checkpoint_dir)
