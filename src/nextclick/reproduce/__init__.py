@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from nextclick.reproduce.manifests import PAPERS
-from nextclick.reproduce.plan import RunSpec, listing, missing_runs, paper_runs, select_items
+from nextclick.reproduce.plan import RunSpec, cost_summary, listing, missing_runs, paper_runs, run_cost, select_items
 from nextclick.reproduce.render import Results, render_paper, section_markdown, write_paper, write_summary
 
 __all__ = ["PAPERS", "RunSpec", "listing", "missing_runs", "paper", "paper_runs", "render", "run_missing",
@@ -60,7 +60,11 @@ def train_plan(runs: Sequence[RunSpec], results_dir: str | Path) -> str:
     lines = [f"{len(runs)} runs to train, one at a time (each `nextclick bench ... --resume`: an interrupted run "
              "continues from its checkpoint; results go to "
              f"{results_dir}/<dataset>/<model>/<run id>/):"]
-    lines += [f"  {i}. {run.name}\n     {run.command()}" for i, run in enumerate(runs, 1)]
+    for i, run in enumerate(runs, 1):
+        cost = run_cost(run, results_dir)
+        lines.append(f"  {i}. {run.name}\n     {run.command()}\n     {cost or 'no committed CPU run like it to estimate from'}")
+    if runs:
+        lines.append(cost_summary(list(runs), results_dir).replace("missing runs: ", "in all: ", 1))
     return "\n".join(lines)
 
 
