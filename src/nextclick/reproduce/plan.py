@@ -193,7 +193,8 @@ def _cpu_times(results_dir: str, dataset: str, model: str) -> tuple[tuple[bool, 
         partial = "calibration" in result or "selection_from" in result
         if partial or result.get("machine", {}).get("device") != "cpu" or not seconds:
             continue
-        found.append((bool(result.get("settings", {}).get("refit")), seconds))
+        refit = result.get("settings", {}).get("refit") or result.get("train_options", {}).get("refit")  # older: no settings
+        found.append((bool(refit), seconds))
     return tuple(found)
 
 
