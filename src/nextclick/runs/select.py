@@ -55,7 +55,7 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
     `split` with the same selection options, for a refit that would otherwise train that selection again:
     same config, seed, validation carve, epoch budget, patience, batches and precision give the same
     validation curve, up to the nondeterminism of threads (a run and its twin chose the same epoch here).
-    A config value the run's result lacks (an option added since) counts as that option's default.
+    A config value or training option the run's result lacks (one added since) counts as its default.
     Refuses, naming what differs, anything else. The record says where it came from (`selection_from`:
     the run, its commit, its checkpoint, which `nextclick calibrate` reads as the selected model)."""
     path = Path(result_folder)
@@ -74,8 +74,8 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
     # a value the run's code did not have yet is that option's default (its code ran as the default does)
     held_config = {**as_stored(type(model.config)()), **(base.get("config") or {})}
     held = {"model": base.get("model"), "dataset": base.get("dataset"), "config": held_config,
-            **{f"train_options.{name}": base.get("train_options", {}).get(name, "fp32" if name == "precision" else None)
-               for name in SELECTION_OPTIONS}}
+            **{f"train_options.{name}": base.get("train_options", {}).get(name, getattr(TrainOptions(), name))
+               for name in SELECTION_OPTIONS}}  # an option the run's code lacked: its default
     differ = [name for name in wanted if wanted[name] != held[name]]
     if "config" in differ:
         differ.remove("config")
