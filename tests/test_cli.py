@@ -223,6 +223,7 @@ def test_a_refit_can_reuse_a_finished_runs_selection_and_trains_as_a_refit_that_
                          (("--epochs", "4"), "train_options.epochs (3, here 4)")):
         code, _, err = run(capsys, *tiny, "--refit", "--selection-from", str(plain), *extra, "--results-dir", "x", "--force")
         assert code == 2 and named in err, err
+    assert not (tmp_path / "runs" / "synthetic" / "tiny" / "epochs=3,refit=true,seed=2").exists()  # refused before writing
     code, _, err = run(capsys, *tiny, "--selection-from", str(plain), "--results-dir", "x")
     assert code == 2 and "add --refit" in err
 

@@ -64,7 +64,7 @@ def train_plan(runs: Sequence[RunSpec], results_dir: str | Path) -> str:
         cost = run_cost(run, results_dir)
         lines.append(f"  {i}. {run.name}\n     {run.command()}\n     {cost or 'no committed CPU run like it to estimate from'}")
     if runs:
-        lines.append(cost_summary(list(runs), results_dir).replace("missing runs: ", "in all: ", 1))
+        lines.append(cost_summary(list(runs), results_dir, label="in all"))
     return "\n".join(lines)
 
 

@@ -214,14 +214,14 @@ def run_cost(run: RunSpec, results_dir: str | Path) -> Cost | None:
     return None
 
 
-def cost_summary(runs: list[RunSpec], results_dir: str | Path) -> str:
-    """One line: the missing runs' estimated CPU time in all, and how many have no estimate."""
+def cost_summary(runs: list[RunSpec], results_dir: str | Path, label: str = "missing runs") -> str:
+    """One line, starting with `label`: the runs' estimated CPU time in all, and how many have no estimate."""
     costs = [run_cost(run, results_dir) for run in runs]
     known = [cost.seconds for cost in costs if cost is not None]
     unknown = len(costs) - len(known)
     if not known:
-        return f"missing runs: no committed CPU run like any of the {unknown} to estimate their time from"
-    text = f"missing runs: {_duration(sum(known))} of CPU time at the pace of the committed runs like them"
+        return f"{label}: no committed CPU run like any of the {unknown} to estimate their time from"
+    text = f"{label}: {_duration(sum(known))} of CPU time at the pace of the committed runs like them"
     return text + (f" ({unknown} with no such run to estimate from)" if unknown else "")
 
 

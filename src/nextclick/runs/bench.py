@@ -27,7 +27,7 @@ from nextclick.models.config import config_from_overrides
 from nextclick.runs.guard import open_run, run_settings_of
 from nextclick.runs.identity import RANKS_FILE, RESULT_FILE, run_dir, run_id, run_settings
 from nextclick.runs.search import check_grid, grid_select, train_grid_in_workers
-from nextclick.runs.select import fit_and_select
+from nextclick.runs.select import fit_and_select, reused_selection
 from nextclick.runtime import git_commit, machine_info, resolve_device, set_threads
 from nextclick.training.loop import TrainOptions
 
@@ -112,6 +112,8 @@ def run_bench(
         raise ValueError("--selection-from gives a neural model's --refit the epochs a finished run chose; "
                          + ("it does not combine with --grid" if grid else "add --refit" if cls.neural
                             else f"{model_name} is statistical and selects no epochs"))
+    # checked before anything is written: a run that differs is refused with no checkpoint directory left
+    selection = None if selection_from is None else reused_selection(cls.name, requested, split.name, options, selection_from)
     if grid_workers < 1:
         raise ValueError(f"--grid-workers must be at least 1, got {grid_workers}")
     if grid_workers > 1 and not grid:
@@ -157,7 +159,7 @@ def run_bench(
     else:
         model = build(model_name, split.n_items, overrides)
         checkpoint.save_meta(directory, model, split.vocab, split.protocol, reference, meta_extra)
-        model, fit_record = fit_and_select(model, split, options, selection_from=selection_from)
+        model, fit_record = fit_and_select(model, split, options, selection=selection)
     checkpoint.save_weights(directory, model)
     test_eval: Evaluation = evaluate(model.score, split.test, ks=options.ks, batch_size=options.eval_batch_size,
                                      max_length=model.max_length, progress=options.progress and not options.quiet,

@@ -174,9 +174,10 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(f"the run's checkpoint is not on this machine ({directory}); give it with --checkpoint")
     final, _, meta = checkpoint.load(directory, calibrated=False)  # the model as trained, whatever was saved before
-    selection_dir = directory / "selection" if options.get("refit") else directory
+    selection_dir, fitted_with = (directory / "selection", "selection/") if options.get("refit") else (directory, "the run's model")
     if "selection_from" in base:  # a refit that reused a finished run's selection: that run's model was selected
         selection_dir = Path(checkpoint_dir_of(base["selection_from"]))
+        fitted_with = str(selection_dir)
     selected = checkpoint.load(selection_dir, calibrated=False)[0] if selection_dir != directory else final
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
@@ -209,8 +210,7 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     record = {**fit, **calibration.to_dict(),
               "valid_calibrated": {k: round(v, 6) for k, v in valid_calibrated.items()},
               "base_run": base["run_id"], "base_test": base["test"],
-              "fitted_with": (str(selection_dir) if "selection_from" in base else "selection/")
-              if selection_dir != directory else "the run's model",
+              "fitted_with": fitted_with,
               "paired_test_against_base": paired_test(calibrated.ranks, plain.ranks)}
     if save:
         record["saved_to"] = str(checkpoint.save_calibration(directory, calibration, identity))

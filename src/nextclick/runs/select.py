@@ -50,14 +50,15 @@ SELECTION_RECORD = ("fit_cases", "valid_cases", "validation", "selected_epoch", 
                     "train_seconds", "seconds_per_epoch", "train_cases_per_second")
 
 
-def reused_selection(model: Recommender, split: Split, options: TrainOptions, result_folder: str | Path) -> dict:
-    """The selection record of a finished bench run (its result folder) that trained `model`'s config on
-    `split` with the same selection options, for a refit that would otherwise train that selection again:
-    same config, seed, validation carve, epoch budget, patience, batches and precision give the same
-    validation curve, up to the nondeterminism of threads (a run and its twin chose the same epoch here).
-    A config value or training option the run's result lacks (one added since) counts as its default.
-    Refuses, naming what differs, anything else. The record says where it came from (`selection_from`:
-    the run, its commit, its checkpoint, which `nextclick calibrate` reads as the selected model)."""
+def reused_selection(model_name: str, config: Any, dataset: str, options: TrainOptions, result_folder: str | Path) -> dict:
+    """The selection record of a finished bench run (its result folder) that trained `config` of
+    `model_name` on `dataset` with the same selection options, for a refit that would otherwise train that
+    selection again: same config, seed, validation carve, epoch budget, patience, batches and precision
+    give the same validation curve, up to the nondeterminism of threads (a run and its twin chose the same
+    epoch here). A config value or training option the run's result lacks (one added since) counts as its
+    default. Refuses, naming what differs, anything else. The record says where it came from
+    (`selection_from`: the run, its commit, its checkpoint, which `nextclick calibrate` reads as the
+    selected model)."""
     path = Path(result_folder)
     path = path if path.name == "result.json" else path / "result.json"
     if not path.is_file():
@@ -69,46 +70,32 @@ def reused_selection(model: Recommender, split: Split, options: TrainOptions, re
     if "selected_epoch" not in base:
         raise ValueError(f"{path.parent} selected no epoch on validation ({base.get('model')} is not a neural run)")
     as_stored = lambda config: json.loads(json.dumps(asdict(config)))  # as JSON stores it: tuples are lists
-    wanted = {"model": model.name, "dataset": split.name, "config": as_stored(model.config),
-              **{f"train_options.{name}": getattr(options, name) for name in SELECTION_OPTIONS}}
     # a value the run's code did not have yet is that option's default (its code ran as the default does)
-    held_config = {**as_stored(type(model.config)()), **(base.get("config") or {})}
-    held = {"model": base.get("model"), "dataset": base.get("dataset"), "config": held_config,
-            **{f"train_options.{name}": base.get("train_options", {}).get(name, getattr(TrainOptions(), name))
-               for name in SELECTION_OPTIONS}}  # an option the run's code lacked: its default
-    differ = [name for name in wanted if wanted[name] != held[name]]
-    if "config" in differ:
-        differ.remove("config")
-        differ += [f"config.{key}" for key in {**held["config"], **wanted["config"]}
-                   if wanted["config"].get(key) != held["config"].get(key)]
+    held_config = {**as_stored(type(config)()), **(base.get("config") or {})}
+    held_options = {**asdict(TrainOptions()), **base.get("train_options", {})}
+    wanted = {"model": model_name, "dataset": dataset, **{f"config.{k}": v for k, v in as_stored(config).items()},
+              **{f"train_options.{name}": getattr(options, name) for name in SELECTION_OPTIONS}}
+    held = {"model": base.get("model"), "dataset": base.get("dataset"), **{f"config.{k}": v for k, v in held_config.items()},
+            **{f"train_options.{name}": held_options[name] for name in SELECTION_OPTIONS}}
+    differ = [name for name in {**held, **wanted} if wanted.get(name) != held.get(name)]
     if differ:
         raise ValueError(f"{path.parent} is not this run's selection: it differs in "
-                         + ", ".join(f"{name} ({held_value(held, name)!r}, here {held_value(wanted, name)!r})"
-                                     for name in differ))
+                         + ", ".join(f"{name} ({held.get(name)!r}, here {wanted.get(name)!r})" for name in differ))
     record = {key: base[key] for key in SELECTION_RECORD if key in base}
     record["selection_from"] = {"run": base["run_id"], "result": str(path.parent), "git_commit": base.get("git_commit"),
                                 "checkpoint_dir": base.get("train_options", {}).get("checkpoint_dir")}
     return record
 
 
-def held_value(values: dict, name: str):
-    if name.startswith("config."):
-        return values["config"].get(name.removeprefix("config."))
-    return values[name]
-
-
 def fit_and_select(model: Recommender, split: Split, options: TrainOptions,
-                   valid_fraction: float = VALID_FRACTION, selection_from: str | Path | None = None
+                   valid_fraction: float = VALID_FRACTION, selection: dict | None = None
                    ) -> tuple[Recommender, dict]:
     """Train with validation-based selection; returns the model to test and a record of the fit. With
-    `selection_from` (options.refit only) the selection is a finished run's (`reused_selection`) and
-    only the refit trains."""
-    if selection_from is not None:
-        if not (model.neural and options.refit):
-            raise ValueError("a finished run's selection (--selection-from) is reused by a neural model's --refit only")
-        record = reused_selection(model, split, options, selection_from)
-        model, record["refit"] = refit(model, split, options, epochs=record["selected_epoch"] + 1)
-        return model, record
+    `selection`, a finished run's selection record (`reused_selection`, for a neural model's refit), only
+    the refit trains."""
+    if selection is not None:
+        model, refitted = refit(model, split, options, epochs=selection["selected_epoch"] + 1)
+        return model, {**selection, "refit": refitted}
     fit_cases, valid_cases = split.carve(options.validation, valid_fraction, seed=options.seed)
     record: dict[str, Any] = {"fit_cases": len(fit_cases), "valid_cases": len(valid_cases),
                               "validation": options.validation}
