@@ -142,13 +142,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("explain", help="what an attention model weighed in one session (dsan, narm, sr-iem, stamp, sr-gnn, gc-san, danser), as PNG heatmap and JSON",
+    p = sub.add_parser("explain", help="what an attention model weighed in one session (every neural model but gru4rec), as PNG heatmap and JSON",
                        description="The weight of each click in the session representation (DSAN: target attention, "
-                                   "SR-IEM: importance, NARM: local attention, STAMP, SR-GNN, GC-SAN and DANSeR: their "
-                                   "readout attention), DSAN's self-attention and alphas, SR-IEM's affinity matrix, the "
+                                   "SR-IEM: importance, NARM and CSRM: local attention (CSRM also its memory gate), STAMP, "
+                                   "SR-GNN, GC-SAN and DANSeR: their readout attention, BERT4Rec: the appended mask's "
+                                   "attention, CoSAN: the last click's self-attention), DSAN's self-attention and alphas, "
+                                   "SR-IEM's affinity matrix, the "
                                    "repeat probability of a model with the repeat decoder, and the top recommendations.")
     p.add_argument("checkpoint", help="checkpoint directory of an attention model (dsan, narm with a local or hybrid encoder, sr-iem, "
-                                          "stamp, sr-gnn, gc-san, danser)")
+                                          "stamp, sr-gnn, gc-san, danser, bert4rec, cosan, csrm)")
     p.add_argument("items", nargs="*", help="the session's item ids (external ids), oldest first")
     p.add_argument("--out", default="explanation", help="output path without suffix (writes .png and .json)")
     p.add_argument("-k", type=int_in(1, MAX_K), default=10, help=f"recommendations to list (10; at most {MAX_K})")
