@@ -32,6 +32,20 @@ def test_every_command_has_help(capsys):
         assert "usage:" in capsys.readouterr().out
 
 
+def test_demo_trains_dsan_beside_s_pop_and_the_commands_it_suggests_work(tmp_path, capsys):
+    """The README's first command (`make demo` runs `nextclick demo`), one epoch instead of five."""
+    out_dir = tmp_path / "demo"
+    code, out, _ = run(capsys, "demo", "--epochs", "1", "--out", str(out_dir), "--quiet")
+    assert code == 0
+    hit_rates = {line.split()[0]: float(line.split()[3]) for line in out.splitlines() if "test HR@20" in line}
+    assert set(hit_rates) == {"s-pop", "dsan"} and hit_rates["dsan"] > hit_rates["s-pop"]
+    assert result_of(out_dir, "dsan")["command"].startswith("nextclick demo")
+    code, out, _ = run(capsys, "recommend", str(out_dir / "dsan"), "1", "2", "3", "--json")
+    assert code == 0 and len(json.loads(out)) == 20
+    code, _, _ = run(capsys, "demo", "--model", "pop", "--out", str(out_dir), "--quiet")  # run again: S-POP remade
+    assert code == 0
+
+
 def test_bench_writes_a_complete_result_file(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run(capsys, "bench", "s-pop", "--results-dir", str(tmp_path / "results"), "-q")
