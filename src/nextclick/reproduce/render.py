@@ -206,8 +206,8 @@ def summarise(section: Section, proposed_label: str) -> None:
         state = "not measured yet" if all(c.state == "missing" for c in section.cells) else "nothing comparable"
     else:
         state = next(s for s in ("short", "within noise", "reproduced") if counts[s])
-    if section.missing:
-        state += f" ({len(section.missing)} of {section.needed} runs missing)"
+    if section.missing:  # a judgement of the runs present only: "so far"
+        state += f"{' so far' if state in STATES else ''} ({len(section.missing)} of {section.needed} runs missing)"
     section.state = state
     parts = [f"{n} {s}" for s, n in counts.items() if n]
     other = sum(1 for c in section.cells if c.state == "other split")
@@ -535,7 +535,8 @@ def summary_markdown(papers: list[tuple[dict, list[Section]]], results_dir: Path
              "States: reproduced = at or above the published number; within noise = below it by at most one "
              "standard error (the larger of one test reading's, from the per-case ranks, and the mean's over "
              "seeds); short = below by more; other split = published on another preprocessing, not judged. A table "
-             "is as short as its shortest comparable number; the paper's own model is given with its gaps.", ""]
+             "is as short as its shortest comparable number, and judged \"so far\" while runs are missing; the paper's "
+             "own model is given with its gaps.", ""]
     for paper, sections in papers:
         rows = [[s.item["id"], s.item["title"], s.state, s.detail or "—",
                  f"{s.needed - len(s.missing)} / {s.needed}" if s.item["kind"] != "explain" else "(files)"]
