@@ -144,8 +144,10 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
 def add_preset_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, metavar="NAME",
                         help="start from a named set of config values the model defines (`nextclick models --presets "
-                             "MODEL` lists them; GRU4Rec: its authors' best settings per dataset; DANSeR: its "
-                             "ablations); --set values win over it")
+                             "MODEL` lists them; GRU4Rec: its authors' best settings per dataset; STAMP: DSAN's "
+                             "re-implementation and the official code's Diginetica settings; BERT4Rec: DSAN's "
+                             "re-implementation; CoSAN: its per-dataset settings; DANSeR: its ablations); --set "
+                             "values win over it")
 
 
 def model_overrides(args) -> dict[str, object]:
