@@ -1,7 +1,7 @@
 """`nextclick` command line: thin — parses, calls the library, prints. One module per verb group:
-catalogue (datasets, models), runs (train, bench, status, curve, speed, demo), use (evaluate,
-recommend, explain), serve (serve, serve-bench, index-bench), data (data prepare | stats |
-bench-prepare), report, and reproduce (the seed papers' tables and figures).
+catalogue (datasets, models), runs (train, bench, calibrate, status, curve, speed, demo), use
+(evaluate, recommend, explain), serve (serve, serve-bench, index-bench), data (data prepare | stats |
+bench-prepare), report, and reproduce (reproduce: the seed papers' tables and figures; compare).
 
 Every command works on the embedded synthetic dataset when no dataset is named. Bad input gives one
 line `nextclick: error: ...` on stderr and exit code 2.
