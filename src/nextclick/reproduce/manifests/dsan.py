@@ -36,7 +36,9 @@ PAPER = {
                     "length >= 2, 44,279 test cases); ours is the SR-GNN split (every prefix, 60,858 test "
                     "cases), so that column is shown for orientation only. Baselines run with their own "
                     "defaults and the last 10% of training sessions as validation; STAMP, BERT4Rec and CoSAN "
-                    "as DSAN's authors re-implemented them (their settings, `--preset dsan`).",
+                    "as DSAN's authors re-implemented them (their settings, `--preset dsan`). DSAN's authors "
+                    "trained their baselines on all training sessions: SR-GNN's and STAMP's runs trained again "
+                    "so (`--refit`) are in docs/baselines.md.",
             "rows": [
                 {"label": "S-POP", "model": "s-pop", "settings": {"variant": "dsan-code"}},
                 {"label": "FPMC", "model": "fpmc"},
