@@ -12,7 +12,7 @@ import pytest
 
 from nextclick import atomic
 from nextclick.evaluate import metrics_from_ranks
-from nextclick.reproduce import PAPERS, listing, missing_runs, paper_runs, run_missing, select_items
+from nextclick.reproduce import PAPERS, listing, missing_runs, paper_runs, run_missing, select_items, train_plan
 from nextclick.reproduce.plan import RunSpec, row_runs
 from nextclick.reproduce.render import judge, render_paper, write_paper, write_summary
 from nextclick.reproduce.significance import compare
@@ -103,7 +103,6 @@ def test_a_missing_run_is_given_the_median_training_time_of_committed_cpu_runs_o
     assert "nextclick bench pop -d retailrocket\n      no committed CPU run like it" in text
     assert text.rstrip().endswith("missing runs: 6.0 h of CPU time at the pace of the committed runs like them "
                                   "(2 with no such run to estimate from)")
-    from nextclick.reproduce import train_plan
     plan = train_plan(missing_runs(paper_runs(TOY), results), results)
     assert "--seed 3\n     about 3.0 h on a CPU" in plan and plan.endswith("in all: 6.0 h of CPU time at the pace of "
                                                                           "the committed runs like them (2 with no "

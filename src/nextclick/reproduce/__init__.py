@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from nextclick.reproduce.manifests import PAPERS
-from nextclick.reproduce.plan import RunSpec, cost_summary, listing, missing_runs, paper_runs, run_cost, select_items
+from nextclick.reproduce.plan import RunSpec, cost_summary, cost_text, listing, missing_runs, paper_runs, select_items
 from nextclick.reproduce.render import Results, render_paper, section_markdown, write_paper, write_summary
 
 __all__ = ["PAPERS", "RunSpec", "listing", "missing_runs", "paper", "paper_runs", "render", "run_missing",
@@ -61,8 +61,7 @@ def train_plan(runs: Sequence[RunSpec], results_dir: str | Path) -> str:
              "continues from its checkpoint; results go to "
              f"{results_dir}/<dataset>/<model>/<run id>/):"]
     for i, run in enumerate(runs, 1):
-        cost = run_cost(run, results_dir)
-        lines.append(f"  {i}. {run.name}\n     {run.command()}\n     {cost or 'no committed CPU run like it to estimate from'}")
+        lines.append(f"  {i}. {run.name}\n     {run.command()}\n     {cost_text(run, results_dir)}")
     if runs:
         lines.append(cost_summary(list(runs), results_dir, label="in all"))
     return "\n".join(lines)

@@ -214,6 +214,11 @@ def run_cost(run: RunSpec, results_dir: str | Path) -> Cost | None:
     return None
 
 
+def cost_text(run: RunSpec, results_dir: str | Path) -> str:
+    """A missing run's estimate (`run_cost`) as one line of a listing or plan."""
+    return str(run_cost(run, results_dir) or "no committed CPU run like it to estimate its time from")
+
+
 def cost_summary(runs: list[RunSpec], results_dir: str | Path, label: str = "missing runs") -> str:
     """One line, starting with `label`: the runs' estimated CPU time in all, and how many have no estimate."""
     costs = [run_cost(run, results_dir) for run in runs]
@@ -246,8 +251,7 @@ def listing(paper: dict, items: list[dict], results_dir: str | Path) -> str:
             lines.append(f"  {'present' if present else 'missing'}  {run.name}")
             if not present:
                 lines.append(f"      {run.command()}")
-                cost = run_cost(run, results_dir)
-                lines.append(f"      {cost if cost else 'no committed CPU run like it to estimate its time from'}")
+                lines.append(f"      {cost_text(run, results_dir)}")
         lines.append("")
     runs = paper_runs(paper, items)
     missing = missing_runs(runs, results_dir)
