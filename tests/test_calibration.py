@@ -212,8 +212,42 @@ def test_a_refit_that_reused_a_finished_runs_selection_is_calibrated_with_that_r
     base = json.loads(plain.read_text())
     assert record["valid_plain"]["HR@20"] == pytest.approx(base["valid"]["HR@20"], abs=1e-6)
     (tmp_path / "runs" / "plain" / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="reused the selection of .* not on this machine"):
+    with pytest.raises(FileNotFoundError, match="reused the selection of .* not on this machine, nor is a calibration"):
         calibrate_run(reused.parent, results_dir=tmp_path / "calibrated", threads=1)
+
+
+def test_a_refit_whose_selected_model_is_gone_takes_the_weights_its_committed_calibration_fitted(tmp_path):
+    """A fresh machine keeps results/, not runs/: a refit that reused a selection benched in an earlier
+    session is calibrated with the weights that session's `nextclick calibrate` of the selection fitted."""
+    import shutil
+
+    from nextclick.runs.bench import run_bench
+    from nextclick.runs.calibrate import calibrate_run
+    from nextclick.training.loop import TrainOptions
+
+    small = {"hidden_size": "16", "embedding_size": "8"}
+
+    def bench(name, **extra):
+        options = TrainOptions(epochs=2, progress=False, quiet=True, checkpoint_dir=str(tmp_path / "runs" / name), **extra)
+        return run_bench("narm", None, overrides=small, options=options, results_dir=tmp_path / "results", threads=1,
+                         command=["test"], **({"selection_from": plain.parent} if name == "refit" else {}))[1]
+
+    plain = bench("plain")
+    refit = bench("refit", refit=True)
+    fitted_here, _ = calibrate_run(refit.parent, results_dir=tmp_path / "here", threads=1, command=["test"])
+    _, selection_calibrated = calibrate_run(plain.parent, results_dir=tmp_path / "results", threads=1, command=["test"])
+    shutil.rmtree(tmp_path / "runs" / "plain")
+    taken, _ = calibrate_run(refit.parent, results_dir=tmp_path / "taken", threads=1, command=["test"])
+    record, here = taken["calibration"], fitted_here["calibration"]
+    assert record["fit_from"] == str(selection_calibrated.parent) and "fit_from" not in here
+    assert record["fitted_with"] == here["fitted_with"] == str(tmp_path / "runs" / "plain")
+    for key in ("weights", "temperature", "cases", "valid_plain", "valid_calibrated", "valid_cross_entropy_after"):
+        assert record[key] == pytest.approx(here[key], rel=1e-6), key
+    metrics = [key for key in fitted_here["test"] if "@" in key]
+    assert {k: taken["test"][k] for k in metrics} == {k: fitted_here["test"][k] for k in metrics}
+    shutil.rmtree(selection_calibrated.parent)
+    with pytest.raises(FileNotFoundError, match="nor is a calibration of that run"):
+        calibrate_run(refit.parent, results_dir=tmp_path / "taken", threads=1)
 
 
 def test_a_saved_calibration_is_what_load_recommend_and_serving_rank_with(refit_run, tmp_path):

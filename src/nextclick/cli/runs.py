@@ -322,8 +322,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="A few weights, fitted on the run's validation cases with the model validation "
                                    "selected (frozen), move the scores of each session's own items by the session's "
                                    "click counts, recency and repetitiveness (models/calibration.py, docs/repeat.md). "
-                                   "Needs the run's checkpoint on this machine; recomputes the run's test ranks "
-                                   "first and refuses a checkpoint that does not give its committed ranks.")
+                                   "Needs the run's checkpoint on this machine (for a refit that reused a finished "
+                                   "run's selection, that run's checkpoint too, or its committed calibration); "
+                                   "recomputes the run's test ranks first and refuses a checkpoint that does not "
+                                   "give its committed ranks.")
     p.add_argument("result", help="the run's result folder, results/<dataset>/<model>/<run id>")
     p.add_argument("--checkpoint", default=None,
                    help="the run's checkpoint directory (default: the one its result.json names)")

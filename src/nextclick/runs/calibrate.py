@@ -8,7 +8,10 @@ The run's checkpoint (train_options.checkpoint_dir of its result.json, or --chec
 machine. The weights are fitted with the model validation selected, on the validation cases it never
 trained on, carved as the run carved them (its validation, seed, fraction 0.1): with --refit that model
 is the checkpoint's selection/, and the fitted weights then go onto the refitted model, which has seen
-those cases. The test set is read once, to test. Before that, the run's own test ranks are recomputed
+those cases. A refit that took its selection from a finished run (`bench --refit --selection-from`) is
+fitted with that run's model; where that model is no longer on the machine (runs/ is not kept between
+working sessions here, results/ is) but the run's own calibration is committed beside it, the weights
+that calibration fitted are taken: the same model, cases and fit would give them again. The test set is read once, to test. Before that, the run's own test ranks are recomputed
 from the checkpoint and must equal its committed ranks.npz: the calibration is compared with exactly the
 model it calibrates (a paired t-test against it is in the result).
 
@@ -41,6 +44,9 @@ from nextclick.runs.identity import RANKS_FILE, RESULT_FILE, run_dir, run_id
 from nextclick.runs.select import VALID_FRACTION
 from nextclick.runtime import git_commit, machine_info, set_threads
 
+FITTED_WITH_ITS_MODEL = "the run's model"  # a run without --refit: validation selected the model it tests
+FIT_RECORD = ("cases", "cases_skipped", "valid_cross_entropy_before", "valid_cross_entropy_after", "temperature",
+              "valid_plain", "valid_cross_entropy_by_temperature")  # what fit_repeat_calibration records
 TEMPERATURES = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # steps of sqrt(2) around the model's own scale
 
 
@@ -138,6 +144,10 @@ def fit_repeat_calibration(score, batches, max_iterations: int = 200,
                          "valid_cross_entropy_by_temperature": {str(t): round(fit[0], 6) for t, fit in fits.items()}}
 
 
+def _calibrated(calibration: RepeatCalibration, model):
+    return lambda batch: calibration.apply(model.score(batch), batch.items)
+
+
 def read_result(folder: Path) -> dict:
     path = folder / RESULT_FILE
     if not path.is_file():
@@ -151,12 +161,32 @@ def read_result(folder: Path) -> dict:
     return result
 
 
+def selection_fit(selection_from: dict) -> tuple[dict, Path] | None:
+    """The calibration already fitted with the model whose selection a refit reused, when that run was
+    calibrated itself (`nextclick calibrate` of its result, a folder beside it): the same weights as a
+    fit now would give (the same model, validation cases and fit), as its committed result records
+    them. None where that result is absent or calibrated another model."""
+    folder = Path(selection_from["result"])
+    if not (folder / RESULT_FILE).is_file():
+        return None
+    selection = json.loads((folder / RESULT_FILE).read_text())
+    path = folder.parent / run_id({**selection["settings"], "calibration": "repeats"}) / RESULT_FILE
+    if selection.get("run_id") != selection_from.get("run") or not path.is_file():
+        return None
+    record = json.loads(path.read_text()).get("calibration", {})
+    if record.get("base_run") != selection["run_id"] or record.get("fitted_with") != FITTED_WITH_ITS_MODEL:
+        return None
+    return record, path.parent
+
+
 def checkpoint_dir_of(selection_from: dict) -> str:
     """The checkpoint of the run whose selection a refit reused (what `nextclick calibrate` fits with)."""
     directory = selection_from.get("checkpoint_dir")
     if not directory or not (Path(directory) / "model.safetensors").is_file():
         raise FileNotFoundError(f"this refit reused the selection of {selection_from['result']}, whose validation-"
-                                f"selected model ({directory}) is not on this machine: calibrate needs it")
+                                f"selected model ({directory}) is not on this machine, nor is a calibration of that "
+                                f"run (`nextclick calibrate {selection_from['result']}`, written beside it): "
+                                "calibrate needs one of them")
     return directory
 
 
@@ -174,26 +204,33 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     if not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(f"the run's checkpoint is not on this machine ({directory}); give it with --checkpoint")
     final, _, meta = checkpoint.load(directory, calibrated=False)  # the model as trained, whatever was saved before
-    selection_dir, fitted_with = (directory / "selection", "selection/") if options.get("refit") else (directory, "the run's model")
+    selection_dir, fitted_with = (directory / "selection", "selection/") if options.get("refit") else (directory, FITTED_WITH_ITS_MODEL)
+    earlier_fit = None
     if "selection_from" in base:  # a refit that reused a finished run's selection: that run's model was selected
-        selection_dir = Path(checkpoint_dir_of(base["selection_from"]))
+        reused = base["selection_from"]
+        earlier_fit = None if (Path(reused.get("checkpoint_dir") or "") / "model.safetensors").is_file() else selection_fit(reused)
+        selection_dir = Path(reused.get("checkpoint_dir") if earlier_fit else checkpoint_dir_of(reused))
         fitted_with = str(selection_dir)
-    selected = checkpoint.load(selection_dir, calibrated=False)[0] if selection_dir != directory else final
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
         raise ValueError(f"{directory} holds a model of {split.name}, the result is on {base['dataset']}")
-    _, valid_cases = split.carve(options["validation"], VALID_FRACTION, seed=options["seed"])
-
     ks = tuple(options.get("ks", DEFAULT_KS))
-    calibration, fit = fit_repeat_calibration(selected.score, iterate_batches(valid_cases, batch_size, selected.max_length),
-                                              ks=ks)  # with the plain model's validation metrics, from the same pass
 
-    def calibrated_score(model):
-        return lambda batch: calibration.apply(model.score(batch), batch.items)
-
-    valid_calibrated = evaluate(calibrated_score(selected), valid_cases, ks=ks, batch_size=batch_size,
-                                max_length=selected.max_length, progress=progress,
-                                description="validation, calibrated").metrics
+    if earlier_fit is None:
+        selected = checkpoint.load(selection_dir, calibrated=False)[0] if selection_dir != directory else final
+        _, valid_cases = split.carve(options["validation"], VALID_FRACTION, seed=options["seed"])
+        calibration, fit = fit_repeat_calibration(selected.score, iterate_batches(valid_cases, batch_size, selected.max_length),
+                                                  ks=ks)  # with the plain model's validation metrics, from the same pass
+        fit["valid_calibrated"] = {k: round(v, 6) for k, v in evaluate(
+            _calibrated(calibration, selected), valid_cases, ks=ks, batch_size=batch_size, max_length=selected.max_length,
+            progress=progress, description="validation, calibrated").metrics.items()}
+    else:  # that model is gone, but its calibration is committed: the fit it records is the one made here
+        record, earlier = earlier_fit
+        calibration = RepeatCalibration.from_dict(record)
+        fit = {key: record[key] for key in (*FIT_RECORD, "valid_calibrated")}
+        fit["fit_from"] = str(earlier)
+        if progress:
+            print(f"{selection_dir} is not on this machine; its calibration {earlier} holds the weights fitted with it")
     plain = evaluate(final.score, split.test, ks=ks, batch_size=batch_size, max_length=final.max_length,
                      progress=progress, description="test, as committed")
     committed = np.load(folder / RANKS_FILE)["ranks"]
@@ -201,14 +238,13 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         raise ValueError(f"the checkpoint in {directory} does not reproduce {folder / RANKS_FILE} "
                          f"({int((plain.ranks != committed).sum())} of {len(committed)} ranks differ): it is not the "
                          "model of that result, so a calibration of it would not be compared with that result")
-    calibrated = evaluate(calibrated_score(final), split.test, ks=ks,
+    calibrated = evaluate(_calibrated(calibration, final), split.test, ks=ks,
                           batch_size=batch_size, max_length=final.max_length, progress=progress,
                           description="test, calibrated")
 
     settings = {**base["settings"], "calibration": "repeats"}
     identity = run_id(settings)
     record = {**fit, **calibration.to_dict(),
-              "valid_calibrated": {k: round(v, 6) for k, v in valid_calibrated.items()},
               "base_run": base["run_id"], "base_test": base["test"],
               "fitted_with": fitted_with,
               "paired_test_against_base": paired_test(calibrated.ranks, plain.ranks)}
