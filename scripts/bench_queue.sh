@@ -24,6 +24,10 @@
 # that what the session can finish comes first. A finished job's name is also appended to
 # scripts/bench_queue.done, which is committed with its results: on a fresh machine the queue skips every
 # name listed there, with no .done files to recreate.
+# UNTIL=<date> (anything `date -d` reads, e.g. UNTIL=04:10): when the session ends. A line may give its
+# expected length in minutes after its commit (`name commit ~90 bench-arguments...`); a job whose
+# minutes no longer fit before UNTIL is passed over for the next one that does (lines without minutes
+# always start), so the session's last hour goes to runs it can finish, not to one it would lose.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,11 +39,19 @@ finished() {  # name: mark a job done, here and in the committed list
   touch "logs/queue/$1.done"
   grep -qxF "$1" scripts/bench_queue.done 2>/dev/null || echo "$1" >> scripts/bench_queue.done
 }
-next_job() {  # the first line nobody has finished, failed or claimed; claims it (mkdir is atomic)
+UNTIL_S=""; [ -n "${UNTIL:-}" ] && { UNTIL_S=$(date -d "$UNTIL" +%s) || exit 2; }
+fits() {  # commit-and-rest: 0 when the line gives no minutes, or they end before UNTIL
+  local minutes
+  read -r _ minutes _ <<< "$1"
+  [ -z "$UNTIL_S" ] || [[ "$minutes" != "~"* ]] && return 0
+  [ $(( $(date +%s) + ${minutes#"~"} * 60 )) -le "$UNTIL_S" ]
+}
+next_job() {  # the first line nobody has finished, failed or claimed that fits; claims it (mkdir is atomic)
   while read -r name rest; do
     case "$name" in ''|\#*) continue;; esac
     [ -e "logs/queue/$name.done" ] || [ -e "logs/queue/$name.failed" ] && continue
     grep -qxF "$name" scripts/bench_queue.done 2>/dev/null && continue
+    fits "$rest" || continue
     mkdir "logs/queue/$name.claim" 2>/dev/null || continue
     echo "$name $rest"; return
   done < scripts/bench_queue.txt
@@ -57,6 +69,7 @@ lane() {
     job=$(next_job)
     [ -z "$job" ] && break
     read -r name commit args <<< "$job"
+    [[ "$args" == "~"* ]] && args=${args#* }  # the expected minutes are the queue's, not the command's
     tree=/tmp/nextclick-$commit
     # one lane at a time makes worktrees (git's own locks, and a tree another lane is still checking out)
     flock logs/queue/worktrees.lock bash -c "[ -d '$tree/src' ] || git worktree add --detach '$tree' '$commit'" \

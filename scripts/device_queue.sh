@@ -58,6 +58,7 @@ run)
       if [ "$left" -lt 60 ]; then echo "$name: not started, ${left}s left"; continue; fi
       line=$(grep -m1 "^$name " "${QUEUE:-scripts/bench_queue.txt}") || { echo "$name: no such queue line"; continue; }
       read -r _ _ args <<< "$line"
+      [[ "$args" == "~"* ]] && args=${args#* }  # the minutes a line expects on the CPU queue
       rm -rf "/tmp/job-results-$name"
       echo "$(date -u +%T) start $name: $args (${left}s left, $threads threads)"
       # shellcheck disable=SC2086  # the arguments are split on purpose
