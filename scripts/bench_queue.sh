@@ -26,8 +26,9 @@
 # name listed there, with no .done files to recreate.
 # UNTIL=<date> (anything `date -d` reads, e.g. UNTIL=04:10): when the session ends. A line may give its
 # expected length in minutes after its commit (`name commit ~90 bench-arguments...`); a job whose
-# minutes no longer fit before UNTIL is passed over for the next one that does (lines without minutes
-# always start), so the session's last hour goes to runs it can finish, not to one it would lose.
+# minutes no longer fit before UNTIL is passed over for the next one that does (a line without minutes
+# counts as UNKNOWN_MINUTES, 120 by default), so the session's last hours go to runs it can finish, not
+# to one it would lose.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -40,10 +41,11 @@ finished() {  # name: mark a job done, here and in the committed list
   grep -qxF "$1" scripts/bench_queue.done 2>/dev/null || echo "$1" >> scripts/bench_queue.done
 }
 UNTIL_S=""; [ -n "${UNTIL:-}" ] && { UNTIL_S=$(date -d "$UNTIL" +%s) || exit 2; }
-fits() {  # commit-and-rest: 0 when the line gives no minutes, or they end before UNTIL
+fits() {  # commit-and-rest: 0 without UNTIL, or when the line's minutes end before it
   local minutes
   read -r _ minutes _ <<< "$1"
-  [ -z "$UNTIL_S" ] || [[ "$minutes" != "~"* ]] && return 0
+  [ -z "$UNTIL_S" ] && return 0
+  [[ "$minutes" == "~"* ]] || minutes="~${UNKNOWN_MINUTES:-120}"
   [ $(( $(date +%s) + ${minutes#"~"} * 60 )) -le "$UNTIL_S" ]
 }
 next_job() {  # the first line nobody has finished, failed or claimed that fits; claims it (mkdir is atomic)
