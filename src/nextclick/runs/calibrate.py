@@ -11,9 +11,10 @@ is the checkpoint's selection/, and the fitted weights then go onto the refitted
 those cases. A refit that took its selection from a finished run (`bench --refit --selection-from`) is
 fitted with that run's model; where that model is no longer on the machine (runs/ is not kept between
 working sessions here, results/ is) but the run's own calibration is committed beside it, the weights
-that calibration fitted are taken: the same model, cases and fit would give them again. The test set is read once, to test. Before that, the run's own test ranks are recomputed
-from the checkpoint and must equal its committed ranks.npz: the calibration is compared with exactly the
-model it calibrates (a paired t-test against it is in the result).
+that calibration fitted are taken: the same model, cases and fit would give them again. The test set
+is read once, to test. Before that, the run's own test ranks are recomputed from the checkpoint and
+must equal its committed ranks.npz: the calibration is compared with exactly the model it calibrates (a
+paired t-test against it is in the result).
 
 Writes results/<dataset>/<model>/<run id + calibration=repeats>/ (result.json, with the weights, and
 ranks.npz). With `save` (--save) the weights also go beside the checkpoint (checkpoint.CALIBRATION_FILE,
@@ -208,9 +209,10 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     earlier_fit = None
     if "selection_from" in base:  # a refit that reused a finished run's selection: that run's model was selected
         reused = base["selection_from"]
-        earlier_fit = None if (Path(reused.get("checkpoint_dir") or "") / "model.safetensors").is_file() else selection_fit(reused)
-        selection_dir = Path(reused.get("checkpoint_dir") if earlier_fit else checkpoint_dir_of(reused))
-        fitted_with = str(selection_dir)
+        here = bool(reused.get("checkpoint_dir")) and (Path(reused["checkpoint_dir"]) / "model.safetensors").is_file()
+        earlier_fit = None if here else selection_fit(reused)
+        selection_dir = Path(checkpoint_dir_of(reused)) if earlier_fit is None else None
+        fitted_with = str(reused.get("checkpoint_dir"))
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
         raise ValueError(f"{directory} holds a model of {split.name}, the result is on {base['dataset']}")
@@ -230,7 +232,7 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
         fit = {key: record[key] for key in (*FIT_RECORD, "valid_calibrated")}
         fit["fit_from"] = str(earlier)
         if progress:
-            print(f"{selection_dir} is not on this machine; its calibration {earlier} holds the weights fitted with it")
+            print(f"{fitted_with} is not on this machine; its calibration {earlier} holds the weights fitted with it")
     plain = evaluate(final.score, split.test, ks=ks, batch_size=batch_size, max_length=final.max_length,
                      progress=progress, description="test, as committed")
     committed = np.load(folder / RANKS_FILE)["ranks"]
