@@ -39,7 +39,7 @@ PAPER = {
                     "defaults and the last 10% of training sessions as validation; STAMP, BERT4Rec and CoSAN "
                     "as DSAN's authors re-implemented them (their settings, `--preset dsan`). DSAN's authors "
                     "trained their baselines on all training sessions: SR-GNN's and STAMP's retailrocket rows are "
-                    "so trained (`--refit`, as DSAN's own row; without it 2.94 and 3.64 HR@20 lower, "
+                    "so trained (`--refit`, as DSAN's own row; without it 4.01 and 3.64 HR@20 lower, "
                     "docs/baselines.md); the other neural baselines fit on 90% of them (the last 10% held "
                     "out to select on).",
             "rows": [

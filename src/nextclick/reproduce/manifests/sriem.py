@@ -30,7 +30,7 @@ PAPER = {
                     "BPR-MF's diginetica rows from SR-GNN Table 2, yoochoose1_64's from NARM Table 3). The paper "
                     "reports each metric's best epoch on test; ours are selected on validation and tested once. "
                     "SR-IEM is refitted on all training sessions for the epochs validation chose, as its code "
-                    "trains, and so is SR-GNN, as its official code trains (its runs without the refit, 0.7 and 2.7 "
+                    "trains, and so is SR-GNN, as its official code trains (its runs without the refit, 0.7 and 2.6 "
                     "HR@20 lower, are in docs/baselines.md); the other baselines fit on 90% of them (the last "
                     "10% held out to select on).",
             "rows": [
