@@ -209,10 +209,13 @@ def calibrate_run(folder: str | Path, *, checkpoint_dir: str | Path | None = Non
     earlier_fit = None
     if "selection_from" in base:  # a refit that reused a finished run's selection: that run's model was selected
         reused = base["selection_from"]
-        here = bool(reused.get("checkpoint_dir")) and (Path(reused["checkpoint_dir"]) / "model.safetensors").is_file()
-        earlier_fit = None if here else selection_fit(reused)
-        selection_dir = Path(checkpoint_dir_of(reused)) if earlier_fit is None else None
         fitted_with = str(reused.get("checkpoint_dir"))
+        try:
+            selection_dir = Path(checkpoint_dir_of(reused))
+        except FileNotFoundError:
+            earlier_fit = selection_fit(reused)
+            if earlier_fit is None:
+                raise
     split = resolve(meta["dataset"], data_root)
     if split.name != base["dataset"]:
         raise ValueError(f"{directory} holds a model of {split.name}, the result is on {base['dataset']}")
